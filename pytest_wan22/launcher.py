@@ -1,0 +1,306 @@
+"""Launch ComfyUI in its own process group, wait until it answers, and make sure it dies with us."""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+from .errors import PortInUse, ServerStartError, ServerTimeout
+
+PROBE_NODE = Path(__file__).with_name("comfy_node.py")
+
+# Kills the server's process group when the process that launched it disappears, even by SIGKILL.
+_WATCHDOG = """
+import os, signal, sys, time
+parent, group = int(sys.argv[1]), int(sys.argv[2])
+while True:
+    time.sleep(0.5)
+    try:
+        os.killpg(group, 0)
+    except OSError:
+        sys.exit(0)
+    if os.getppid() != parent:
+        try:
+            os.killpg(group, signal.SIGTERM); time.sleep(3); os.killpg(group, signal.SIGKILL)
+        except OSError:
+            pass
+        sys.exit(0)
+"""
+
+# Flags the launcher sets itself; a user's --wan22-server-args may replace them.
+_OWN_FLAGS = ("--output-directory", "--temp-directory", "--input-directory", "--user-directory",
+              "--database-url", "--front-end-root")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def port_in_use(host: str, port: int) -> bool:
+    """True when something accepts connections (or holds the address) at host:port."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.5)
+        if s.connect_ex((host, port)) == 0:
+            return True
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def tail(path: Path | None, lines: int = 30) -> str:
+    """The last lines of a log file ('' when there is none)."""
+    if path is None or not path.is_file():
+        return ""
+    with path.open("rb") as f:
+        f.seek(0, os.SEEK_END)
+        size = f.tell()
+        f.seek(max(0, size - 64 * 1024))
+        text = f.read().decode("utf-8", "replace")
+    return "\n".join(text.splitlines()[-lines:])
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    """How to launch one ComfyUI: where, with which interpreter, flags and environment."""
+
+    comfyui_dir: Path
+    work_dir: Path
+    python: str = sys.executable
+    host: str = "127.0.0.1"
+    port: int = 0
+    args: tuple[str, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+    base_directory: Path | None = None
+    install_probe: bool = True
+    startup_timeout: float = 180.0
+    name: str = "comfyui"
+
+    @property
+    def log_path(self) -> Path:
+        """Where stdout and stderr of the server go."""
+        return self.work_dir / f"{self.name}.log"
+
+    def command(self, port: int) -> list[str]:
+        """The argv that starts ComfyUI on `port`."""
+        w = self.work_dir
+        argv = [self.python, "-u", str(self.comfyui_dir / "main.py"), "--listen", self.host, "--port", str(port),
+                "--disable-auto-launch"]
+        if self.base_directory is not None:
+            argv += ["--base-directory", str(self.base_directory)]
+        own = {
+            "--output-directory": str(w / "output"), "--temp-directory": str(w / "temp"),
+            "--input-directory": str(w / "input"), "--user-directory": str(w / "user"),
+            "--database-url": "sqlite:///:memory:", "--front-end-root": str(w / "frontend"),
+        }
+        for flag in _OWN_FLAGS:
+            if flag not in self.args:
+                argv += [flag, own[flag]]
+        if self.install_probe:
+            argv += ["--extra-model-paths-config", str(w / "extra_model_paths.yaml")]
+        return argv + list(self.args)
+
+    def prepare(self) -> None:
+        """Create the private folders, and install the probe node where only this server looks."""
+        for sub in ("output", "temp", "input", "user", "frontend", "custom_nodes"):
+            (self.work_dir / sub).mkdir(parents=True, exist_ok=True)
+        if self.install_probe:
+            node = self.work_dir / "custom_nodes" / "wan22_probe"
+            node.mkdir(exist_ok=True)
+            shutil.copyfile(PROBE_NODE, node / "__init__.py")
+            (self.work_dir / "extra_model_paths.yaml").write_text(
+                f"wan22:\n  base_path: {self.work_dir}\n  custom_nodes: custom_nodes\n", encoding="utf-8")
+
+
+@dataclass(frozen=True)
+class ServerHandle:
+    """A running (or attached) server: its URL, process id and log."""
+
+    url: str
+    pid: int | None = None
+    log_path: Path | None = None
+
+    def __str__(self) -> str:
+        return self.url
+
+    def log_tail(self, lines: int = 30) -> str:
+        """The last lines of the server log."""
+        return tail(self.log_path, lines)
+
+    def log_size(self) -> int:
+        """Current log length in bytes: an offset for `log_since`."""
+        return self.log_path.stat().st_size if self.log_path and self.log_path.is_file() else 0
+
+    def log_since(self, offset: int) -> str:
+        """What the server logged after `offset`."""
+        if not self.log_path or not self.log_path.is_file():
+            return ""
+        with self.log_path.open("rb") as f:
+            f.seek(offset)
+            return f.read().decode("utf-8", "replace")
+
+
+_LIVE: set[ComfyServer] = set()
+
+
+@atexit.register
+def _stop_all() -> None:
+    for server in list(_LIVE):
+        server.stop()
+
+
+class ComfyServer:
+    """One launched ComfyUI process group: start, wait until ready, restart after a crash, stop."""
+
+    def __init__(self, spec: ServerSpec) -> None:
+        self.spec = spec
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.handle: ServerHandle | None = None
+        self.starts = 0
+        self._watchdog: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> ServerHandle:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def command(self) -> list[str]:
+        """The argv of the last start."""
+        port = int(self.handle.url.rsplit(":", 1)[1]) if self.handle else self.spec.port
+        return self.spec.command(port)
+
+    def alive(self) -> bool:
+        """True while the server process runs."""
+        return self.proc is not None and self.proc.poll() is None
+
+    def exit_code(self) -> int | None:
+        """The exit code once the process has ended."""
+        return None if self.proc is None else self.proc.poll()
+
+    def start(self) -> ServerHandle:
+        """Launch and wait for /system_stats; raise ServerStartError with the log tail when it fails."""
+        spec = self.spec
+        if spec.port and port_in_use(spec.host, spec.port):
+            raise PortInUse.at(spec.host, spec.port)
+        port = spec.port or free_port(spec.host)
+        spec.prepare()
+        argv = spec.command(port)
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **spec.env}
+        log = spec.log_path.open("ab")
+        log.write(f"\n=== wan22: starting {' '.join(argv)}\n".encode())
+        log.flush()
+        try:
+            self.proc = subprocess.Popen(argv, cwd=spec.comfyui_dir, env=env, stdin=subprocess.DEVNULL,
+                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        except OSError as exc:
+            raise ServerStartError(f"could not run {argv[0]}: {exc}; fix --wan22-python (ini wan22_python)",
+                                   command=argv) from exc
+        finally:
+            log.close()
+        _LIVE.add(self)
+        self.starts += 1
+        self._start_watchdog()
+        url = f"http://{_url_host(spec.host)}:{port}"
+        self.handle = ServerHandle(url=url, pid=self.proc.pid, log_path=spec.log_path)
+        self._wait_ready(url, argv)
+        return self.handle
+
+    def _start_watchdog(self) -> None:
+        assert self.proc is not None
+        group = self.proc.pid
+
+        def join_group() -> None:  # runs in the child: join the server's group, so stopping it ends us too
+            os.setpgid(0, group)
+
+        with contextlib.suppress(OSError):
+            self._watchdog = subprocess.Popen(
+                [sys.executable, "-c", _WATCHDOG, str(os.getpid()), str(group)],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                preexec_fn=join_group)  # noqa: PLW1509 - setpgid only
+
+    def _wait_ready(self, url: str, argv: Sequence[str]) -> None:
+        deadline = time.monotonic() + self.spec.startup_timeout
+        session = requests.Session()
+        try:
+            while True:
+                code = self.exit_code()
+                if code is not None:
+                    self._reap()
+                    raise ServerStartError.exited(code, argv, tail(self.spec.log_path))
+                with contextlib.suppress(requests.RequestException, ValueError):
+                    r = session.get(url + "/system_stats", timeout=2)
+                    if r.status_code == 200 and isinstance(r.json(), dict):
+                        return
+                if time.monotonic() > deadline:
+                    log_tail = tail(self.spec.log_path)
+                    self.stop()
+                    raise ServerTimeout.after(self.spec.startup_timeout, url, argv, log_tail)
+                time.sleep(0.2)
+        finally:
+            session.close()
+
+    def ensure_running(self) -> bool:
+        """Start again when the process has died; True when a restart happened."""
+        if self.alive():
+            return False
+        self._reap()
+        self.start()
+        return True
+
+    def stop(self, grace: float = 10.0) -> None:
+        """Terminate the whole process group, then kill it; safe to call twice."""
+        if self.proc is not None:
+            _kill_group(self.proc, grace)
+        self._reap()
+
+    def _reap(self) -> None:
+        for proc in (self.proc, self._watchdog):
+            if proc is not None:
+                with contextlib.suppress(OSError):
+                    os.killpg(proc.pid, signal.SIGKILL) if proc is self.proc else proc.kill()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=5)
+        self._watchdog = None
+        _LIVE.discard(self)
+
+
+def _kill_group(proc: subprocess.Popen[bytes], grace: float) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except OSError:
+        return
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        pass
+    with contextlib.suppress(OSError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=5)
+
+
+def _url_host(host: str) -> str:
+    if host in ("0.0.0.0", ""):
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host else host

@@ -1,0 +1,143 @@
+"""The one table of options: each becomes a --wan22-* flag, a wan22_* ini key and a WAN22_* variable."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .compare import parse_tolerance
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise ValueError(f"{text!r} is not a positive number")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise ValueError(f"{text!r} is not a port (0 picks a free one)")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError(f"{text!r} is negative")
+    return value
+
+
+def _rounds(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError(f"{text!r}: at least one round is needed")
+    return value
+
+
+def _bool(text: str) -> bool:
+    low = text.strip().lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"{text!r} is not a boolean (true/false)")
+
+
+def _choice(*choices: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text not in choices:
+            raise ValueError(f"{text!r} is not one of {', '.join(choices)}")
+        return text
+
+    return parse
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting, written once: flag, ini key, environment variable, parser and help."""
+
+    name: str
+    help: str
+    parse: Callable[[str], Any] = str
+    default: Any = None
+    flag: bool = False  # a store_true switch on the command line
+    multiple: bool = False  # may be given several times; ini takes one per line
+    metavar: str | None = None
+
+    @property
+    def cli(self) -> str:
+        """The command-line flag."""
+        return "--wan22-" + self.name.replace("_", "-")
+
+    @property
+    def dest(self) -> str:
+        """The argparse destination and the ini key."""
+        return "wan22_" + self.name
+
+    @property
+    def env(self) -> str:
+        """The environment variable."""
+        return "WAN22_" + self.name.upper()
+
+    def where(self) -> str:
+        """How a user sets it, for error messages."""
+        return f"{self.cli} (ini {self.dest}, env {self.env})"
+
+    def argparse_type(self) -> Callable[[str], Any]:
+        """An argparse type= callable whose errors name the flag."""
+
+        def convert(text: str) -> Any:
+            try:
+                return self.parse(text)
+            except ValueError as exc:
+                raise argparse.ArgumentTypeError(f"{exc}") from None
+
+        convert.__name__ = self.name
+        return convert
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("comfyui_dir", "ComfyUI checkout to launch (the folder that holds main.py).", metavar="DIR"),
+    Option("python", "Python interpreter that runs ComfyUI (default: the one running pytest).", metavar="EXE"),
+    Option("url", "Attach to a running ComfyUI at this URL instead of launching one.", metavar="URL"),
+    Option("host", "Address the launched ComfyUI listens on.", default="127.0.0.1", metavar="HOST"),
+    Option("port", "Port for the launched ComfyUI; 0 picks a free one.", parse=_port, default=0, metavar="PORT"),
+    Option("tier", "Run as this tier instead of the one detected through NVML.", metavar="TIER"),
+    Option("tiers_file", "TOML tier table whose rows replace or extend the shipped one.", metavar="FILE"),
+    Option("server_args", "Extra ComfyUI launch arguments, appended to the tier's (quote them as one string).",
+           metavar="ARGS", default=""),
+    Option("startup_timeout", "Seconds ComfyUI may take to answer /system_stats after launch.",
+           parse=_positive_float, default=180.0, metavar="SECONDS"),
+    Option("run_timeout", "Seconds one workflow run may take (default: the tier's run_timeout_s).",
+           parse=_positive_float, metavar="SECONDS"),
+    Option("workflows_dir", "Folder of API-format workflow JSON files.", metavar="DIR", default="workflows"),
+    Option("baselines_dir", "Folder of stored baselines (one sub-folder per tier).", metavar="DIR",
+           default="baselines"),
+    Option("update_baselines", "Record this session's results as the new baselines (nothing else writes them).",
+           parse=_bool, default=False, flag=True),
+    Option("tolerance", "Allowed change before a test fails, as METRIC:LIMIT, e.g. time:10% or vram:512MiB; "
+           "may be repeated.", parse=parse_tolerance, multiple=True, metavar="METRIC:LIMIT"),
+    Option("rounds", "Timed rounds per variant.", parse=_rounds, default=3, metavar="N"),
+    Option("warmup_rounds", "Untimed rounds before the timed ones (model loads, compilation).",
+           parse=_non_negative_int, default=1, metavar="N"),
+    Option("log_dir", "Where server logs and run records go (default: a folder under pytest's basetemp).",
+           metavar="DIR"),
+    Option("synthetic", "Run on synthetic random-weight models of this preset (tiny, a14b) instead of the "
+           "user's; the cpu tier always uses tiny.", parse=_choice("tiny", "a14b"), metavar="PRESET"),
+    Option("models_dir", "Where synthetic models are generated and kept between sessions.", metavar="DIR"),
+    Option("missing", "What to do when a variant needs a node or model file the server lacks.",
+           parse=_choice("fail", "skip"), default="fail", metavar="fail|skip"),
+    Option("vram_interval", "Seconds between VRAM samples during a run.", parse=_positive_float, default=0.02, metavar="SECONDS"),
+    Option("emulate_tier", "Cap the ComfyUI process to this tier's card memory on a bigger GPU.",
+           metavar="TIER"),
+    Option("gpu_index", "NVML index of the GPU to run on (xdist workers get one each).",
+           parse=_non_negative_int, metavar="N"),
+    Option("nvml_accounting", "Switch on NVML accounting mode for exact per-process peaks; changes device "
+           "settings and needs root: only on a GPU you own.", parse=_bool, default=False, flag=True),
+)
+
+BY_NAME = {o.name: o for o in OPTIONS}

@@ -1,0 +1,234 @@
+"""The pytest layer: options, markers, tier detection and skips, log sections, the summary, baselines."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from . import hookspecs
+from .baselines import BaselineStore
+from .compare import Summary, Verdict
+from .errors import NvmlUnavailable, Wan22Error
+from .fixtures import (  # noqa: F401 - fixtures are found through this module
+    wan22_client,
+    wan22_device,
+    wan22_models,
+    wan22_profile,
+    wan22_run,
+    wan22_server,
+    wan22_settings,
+    wan22_tier,
+    wan22_workflows,
+)
+from .gpu import DeviceInfo, load_backend, probe
+from .options import OPTIONS
+from .records import Environment, RunRecord, from_jsonable, to_jsonable
+from .report import render
+from .settings import Settings, resolve
+from .tiers import Tier, cpu_tier, detect_tier, item_tiers, marker_lines
+
+
+@dataclass
+class State:
+    """What one pytest process knows and gathers: resolved settings, the tier, records, verdicts."""
+
+    settings: Settings
+    tier: Tier | None
+    detection: str
+    device: DeviceInfo | None = None
+    nvml: Any = None
+    nvml_reason: str = ""
+    records: list[RunRecord] = field(default_factory=list)
+    verdicts: dict[str, Verdict] = field(default_factory=dict)
+    summaries: dict[tuple[str, str], Summary] = field(default_factory=dict)
+    machine: Environment | None = None
+    server: Any = None
+
+
+STATE_KEY = pytest.StashKey[State]()
+
+
+def state_of(config: pytest.Config) -> State:
+    """The session's State."""
+    return config.stash[STATE_KEY]
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    pluginmanager.add_hookspecs(hookspecs)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("wan22", "Wan 2.2 image-to-video gate (pytest-wan22)")
+    for opt in OPTIONS:
+        default = f"default {opt.default}; " if opt.default not in (None, "", False) else ""
+        text = f"{opt.help} [{default}env {opt.env}, ini {opt.dest}]".replace("%", "%%")
+        if opt.flag:
+            group.addoption(opt.cli, dest=opt.dest, action="store_true", default=None, help=text)
+        else:
+            group.addoption(opt.cli, dest=opt.dest, action="append" if opt.multiple else "store",
+                            type=opt.argparse_type(), default=None, metavar=opt.metavar, help=text)
+        parser.addini(opt.dest, opt.help, type="linelist" if opt.multiple else "string",
+                      default=[] if opt.multiple else "")
+
+
+def _worker_index() -> int | None:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    return int(worker[2:]) if worker.startswith("gw") and worker[2:].isdigit() else None
+
+
+def _detect(config: pytest.Config, settings: Settings) -> State:
+    nvml = config.hook.pytest_wan22_nvml_backend(config=config)
+    reason = ""
+    if nvml is None:
+        try:
+            nvml = load_backend()
+        except NvmlUnavailable as exc:
+            reason = str(exc)
+    device = None
+    if nvml is not None:
+        index = settings.gpu_index if settings.gpu_index is not None else (_worker_index() or 0)
+        try:
+            count = nvml.device_count()
+            if count and index >= count:
+                raise pytest.UsageError(
+                    f"GPU index {index} does not exist: this machine has {count} GPU(s). Run at most {count} "
+                    "xdist workers (-n), or fix --wan22-gpu-index")
+            device = probe(nvml, index) if count else None
+            reason = "" if count else "NVML sees no GPU"
+        except Wan22Error as exc:
+            reason = str(exc)
+    tiers = settings.tiers
+    if settings.emulate_tier:
+        on = device.name if device else "no GPU"
+        return State(settings, tiers[settings.emulate_tier], f"{settings.emulate_tier} emulated on {on}",
+                     device, nvml, reason)
+    if settings.tier:
+        on = f"{device.name}, {device.memory_total_mib:.0f} MiB" if device else "no GPU found"
+        return State(settings, tiers[settings.tier], f"{settings.tier} (forced by --wan22-tier; {on})", device,
+                     nvml, reason)
+    if device is None:
+        name = cpu_tier(tiers)
+        return State(settings, tiers[name] if name else None, f"no GPU ({reason or 'none found'})", None, nvml,
+                     reason)
+    found = config.hook.pytest_wan22_detect_tier(config=config, device_name=device.name,
+                                                 memory_mib=device.memory_total_mib)
+    found = found or detect_tier(tiers, device.name, device.memory_total_mib)
+    desc = f"{device.name}, {device.memory_total_mib:.0f} MiB"
+    if found is None:
+        return State(settings, None, f"{desc}, which matches no tier", device, nvml, reason)
+    return State(settings, tiers[found], f"{found} ({desc})", device, nvml, reason)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    try:
+        settings = resolve(config.rootpath, lambda o: config.getoption(o.dest),
+                           lambda o: config.getini(o.dest))
+    except Wan22Error as exc:
+        raise pytest.UsageError(str(exc)) from None
+    for line in marker_lines(settings.tiers):
+        config.addinivalue_line("markers", line)
+    config.addinivalue_line("markers", "wan22_budget(gib): peak-VRAM budget for this test's variants, "
+                            "instead of the tier table's")
+    config.stash[STATE_KEY] = _detect(config, settings)
+    if config.pluginmanager.hasplugin("xdist"):
+        from ._xdist import XdistHooks
+
+        config.pluginmanager.register(XdistHooks(), "wan22-xdist")
+    if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+        signal.signal(signal.SIGTERM, _terminate)
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    """Turn SIGTERM into KeyboardInterrupt so fixtures tear down and ComfyUI is stopped."""
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    state = state_of(config)
+    s = state.settings
+    where = f"attach {s.url}" if s.attach else f"launch {s.comfyui_dir or '(no --wan22-comfyui-dir)'}"
+    lines = [f"wan22: tier {state.detection}; ComfyUI: {where}"]
+    if state.tier and state.tier.is_gpu and state.nvml is None:
+        lines.append(f"wan22: VRAM not measured: {state.nvml_reason}")
+    return lines
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    state = state_of(config)
+    active = state.tier.name if state.tier else None
+    for item in items:
+        wanted = item_tiers((m.name for m in item.iter_markers()), state.settings.tiers)
+        if wanted and active not in wanted:
+            item.add_marker(pytest.mark.skip(
+                reason=f"needs tier {', '.join(sorted(wanted))}; this machine is {state.detection} "
+                       "(force one with --wan22-tier)"))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
+    report = yield
+    if report.failed and "wan22_server" in getattr(item, "fixturenames", ()):
+        server = state_of(item.config).server
+        if server is not None and server.handle.log_path is not None:
+            report.sections.append(("ComfyUI log (last lines)", server.handle.log_tail(40)))
+    return report
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    state = state_of(config)
+    if not state.records:
+        return
+    terminalreporter.write_sep("=", "wan22 runs")
+    terminalreporter.write_line(render(state.records, state.verdicts))
+    if state.settings.update_baselines and state.summaries:
+        terminalreporter.write_line(f"wan22: baselines written under {state.settings.baselines_dir}")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    config = session.config
+    state = state_of(config)
+    if state.server is not None:
+        state.server.stop()
+    workeroutput = getattr(config, "workeroutput", None)
+    if workeroutput is not None:  # an xdist worker: hand results to the controller
+        workeroutput["wan22"] = json.dumps({
+            "records": [r.to_dict() for r in state.records],
+            "summaries": [[k[0], to_jsonable(v)] for k, v in state.summaries.items()],
+            "verdicts": [to_jsonable(v) for v in state.verdicts.values()],
+            "machine": to_jsonable(state.machine) if state.machine else None})
+        return
+    write_baselines(state)
+
+
+def merge_worker_output(state: State, payload: str) -> None:
+    """Fold one xdist worker's records and summaries into the controller's State."""
+    data = json.loads(payload)
+    state.records.extend(RunRecord.from_dict(r) for r in data["records"])
+    for workflow, summary in data["summaries"]:
+        s = from_jsonable(Summary, summary)
+        state.summaries[(workflow, s.variant_id)] = s
+    for v in data["verdicts"]:
+        verdict = from_jsonable(Verdict, v)
+        state.verdicts[verdict.variant_id] = verdict
+    if data["machine"] and state.machine is None:
+        state.machine = from_jsonable(Environment, data["machine"])
+
+
+def write_baselines(state: State) -> None:
+    """With --wan22-update-baselines: one atomic write per workflow file, from the controller only."""
+    s = state.settings
+    if not (s.update_baselines and state.summaries and state.tier):
+        return
+    store = BaselineStore(s.baselines_dir)
+    by_workflow: dict[str, dict[str, Summary]] = {}
+    for (workflow, variant_id), summary in state.summaries.items():
+        if summary.rounds:
+            by_workflow.setdefault(workflow, {})[variant_id] = summary
+    for workflow, summaries in by_workflow.items():
+        store.update(state.tier.name, workflow, state.machine or Environment(), summaries)

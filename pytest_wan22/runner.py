@@ -1,0 +1,302 @@
+"""Run a workflow variant on a server and turn what happened into RunRecords: the one place the parts meet."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import secrets
+import struct
+import time
+import zlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+from .client import ComfyClient, Event, Execution
+from .errors import ComfyAPIError, PromptRejected
+from .records import (
+    Environment,
+    ErrorInfo,
+    NodeTiming,
+    Outcome,
+    OutputFile,
+    RunRecord,
+    SamplerPass,
+    VramReport,
+)
+from .video import mp4_info
+
+SAMPLER_CLASSES = frozenset({"KSampler", "KSamplerAdvanced", "SamplerCustom", "SamplerCustomAdvanced"})
+
+# Node classes grouped into the phases a report shows side by side.
+PHASES: Mapping[str, frozenset[str]] = {
+    "load": frozenset({"UNETLoader", "CLIPLoader", "VAELoader", "LoraLoaderModelOnly", "LoraLoader", "LoadImage",
+                       "CheckpointLoaderSimple", "CLIPVisionLoader", "LoadTrainingDataset"}),
+    "text": frozenset({"CLIPTextEncode", "ConditioningZeroOut", "CLIPVisionEncode"}),
+    "encode": frozenset({"WanImageToVideo", "WanFirstLastFrameToVideo"}),
+    "compile": frozenset({"TorchCompileModel"}),
+    "sampling": SAMPLER_CLASSES,
+    "decode": frozenset({"VAEDecode", "VAEDecodeTiled"}),
+    "interpolation": frozenset({"RIFE VFI", "FILM VFI", "FrameInterpolate"}),
+    "save": frozenset({"CreateVideo", "SaveVideo", "SaveWEBM", "SaveAnimatedWEBP", "SaveImage"}),
+}
+
+OOM_TYPES = frozenset({"torch.OutOfMemoryError", "torch.cuda.OutOfMemoryError", "OutOfMemoryError"})
+OOM_TEXT = re.compile(r"out of memory|Allocation on device|CUBLAS_STATUS_ALLOC_FAILED", re.IGNORECASE)
+
+# What ComfyUI absorbs without failing the prompt, found in its log: (kind, pattern, what it means).
+LOG_SIGNS: tuple[tuple[str, re.Pattern[str], str], ...] = (
+    ("offload", re.compile(r"loaded partially.*?([\d.]+) MB offloaded"), "model loaded partially, {0} MB offloaded"),
+    ("offload", re.compile(r"Unloaded partially: ([\d.]+) MB freed"), "model unloaded partially between passes "
+     "({0} MB freed)"),
+    ("oom_retry", re.compile(r"Ran out of memory when regular VAE (\w+)"), "VAE {0} ran out of memory and fell back "
+     "to tiled"),
+    ("oom_retry", re.compile(r"out of memory error, increasing steps and trying again"), "attention ran out of "
+     "memory and retried in more steps"),
+    ("oom_retry", re.compile(r"scaled_dot_product_attention OOMed"), "SDPA ran out of memory and switched to "
+     "slice attention"),
+    ("oom_retry", re.compile(r"Got an OOM, unloading all loaded models"), "an OOM unloaded all models"),
+    ("recompile", re.compile(r"recompile_limit|Recompiling function"), "torch.compile recompiled"),
+)
+
+
+def classify_error(exception_type: str, message: str) -> Outcome:
+    """GPU out-of-memory or another error, by ComfyUI's execution_error fields."""
+    if exception_type in OOM_TYPES or exception_type.endswith("OutOfMemoryError"):
+        return "oom"
+    if "DefaultCPUAllocator" in message:  # host RAM, not the GPU
+        return "error"
+    return "oom" if OOM_TEXT.search(message) else "error"
+
+
+def scan_log(text: str) -> list[str]:
+    """Warnings for what ComfyUI absorbed during a run: offloads, OOM retries, recompiles ('kind: text')."""
+    found: list[str] = []
+    for line in text.splitlines():
+        for kind, pattern, meaning in LOG_SIGNS:
+            m = pattern.search(line)
+            if m:
+                note = f"{kind}: {meaning.format(*m.groups())}"
+                if note not in found:
+                    found.append(note)
+    return found
+
+
+def warnings_of(record: RunRecord, kind: str) -> list[str]:
+    """The record's warnings of one kind ('offload', 'oom_retry', 'recompile')."""
+    return [w for w in record.warnings if w.startswith(kind + ":")]
+
+
+def node_titles(prompt: Mapping[str, Any]) -> dict[str, tuple[str, str]]:
+    """node id -> (class_type, title)."""
+    return {nid: (n.get("class_type", "?"), (n.get("_meta") or {}).get("title") or n.get("class_type", "?"))
+            for nid, n in prompt.items()}
+
+
+def node_timings(events: Sequence[Event], prompt: Mapping[str, Any], cached: Sequence[str]) -> list[NodeTiming]:
+    """Per-node durations from the arrival times of `executing` frames (the next frame ends a node)."""
+    titles = node_titles(prompt)
+    marks = [(e.t, e.data.get("node")) for e in events if e.type == "executing"]
+    end_types = ("execution_success", "execution_error", "execution_interrupted")
+    end = next((e.t for e in events if e.type in end_types), marks[-1][0] if marks else 0.0)
+    out = [NodeTiming(n, *titles.get(n, ("?", n)), 0.0, True) for n in cached]
+    for i, (t, node) in enumerate(marks):
+        if node is None:
+            continue
+        nxt = marks[i + 1][0] if i + 1 < len(marks) else end
+        out.append(NodeTiming(str(node), *titles.get(str(node), ("?", str(node))), max(0.0, min(nxt, end) - t)))
+    return out
+
+
+def sampler_passes(events: Sequence[Event], nodes: Sequence[NodeTiming]) -> list[SamplerPass]:
+    """Each sampler node's pass, in execution order, with the arrival time of every step's progress frame."""
+    passes = []
+    for n in nodes:
+        if n.class_type not in SAMPLER_CLASSES or n.cached:
+            continue
+        frames = [e for e in events if e.type == "progress" and str(e.data.get("node")) == n.node_id]
+        steps = int(frames[-1].data.get("max", len(frames))) if frames else 0
+        passes.append(SamplerPass(n.node_id, n.title, steps, tuple(e.t for e in frames), n.seconds))
+    return passes
+
+
+def phases(nodes: Sequence[NodeTiming]) -> dict[str, float]:
+    """Seconds per phase (load, text, encode, compile, sampling, decode, interpolation, save)."""
+    out: dict[str, float] = {}
+    for n in nodes:
+        phase = next((p for p, classes in PHASES.items() if n.class_type in classes), "other")
+        out[phase] = round(out.get(phase, 0.0) + n.seconds, 6)
+    return out
+
+
+def outputs(history: Mapping[str, Any] | None, output_dir: Path | None) -> list[OutputFile]:
+    """Files the run wrote, with frame count, size and fps read from each MP4 found on disk."""
+    found: list[OutputFile] = []
+    for node_id, out in ((history or {}).get("outputs") or {}).items():
+        for key in ("images", "gifs", "videos", "video"):
+            for item in out.get(key) or []:
+                if not isinstance(item, dict) or "filename" not in item:
+                    continue
+                f = OutputFile(item["filename"], item.get("subfolder", ""), item.get("type", "output"), node_id)
+                if output_dir is not None and f.type == "output":
+                    path = output_dir / f.subfolder / f.filename
+                    if path.is_file():
+                        f = replace(f, path=str(path), bytes=path.stat().st_size)
+                        info = mp4_info(path) if path.suffix.lower() in (".mp4", ".mov", ".m4v") else None
+                        if info:
+                            f = replace(f, frames=info.frames, width=info.width, height=info.height, fps=info.fps)
+                found.append(f)
+    return found
+
+
+def _gib(mib: float | None) -> str:
+    return f"{mib / 1024:.1f} GiB" if mib is not None else "unknown VRAM"
+
+
+def describe_failure(outcome: Outcome, error: ErrorInfo | None, vram: VramReport | None, execution_message: str,
+                     titles: Mapping[str, tuple[str, str]]) -> str:
+    """One readable sentence for a failed run."""
+    where = ""
+    if error and error.node_id:
+        cls, title = titles.get(error.node_id, (error.node_type or "?", error.node_id))
+        where = f" in {error.node_type or cls} '{title}' (node {error.node_id})"
+    if outcome == "oom":
+        peak = vram.peak_mib if vram and vram.available else None
+        first = (error.exception_message.strip().splitlines() or [""])[0] if error else ""
+        return f"out of memory{where} at {_gib(peak)}: {error.exception_type if error else ''}: {first}".rstrip()
+    if outcome == "error" and error:
+        msg = error.exception_message.strip()
+        return f"{error.exception_type}{where}: {msg}"
+    if outcome == "interrupted":
+        return f"interrupted{where}: {execution_message}".rstrip(": ")
+    return execution_message or outcome
+
+
+class Monitor(Protocol):
+    """What the runner needs of a VRAM monitor: a context manager that reports afterwards."""
+
+    def __enter__(self) -> Any: ...
+    def __exit__(self, *exc: object) -> Any: ...
+    def report(self) -> VramReport: ...
+
+
+@dataclass
+class RunContext:
+    """Everything a run needs from the session: the server, how to tell it is alive, and where output lands."""
+
+    client: ComfyClient
+    tier: str
+    timeout: float
+    environment: Environment = field(default_factory=Environment)
+    is_alive: Callable[[], bool] | None = None
+    log_size: Callable[[], int] | None = None
+    log_since: Callable[[int], str] | None = None
+    output_dir: Path | None = None
+    monitor: Callable[[], Monitor] | None = None
+    uploaded: set[str] = field(default_factory=set)
+
+
+@contextlib.contextmanager
+def _maybe(monitor: Monitor | None) -> Iterator[None]:
+    if monitor is None:
+        yield
+    else:
+        with monitor:
+            yield
+
+
+def png_bytes(width: int, height: int) -> bytes:
+    """A start image: a colour ramp as an RGB PNG, written with the standard library."""
+    rows = bytearray()
+    for y in range(height):
+        rows.append(0)
+        g = y * 255 // max(1, height - 1)
+        for x in range(width):
+            rows += bytes((x * 255 // max(1, width - 1), g, 128))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(bytes(rows), 6))
+            + chunk(b"IEND", b""))
+
+
+def ensure_input_images(ctx: RunContext, prompt: Mapping[str, Any], size: tuple[int, int]) -> None:
+    """Upload a start image for every LoadImage the server does not have yet."""
+    info = ctx.client.object_info("LoadImage").get("LoadImage", {})
+    spec = (info.get("input", {}).get("required", {}).get("image") or [[]])[0]
+    have = set(spec) if isinstance(spec, list) else set()
+    for node in prompt.values():
+        if node.get("class_type") != "LoadImage":
+            continue
+        name = str(node["inputs"].get("image"))
+        if name in have or name in ctx.uploaded:
+            continue
+        ctx.client.upload_image_bytes(name, png_bytes(*size))
+        ctx.uploaded.add(name)
+
+
+def run_prompt(ctx: RunContext, prompt: Mapping[str, Any], *, variant_id: str, workflow: str, seed: int | None,
+               round_index: int = 0, warmup: bool = False) -> RunRecord:
+    """Submit one prompt, follow it to the end, and describe the result as a RunRecord."""
+    titles = node_titles(prompt)
+    base = RunRecord(variant_id=variant_id, workflow=workflow, tier=ctx.tier, outcome="invalid", seed=seed,
+                     round=round_index, warmup=warmup, started_at=time.time(), environment=ctx.environment)
+    offset = ctx.log_size() if ctx.log_size else 0
+    ctx.client.reset_memory_stats()
+    monitor = ctx.monitor() if ctx.monitor else None
+    try:
+        with _maybe(monitor):
+            execution = ctx.client.run(prompt, timeout=ctx.timeout, is_alive=ctx.is_alive)
+    except PromptRejected as exc:
+        return replace(base, message=f"ComfyUI rejected the workflow:\n{exc}")
+    except ComfyAPIError as exc:
+        alive = ctx.is_alive() if ctx.is_alive else True
+        return replace(base, outcome="error" if alive else "server_died", message=str(exc))
+    vram = monitor.report() if monitor else None
+    torch_mem = ctx.client.memory_stats() if execution.status != "server_died" else {}
+    if vram is not None and torch_mem.get("available"):
+        vram = replace(vram, torch_peak_allocated_mib=torch_mem["max_allocated"] / 2**20,
+                       torch_peak_reserved_mib=torch_mem["max_reserved"] / 2**20)
+    log_text = ctx.log_since(offset) if ctx.log_since else ""
+    return build_record(base, execution, prompt, vram, log_text, ctx.output_dir)
+
+
+def build_record(base: RunRecord, execution: Execution, prompt: Mapping[str, Any], vram: VramReport | None,
+                 log_text: str, output_dir: Path | None) -> RunRecord:
+    """Fold an Execution (and the log written meanwhile) into a RunRecord."""
+    titles = node_titles(prompt)
+    nodes = node_timings(execution.events, prompt, execution.cached_nodes)
+    error = None
+    if execution.error:
+        e = execution.error
+        error = ErrorInfo(e.get("node_id"), e.get("node_type"), str(e.get("exception_type", "")),
+                          str(e.get("exception_message", "")), tuple(e.get("traceback") or ()))
+    outcome: Outcome
+    if execution.status == "success":
+        outcome = "success"
+    elif execution.status == "error":
+        outcome = classify_error(error.exception_type, error.exception_message) if error else "error"
+    else:
+        outcome = execution.status
+    message = ""
+    if outcome != "success":
+        message = describe_failure(outcome, error, vram, execution.message, titles)
+    elif execution.cached_nodes and set(execution.cached_nodes) >= set(prompt):
+        outcome = "invalid"
+        message = ("every node was cached, so nothing ran and no timing exists; give the workflow a seed input "
+                   "the runner can change, or start ComfyUI with --cache-none (--wan22-server-args)")
+    if outcome == "server_died" and log_text:
+        message += "\nlast log lines:\n" + "\n".join(log_text.splitlines()[-20:])
+    return replace(base, outcome=outcome, message=message, prompt_id=execution.prompt_id,
+                   wall_s=execution.wall_s, server_s=execution.server_s, nodes=tuple(nodes),
+                   passes=tuple(sampler_passes(execution.events, nodes)), phases=phases(nodes),
+                   outputs=tuple(outputs(execution.history, output_dir)), vram=vram,
+                   warnings=tuple(scan_log(log_text)), error=error, cached_nodes=tuple(execution.cached_nodes))
+
+
+def fresh_seed() -> int:
+    """A seed no earlier round used, so ComfyUI's cache cannot answer for the samplers."""
+    return secrets.randbits(48)

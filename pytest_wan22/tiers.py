@@ -1,0 +1,211 @@
+"""The tier table: which GPU class a machine is, and how ComfyUI is launched and judged on it."""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+GIB = 1024.0  # MiB per GiB
+
+
+@dataclass(frozen=True)
+class Tier:
+    """One row of the tier table."""
+
+    name: str
+    description: str = ""
+    match: tuple[str, ...] = ()
+    min_memory_gib: float | None = None
+    max_memory_gib: float | None = None
+    args: tuple[str, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+    vram_budget_gib: float | None = None
+    budgets: Mapping[str, float] = field(default_factory=dict)
+    allow_offload_labels: tuple[str, ...] = ()
+    run_timeout_s: float = 1800.0
+    models: str = "user"
+    emulate_memory_gib: float | None = None
+    scale: Mapping[str, int] = field(default_factory=dict)
+
+    @property
+    def is_gpu(self) -> bool:
+        """False for the cpu tier, which never touches a GPU."""
+        return "--cpu" not in self.args
+
+    @property
+    def synthetic(self) -> str | None:
+        """The synthetic model preset this tier runs with, or None for the user's own models."""
+        return None if self.models == "user" else self.models
+
+    def matches(self, device_name: str, memory_mib: float | None) -> bool:
+        """True when an NVML device of this name and memory belongs to the tier."""
+        if not any(re.search(p, device_name, re.IGNORECASE) for p in self.match):
+            return False
+        if memory_mib is None:
+            return True
+        gib = memory_mib / GIB
+        lo = self.min_memory_gib if self.min_memory_gib is not None else 0.0
+        hi = self.max_memory_gib if self.max_memory_gib is not None else float("inf")
+        return lo <= gib <= hi
+
+    def budget_gib(self, variant_id: str) -> float | None:
+        """The peak-VRAM budget for a variant: its own entry, else its most specific label, else the tier's."""
+        if variant_id in self.budgets:
+            return self.budgets[variant_id]
+        parts = set(variant_id.split("-"))
+        hits = [(len(k), v) for k, v in self.budgets.items() if set(k.split("-")) <= parts]
+        return max(hits)[1] if hits else self.vram_budget_gib
+
+    def allows_offload(self, variant_id: str) -> bool:
+        """True when the variant may offload on this tier (block-swap style variants)."""
+        return bool(set(variant_id.split("-")) & set(self.allow_offload_labels))
+
+
+_FIELDS = {f for f in Tier.__dataclass_fields__ if f != "name"}
+_TUPLES = ("match", "args", "allow_offload_labels")
+
+
+def _tier_from_row(name: str, row: Mapping[str, Any], source: str) -> Tier:
+    unknown = set(row) - _FIELDS
+    if unknown:
+        raise ConfigError(
+            f"{source}: tier {name!r} has unknown key(s) {', '.join(sorted(unknown))}; "
+            f"known keys: {', '.join(sorted(_FIELDS))}")
+    if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+        raise ConfigError(f"{source}: tier name {name!r} must be lower-case letters, digits and _ "
+                          "(it becomes a pytest marker)")
+    kw: dict[str, Any] = dict(row)
+    for key in _TUPLES:
+        if key in kw:
+            kw[key] = tuple(str(v) for v in kw[key])
+    if "env" in kw:
+        kw["env"] = {str(k): str(v) for k, v in kw["env"].items()}
+    try:
+        return Tier(name=name, **kw)
+    except TypeError as exc:  # pragma: no cover - guarded by the key check
+        raise ConfigError(f"{source}: tier {name!r}: {exc}") from exc
+
+
+def _read(path: Path | None) -> tuple[dict[str, Any], str]:
+    if path is None:
+        text = resources.files(__package__).joinpath("tiers.toml").read_text(encoding="utf-8")
+        return tomllib.loads(text), "pytest_wan22/tiers.toml"
+    if not path.is_file():
+        raise ConfigError(f"tier table {path} does not exist; fix --wan22-tiers-file (ini wan22_tiers_file)")
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8")), str(path)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"tier table {path} is not valid TOML: {exc}") from exc
+
+
+def load_tiers(extra: Path | None = None) -> dict[str, Tier]:
+    """The shipped table, with rows from `extra` replacing or adding tiers."""
+    table: dict[str, Tier] = {}
+    for path in (None, extra) if extra else (None,):
+        data, source = _read(path)
+        rows = data.get("tiers")
+        if not isinstance(rows, dict):
+            raise ConfigError(f"{source}: expected [tiers.<name>] tables")
+        for name, row in rows.items():
+            table[name] = _tier_from_row(name, row, source)
+    return table
+
+
+def detect_tier(tiers: Mapping[str, Tier], device_name: str | None, memory_mib: float | None) -> str | None:
+    """The first GPU tier whose row matches the device, or None."""
+    if device_name is None:
+        return None
+    for tier in tiers.values():
+        if tier.is_gpu and tier.matches(device_name, memory_mib):
+            return tier.name
+    return None
+
+
+def cpu_tier(tiers: Mapping[str, Tier]) -> str | None:
+    """The name of the tier that needs no GPU."""
+    return next((t.name for t in tiers.values() if not t.is_gpu), None)
+
+
+def item_tiers(marker_names: Iterable[str], tiers: Mapping[str, Tier]) -> set[str]:
+    """The tier markers among a test's markers."""
+    return {m for m in marker_names if m in tiers}
+
+
+def check_tier(name: str, tiers: Mapping[str, Tier], flag: str = "--wan22-tier") -> Tier:
+    """Return the named tier or fail with the list of known ones."""
+    try:
+        return tiers[name]
+    except KeyError:
+        raise ConfigError(
+            f"unknown tier {name!r} ({flag}); known tiers: {', '.join(tiers)}. Add a row to your tier table "
+            "(--wan22-tiers-file, ini wan22_tiers_file) to define a new one") from None
+
+
+def marker_lines(tiers: Mapping[str, Tier]) -> Sequence[str]:
+    """The `markers` ini lines that register each tier."""
+    return [f"{t.name}: run on the {t.name} tier ({t.description})" for t in tiers.values()]
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How ComfyUI is launched for a tier on this machine: arguments, environment, emulation."""
+
+    tier: Tier
+    args: tuple[str, ...]
+    env: Mapping[str, str]
+    emulated_on: str | None = None
+    memory_cap_gib: float | None = None
+
+    @property
+    def name(self) -> str:
+        """The tier's name, with the real device when emulated."""
+        return f"{self.tier.name}@{self.emulated_on}" if self.emulated_on else self.tier.name
+
+
+def _without(args: Sequence[str], flag: str) -> list[str]:
+    out, skip = [], False
+    for a in args:
+        if skip:
+            skip = False
+            continue
+        if a == flag:
+            skip = True
+            continue
+        out.append(a)
+    return out
+
+
+def make_profile(tier: Tier, *, extra_args: Sequence[str] = (), gpu: str | None = None,
+                 device_name: str | None = None, device_memory_mib: float | None = None,
+                 emulate: bool = False) -> Profile:
+    """The launch profile: the tier's arguments and environment, the GPU pinned, the card's memory emulated."""
+    args = list(tier.args)
+    env = {"CUDA_DEVICE_ORDER": "PCI_BUS_ID", **tier.env} if tier.is_gpu else dict(tier.env)
+    if tier.is_gpu and gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = gpu
+    cap = None
+    if emulate:
+        if tier.emulate_memory_gib is None or device_memory_mib is None:
+            raise ConfigError(f"cannot emulate {tier.name}: it needs emulate_memory_gib in the tier table and a "
+                              "GPU that NVML can read (--wan22-emulate-tier)")
+        cap = tier.emulate_memory_gib
+        total_gib = device_memory_mib / GIB
+        if cap >= total_gib:
+            raise ConfigError(f"cannot emulate {tier.name} ({cap:g} GiB) on {device_name} ({total_gib:.1f} GiB): "
+                              "the card is not bigger (--wan22-emulate-tier)")
+        # ComfyUI plans with total - reserve; the cap inside the process makes the limit hard.
+        args = _without(args, "--reserve-vram") + ["--reserve-vram", f"{total_gib - cap:.2f}"]
+        env["WAN22_MEMORY_CAP_GIB"] = f"{cap:g}"
+    return Profile(tier, tuple(args) + tuple(extra_args), env, device_name if emulate else None, cap)

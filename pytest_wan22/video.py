@@ -1,0 +1,80 @@
+"""Frame count, size and frame rate of an MP4 file, read from its boxes with the standard library."""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+_CONTAINERS = {b"moov", b"trak", b"mdia", b"minf", b"stbl"}
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What a video track says about itself."""
+
+    frames: int
+    width: int
+    height: int
+    fps: float | None
+
+
+def _boxes(data: bytes, start: int, end: int) -> list[tuple[bytes, int, int]]:
+    out = []
+    pos = start
+    while pos + 8 <= end:
+        size, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        header = 8
+        if size == 1:
+            size = struct.unpack(">Q", data[pos + 8:pos + 16])[0]
+            header = 16
+        elif size == 0:
+            size = end - pos
+        if size < header:
+            break
+        out.append((kind, pos + header, min(pos + size, end)))
+        pos += size
+    return out
+
+
+def _find(data: bytes, start: int, end: int, path: list[bytes]) -> list[tuple[int, int]]:
+    hits = []
+    for kind, s, e in _boxes(data, start, end):
+        if kind != path[0]:
+            continue
+        if len(path) == 1:
+            hits.append((s, e))
+        elif kind in _CONTAINERS:
+            hits += _find(data, s, e, path[1:])
+    return hits
+
+
+def mp4_info(path: Path) -> VideoInfo | None:
+    """Frames, width, height and fps of the first video track, or None when the file is no readable MP4."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    for trak_s, trak_e in _find(data, 0, len(data), [b"moov", b"trak"]):
+        hdlr = _find(data, trak_s, trak_e, [b"mdia", b"hdlr"])
+        if not hdlr or data[hdlr[0][0] + 8:hdlr[0][0] + 12] != b"vide":
+            continue
+        tkhd = _find(data, trak_s, trak_e, [b"tkhd"])
+        stsz = _find(data, trak_s, trak_e, [b"mdia", b"minf", b"stbl", b"stsz"])
+        mdhd = _find(data, trak_s, trak_e, [b"mdia", b"mdhd"])
+        if not (tkhd and stsz):
+            return None
+        s, e = tkhd[0]
+        width, height = (v >> 16 for v in struct.unpack(">II", data[e - 8:e]))
+        frames = struct.unpack(">I", data[stsz[0][0] + 8:stsz[0][0] + 12])[0]
+        fps = None
+        if mdhd:
+            m = mdhd[0][0]
+            if data[m] == 1:
+                timescale, duration = struct.unpack(">IQ", data[m + 20:m + 32])
+            else:
+                timescale, duration = struct.unpack(">II", data[m + 12:m + 20])
+            if duration:
+                fps = round(frames * timescale / duration, 3)
+        return VideoInfo(frames, width, height, fps)
+    return None
