@@ -123,7 +123,7 @@ class SynthError(Wan22Error):
     def failed(cls, cause: str, command: Sequence[str], output_tail: str = "") -> SynthError:
         """Generating the model set did not succeed."""
         return cls(
-            f"could not generate the synthetic Wan 2.2 models: {cause}; point --wan22-comfyui-python "
-            "(ini wan22_comfyui_python) at ComfyUI's interpreter (it needs torch), or run the command "
+            f"could not generate the synthetic Wan 2.2 models: {cause}; point --wan22-python "
+            "(ini wan22_python) at ComfyUI's interpreter (it needs torch), or run the command "
             "below by hand to see the whole output",
             command=command, output_tail=output_tail)

@@ -1,0 +1,772 @@
+"""Random-weight Wan 2.2 image-to-video model files with the real tensor layout.
+
+Runs as a script inside ComfyUI's interpreter (which has torch)::
+
+    <comfyui-python> pytest_wan22/synth.py OUT --preset tiny|a14b [--device cuda] [--text-encoder stub]
+
+and is imported by the plugin for its pure parts (names, sizes, commands, the reuse stamp).
+Only the stdlib is imported at module level; torch and sentencepiece are imported where used.
+
+Presets:
+  tiny  CPU stand-ins in seconds: DiT dim 128 / ffn 256 / 2 layers (bf16), Wan 2.1 VAE base dim 8,
+        a 64x64 start image and a precomputed (zero) text conditioning for LoadTrainingDataset.
+  a14b  Full Wan 2.2 i2v A14B under the official Comfy-Org names in the fp8_scaled layout
+        (float8_e4m3fn Linear weights + float32 per-tensor ``scale_weight`` + ``scaled_fp8`` marker),
+        the full UMT5-XXL encoder (every weight written), the Wan 2.1 VAE and a 640x640 start image.
+Files are streamed tensor by tensor (random numbers drawn on --device) and written atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import itertools
+import json
+import math
+import os
+import queue
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import zlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import IO, Any, NamedTuple
+
+SYNTH_VERSION = 1
+DTYPE_BYTES: dict[str, int] = {"F32": 4, "F16": 2, "BF16": 2, "F8_E4M3": 1, "U8": 1}
+FP8_MAX = 448.0
+FP8_SPREAD = FP8_MAX / 6.0  # stored fp8 values ~ N(0, FP8_SPREAD^2), clipped to +-448
+TEXT_ENCODERS = ("none", "stub", "full")
+TE_FILES = {"stub": "models/text_encoders/umt5_xxl_tiny_stub.safetensors",
+            "full": "models/text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors"}
+UMT5_XXL = {"d_model": 4096, "d_ff": 10240, "layers": 24, "heads": 64, "buckets": 32, "vocab": 256384}
+Shape = tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Model sizes, weight format and file names of one synthetic set."""
+
+    name: str
+    dim: int
+    ffn_dim: int
+    layers: int
+    vae_dim: int
+    weight_format: str  # "bf16" or "fp8_scaled" (DiT Linear weights)
+    text_encoder: str  # default text encoder: none | stub | full
+    image_size: tuple[int, int]
+    files: Mapping[str, str] = field(default_factory=dict)  # role -> path under the base dir
+
+
+PRESETS: dict[str, Preset] = {
+    "tiny": Preset("tiny", 128, 256, 2, 8, "bf16", "none", (64, 64), {
+        "high": "models/diffusion_models/wan22_tiny_i2v_high_noise.safetensors",
+        "low": "models/diffusion_models/wan22_tiny_i2v_low_noise.safetensors",
+        "vae": "models/vae/wan21_tiny_vae.safetensors",
+        "image": "input/wan22_tiny_start.png",
+        "conditioning": "output/wan22_tiny_cond",
+        "lora_high": "models/loras/wan22_tiny_lora_high_noise.safetensors",
+        "lora_low": "models/loras/wan22_tiny_lora_low_noise.safetensors",
+    }),
+    "a14b": Preset("a14b", 5120, 13824, 40, 96, "fp8_scaled", "full", (640, 640), {
+        "high": "models/diffusion_models/wan2.2_i2v_high_noise_14B_fp8_scaled.safetensors",
+        "low": "models/diffusion_models/wan2.2_i2v_low_noise_14B_fp8_scaled.safetensors",
+        "vae": "models/vae/wan_2.1_vae.safetensors",
+        "image": "input/wan22_i2v_start.png",
+        "conditioning": "output/wan22_a14b_cond",
+        "lora_high": "models/loras/wan2.2_i2v_lightx2v_4steps_lora_v1_high_noise.safetensors",
+        "lora_low": "models/loras/wan2.2_i2v_lightx2v_4steps_lora_v1_low_noise.safetensors",
+    }),
+}
+
+
+@dataclass(frozen=True)
+class ModelSet:
+    """The files of one synthetic set: role -> path relative to the base directory.
+
+    Roles: high, low, vae, text_encoder (optional), image, conditioning (a dataset folder under
+    output/), lora_high/lora_low (optional).
+    """
+
+    preset: str
+    files: dict[str, str]
+
+    def name(self, role: str) -> str:
+        """What a loader node is given: the file (or dataset folder) name."""
+        return Path(self.files[role]).name
+
+    def path(self, base: Path | str, role: str) -> Path:
+        """Absolute location of a role's file under base."""
+        return Path(base) / self.files[role]
+
+
+@dataclass(frozen=True)
+class Options:
+    """Generation options that change what is written (and so must match for reuse)."""
+
+    text_encoder: str = "none"
+    lora_rank: int = 0
+    seed: int = 1234
+    fp8_matmul: str = "fast"
+
+
+def _preset(name: str) -> Preset:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}") from None
+
+
+def _options(preset: str, text_encoder: str | None, lora_rank: int, **kw: Any) -> Options:
+    te = _preset(preset).text_encoder if text_encoder is None else text_encoder
+    if te not in TEXT_ENCODERS:
+        raise ValueError(f"unknown text encoder {te!r}; choose one of {', '.join(TEXT_ENCODERS)}")
+    return Options(te, lora_rank, **kw)
+
+
+def model_set(preset: str, *, text_encoder: str | None = None, lora_rank: int = 0) -> ModelSet:
+    """The files a generation with these options writes (text_encoder None: the preset's default)."""
+    p, opts = _preset(preset), _options(preset, text_encoder, lora_rank)
+    files = {r: p.files[r] for r in ("high", "low", "vae", "image", "conditioning")}
+    if opts.text_encoder != "none":
+        files["text_encoder"] = TE_FILES[opts.text_encoder]
+    if lora_rank > 0:
+        files.update(lora_high=p.files["lora_high"], lora_low=p.files["lora_low"])
+    return ModelSet(preset, files)
+
+
+# ----------------------------------------------------------------------------- tensor layouts
+
+
+class TensorSpec(NamedTuple):
+    """One tensor: name, shape, safetensors dtype, and how to fill it (value: std or constant)."""
+
+    name: str
+    shape: Shape
+    dtype: str
+    init: str  # normal | fp8 | ones | zeros | const | blob
+    value: float = 0.0
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * DTYPE_BYTES[self.dtype]
+
+
+def dit_shapes(dim: int, ffn_dim: int, layers: int, in_dim: int = 36, out_dim: int = 16,
+               text_dim: int = 4096, freq_dim: int = 256) -> dict[str, Shape]:
+    """Tensor names/shapes of a Wan 2.2 i2v DiT (patch 1x2x2, no image embedding)."""
+    s: dict[str, Shape] = {"patch_embedding.weight": (dim, in_dim, 1, 2, 2), "patch_embedding.bias": (dim,)}
+    for pre, fan_in in (("text_embedding", text_dim), ("time_embedding", freq_dim)):
+        s.update({f"{pre}.0.weight": (dim, fan_in), f"{pre}.0.bias": (dim,),
+                  f"{pre}.2.weight": (dim, dim), f"{pre}.2.bias": (dim,)})
+    s.update({"time_projection.1.weight": (dim * 6, dim), "time_projection.1.bias": (dim * 6,)})
+    for i in range(layers):
+        b = f"blocks.{i}."
+        s[b + "modulation"] = (1, 6, dim)
+        for att in ("self_attn", "cross_attn"):
+            for p in "qkvo":
+                s.update({f"{b}{att}.{p}.weight": (dim, dim), f"{b}{att}.{p}.bias": (dim,)})
+            s.update({f"{b}{att}.norm_q.weight": (dim,), f"{b}{att}.norm_k.weight": (dim,)})
+        s.update({b + "norm3.weight": (dim,), b + "norm3.bias": (dim,),
+                  b + "ffn.0.weight": (ffn_dim, dim), b + "ffn.0.bias": (ffn_dim,),
+                  b + "ffn.2.weight": (dim, ffn_dim), b + "ffn.2.bias": (dim,)})
+    s.update({"head.modulation": (1, 2, dim), "head.head.weight": (out_dim * 4, dim),
+              "head.head.bias": (out_dim * 4,)})
+    return s
+
+
+def vae_shapes(dim: int, z_dim: int = 16) -> dict[str, Shape]:
+    """Tensor names/shapes of the Wan 2.1 causal video VAE (real file: dim 96)."""
+    mult, temporal = (1, 2, 4, 4), (False, True, True)
+    s: dict[str, Shape] = {}
+
+    def res(p: str, cin: int, cout: int) -> None:
+        s.update({p + "residual.0.gamma": (cin, 1, 1, 1), p + "residual.2.weight": (cout, cin, 3, 3, 3),
+                  p + "residual.2.bias": (cout,), p + "residual.3.gamma": (cout, 1, 1, 1),
+                  p + "residual.6.weight": (cout, cout, 3, 3, 3), p + "residual.6.bias": (cout,)})
+        if cin != cout:
+            s.update({p + "shortcut.weight": (cout, cin, 1, 1, 1), p + "shortcut.bias": (cout,)})
+
+    def middle(p: str, c: int) -> None:
+        res(p + "middle.0.", c, c)
+        s.update({p + "middle.1.norm.gamma": (c, 1, 1), p + "middle.1.to_qkv.weight": (3 * c, c, 1, 1),
+                  p + "middle.1.to_qkv.bias": (3 * c,), p + "middle.1.proj.weight": (c, c, 1, 1),
+                  p + "middle.1.proj.bias": (c,)})
+        res(p + "middle.2.", c, c)
+
+    dims = [dim * m for m in (1, *mult)]
+    s.update({"encoder.conv1.weight": (dims[0], 3, 3, 3, 3), "encoder.conv1.bias": (dims[0],)})
+    idx = 0
+    for i, (cin, cout) in enumerate(itertools.pairwise(dims)):
+        for _ in range(2):
+            res(f"encoder.downsamples.{idx}.", cin, cout)
+            cin, idx = cout, idx + 1
+        if i < len(mult) - 1:
+            p = f"encoder.downsamples.{idx}."
+            s.update({p + "resample.1.weight": (cout, cout, 3, 3), p + "resample.1.bias": (cout,)})
+            if temporal[i]:
+                s.update({p + "time_conv.weight": (cout, cout, 3, 1, 1), p + "time_conv.bias": (cout,)})
+            idx += 1
+    middle("encoder.", dims[-1])
+    s.update({"encoder.head.0.gamma": (dims[-1], 1, 1, 1),
+              "encoder.head.2.weight": (z_dim * 2, dims[-1], 3, 3, 3), "encoder.head.2.bias": (z_dim * 2,),
+              "conv1.weight": (z_dim * 2, z_dim * 2, 1, 1, 1),
+              "conv1.bias": (z_dim * 2,), "conv2.weight": (z_dim, z_dim, 1, 1, 1), "conv2.bias": (z_dim,)})
+    dims = [dim * m for m in (mult[-1], *reversed(mult))]
+    s.update({"decoder.conv1.weight": (dims[0], z_dim, 3, 3, 3), "decoder.conv1.bias": (dims[0],)})
+    middle("decoder.", dims[0])
+    idx = 0
+    for i, (cin, cout) in enumerate(itertools.pairwise(dims)):
+        cin = cin // 2 if i > 0 else cin  # the upsample before this stage halved the channels
+        for _ in range(3):
+            res(f"decoder.upsamples.{idx}.", cin, cout)
+            cin, idx = cout, idx + 1
+        if i < len(mult) - 1:
+            p = f"decoder.upsamples.{idx}."
+            s.update({p + "resample.1.weight": (cout // 2, cout, 3, 3), p + "resample.1.bias": (cout // 2,)})
+            if temporal[::-1][i]:
+                s.update({p + "time_conv.weight": (cout * 2, cout, 3, 1, 1),
+                          p + "time_conv.bias": (cout * 2,)})
+            idx += 1
+    s.update({"decoder.head.0.gamma": (dims[-1], 1, 1, 1), "decoder.head.2.weight": (3, dims[-1], 3, 3, 3),
+              "decoder.head.2.bias": (3,)})
+    return s
+
+
+def umt5_shapes() -> dict[str, Shape]:
+    """Tensor names/shapes of the UMT5-XXL encoder as ComfyUI loads it."""
+    c = UMT5_XXL
+    d, f = c["d_model"], c["d_ff"]
+    s: dict[str, Shape] = {"shared.weight": (c["vocab"], d), "encoder.final_layer_norm.weight": (d,)}
+    for i in range(c["layers"]):
+        b = f"encoder.block.{i}.layer."
+        s.update({f"{b}0.SelfAttention.{p}.weight": (d, d) for p in "qkvo"})
+        s.update({f"{b}0.SelfAttention.relative_attention_bias.weight": (c["buckets"], c["heads"]),
+                  f"{b}0.layer_norm.weight": (d,), f"{b}1.DenseReluDense.wi_0.weight": (f, d),
+                  f"{b}1.DenseReluDense.wi_1.weight": (f, d), f"{b}1.DenseReluDense.wo.weight": (d, f),
+                  f"{b}1.layer_norm.weight": (d,)})
+    return s
+
+
+def _dense(name: str, shape: Shape, dtype: str = "BF16") -> TensorSpec:
+    """Init rule for dense tensors: modulation N(0, 1/dim), bias 0, norms 1, weights 0.5/sqrt(fan_in)."""
+    if name.endswith("modulation"):
+        return TensorSpec(name, shape, dtype, "normal", shape[-1] ** -0.5)
+    if name.endswith(".bias"):
+        return TensorSpec(name, shape, dtype, "zeros")
+    if name.endswith(".gamma") or len(shape) == 1:
+        return TensorSpec(name, shape, dtype, "ones")
+    return TensorSpec(name, shape, dtype, "normal", 0.5 / math.sqrt(math.prod(shape[1:])))
+
+
+def _linear(name: str, shape: Shape, fmt: str) -> list[TensorSpec]:
+    """A Linear weight: dense, or fp8 values plus a float32 per-tensor scale (fp8_scaled)."""
+    if fmt != "fp8_scaled":
+        return [_dense(name, shape, fmt.upper())]
+    std = 0.5 / math.sqrt(math.prod(shape[1:]))
+    return [TensorSpec(name, shape, "F8_E4M3", "fp8"),
+            TensorSpec(name[: -len(".weight")] + ".scale_weight", (), "F32", "const", std / FP8_SPREAD)]
+
+
+def _marker(fmt: str, fp8_matmul: str) -> list[TensorSpec]:
+    """The top-level scaled_fp8 marker: empty lets ComfyUI use fp8 matmuls, 2 elements asks for bf16."""
+    if fmt != "fp8_scaled":
+        return []
+    return [TensorSpec("scaled_fp8", (0 if fp8_matmul == "fast" else 2,), "F8_E4M3", "zeros")]
+
+
+def dit_specs(p: Preset, fp8_matmul: str = "fast") -> list[TensorSpec]:
+    """The DiT file: every 2-D .weight is a Linear in the preset's format, the rest bf16."""
+    specs = _marker(p.weight_format, fp8_matmul)
+    for name, shape in dit_shapes(p.dim, p.ffn_dim, p.layers).items():
+        is_linear = name.endswith(".weight") and len(shape) == 2
+        specs += _linear(name, shape, p.weight_format) if is_linear else [_dense(name, shape)]
+    return specs
+
+
+def vae_specs(p: Preset) -> list[TensorSpec]:
+    return [_dense(n, s) for n, s in vae_shapes(p.vae_dim).items()]
+
+
+def lora_specs(p: Preset, rank: int) -> list[TensorSpec]:
+    """LightX2V-shaped LoRA: lora_down (rank x in), lora_up (out x rank), alpha for each block Linear."""
+    specs: list[TensorSpec] = []
+    for name, shape in dit_shapes(p.dim, p.ffn_dim, p.layers).items():
+        if name.startswith("blocks.") and name.endswith(".weight") and len(shape) == 2:
+            layer, (out_f, in_f) = "diffusion_model." + name[: -len(".weight")], shape
+            specs += [TensorSpec(layer + ".alpha", (), "F32", "const", float(rank)),
+                      TensorSpec(layer + ".lora_down.weight", (rank, in_f), "F32", "normal", in_f ** -0.5),
+                      TensorSpec(layer + ".lora_up.weight", (out_f, rank), "F32", "normal", 1e-3)]
+    return specs
+
+
+def text_encoder_specs(kind: str, tokenizer_bytes: int, fp8_matmul: str = "fast") -> list[TensorSpec]:
+    """UMT5-XXL: 'full' writes every weight (fp8_scaled); 'stub' only the tokenizer, norms, position
+    biases and the one tensor ComfyUI detects UMT5-XXL by (ComfyUI allocates the rest unloaded)."""
+    specs = [TensorSpec("spiece_model", (tokenizer_bytes,), "U8", "blob")]
+    shapes = umt5_shapes()
+    if kind == "stub":
+        detect = "encoder.block.23.layer.1.DenseReluDense.wi_1.weight"
+        keep = [n for n in shapes if n.endswith(("layer_norm.weight", "relative_attention_bias.weight"))]
+        shapes = {n: shapes[n] for n in keep}
+        specs.append(TensorSpec(detect, umt5_shapes()[detect], "F8_E4M3", "zeros"))
+    else:
+        specs += _marker("fp8_scaled", fp8_matmul)
+    for name, shape in shapes.items():
+        if name == "shared.weight":
+            specs.append(TensorSpec(name, shape, "BF16", "normal", 1.0))
+        elif name.endswith("relative_attention_bias.weight"):
+            specs.append(TensorSpec(name, shape, "BF16", "normal", 0.1))
+        elif len(shape) == 1:
+            specs.append(TensorSpec(name, shape, "BF16", "ones"))
+        else:
+            specs += _linear(name, shape, "fp8_scaled")
+    return specs
+
+
+# ----------------------------------------------------------------------------- safetensors (stdlib)
+
+
+def safetensors_header(specs: Sequence[TensorSpec], metadata: Mapping[str, str] | None = None) -> bytes:
+    """The JSON header (padded to 8 bytes) for tensors stored back to back in spec order."""
+    header: dict[str, Any] = {"__metadata__": dict(metadata)} if metadata else {}
+    off = 0
+    for t in specs:
+        header[t.name] = {"dtype": t.dtype, "shape": list(t.shape), "data_offsets": [off, off + t.nbytes]}
+        off += t.nbytes
+    hb = json.dumps(header, separators=(",", ":")).encode()
+    return hb + b" " * (-len(hb) % 8)
+
+
+def safetensors_size(specs: Sequence[TensorSpec]) -> int:
+    """Exact byte size of the file stream_safetensors writes for specs."""
+    return 8 + len(safetensors_header(specs)) + sum(t.nbytes for t in specs)
+
+
+def read_safetensors_header(path: Path | str) -> dict[str, Any]:
+    """Parse a .safetensors header: 8-byte little-endian length, then JSON."""
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        result: dict[str, Any] = json.loads(f.read(n))
+        return result
+
+
+@contextlib.contextmanager
+def _atomic(path: Path) -> Iterator[IO[bytes]]:
+    """Write to a temporary sibling and move it into place only on success."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.part")
+    try:
+        with open(tmp, "wb") as f:
+            yield f
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def stream_safetensors(path: Path, specs: Sequence[TensorSpec], make: Callable[[TensorSpec], Any],
+                       depth: int = 4) -> int:
+    """Write specs tensor by tensor; make(spec) returns its bytes (any buffer). A writer thread
+    overlaps the disk writes with making the next tensor."""
+    q: queue.Queue[memoryview | None] = queue.Queue(maxsize=depth)
+    failed: list[BaseException] = []
+    with _atomic(path) as f:
+        hb = safetensors_header(specs)
+        f.write(struct.pack("<Q", len(hb)) + hb)
+
+        def writer() -> None:
+            while (buf := q.get()) is not None:
+                if not failed:
+                    try:
+                        f.write(buf)
+                    except BaseException as e:  # keep draining so the producer never blocks
+                        failed.append(e)
+
+        th = threading.Thread(target=writer, daemon=True)
+        th.start()
+        try:
+            for t in specs:
+                buf = memoryview(make(t)).cast("B")
+                if buf.nbytes != t.nbytes:
+                    raise ValueError(f"{t.name}: made {buf.nbytes} bytes, declared {t.nbytes}")
+                q.put(buf)
+                if failed:
+                    break
+        finally:
+            q.put(None)
+            th.join()
+        if failed:
+            raise failed[0]
+    return path.stat().st_size
+
+
+def png_bytes(width: int, height: int) -> bytes:
+    """A start frame: red ramp left to right, green ramp top to bottom, blue 128 (stdlib PNG)."""
+    red = bytes(x * 255 // max(1, width - 1) for x in range(width))
+    raw = bytearray()
+    for y in range(height):
+        row = bytearray(3 * width)
+        row[0::3], row[1::3], row[2::3] = red, bytes([y * 255 // max(1, height - 1)]) * width, b"\x80" * width
+        raw += b"\x00" + row
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(bytes(raw), 9))
+            + chunk(b"IEND", b""))
+
+
+# ----------------------------------------------------------------------------- the plan
+
+
+class PlannedFile(NamedTuple):
+    role: str
+    relpath: str
+    specs: list[TensorSpec] | None  # None: not a safetensors file
+    seed_offset: int
+
+
+def plan(preset: str, opts: Options, tokenizer_bytes: int) -> list[PlannedFile]:
+    """Every safetensors file of a set, in write order, with its tensors."""
+    p, ms = _preset(preset), model_set(preset, text_encoder=opts.text_encoder, lora_rank=opts.lora_rank)
+    files = [PlannedFile("high", ms.files["high"], dit_specs(p, opts.fp8_matmul), 0),
+             PlannedFile("low", ms.files["low"], dit_specs(p, opts.fp8_matmul), 1),
+             PlannedFile("vae", ms.files["vae"], vae_specs(p), 10)]
+    if opts.text_encoder != "none":
+        specs = text_encoder_specs(opts.text_encoder, tokenizer_bytes, opts.fp8_matmul)
+        files.append(PlannedFile("text_encoder", ms.files["text_encoder"], specs, 20))
+    if opts.lora_rank > 0:
+        files += [PlannedFile(r, ms.files[r], lora_specs(p, opts.lora_rank), 30 + i)
+                  for i, r in enumerate(("lora_high", "lora_low"))]
+    return files
+
+
+def planned_sizes(preset: str, opts: Options, tokenizer_bytes: int = 0) -> dict[str, int]:
+    """Exact byte size of every safetensors file and the start image, without writing anything."""
+    sizes = {f.relpath: safetensors_size(f.specs) for f in plan(preset, opts, tokenizer_bytes) if f.specs}
+    sizes[_preset(preset).files["image"]] = len(png_bytes(*_preset(preset).image_size))
+    return sizes
+
+
+# ----------------------------------------------------------------------------- reuse stamp
+
+
+def stamp_path(out: Path | str, preset: str) -> Path:
+    return Path(out) / f".wan22-synth-{preset}.json"
+
+
+def _role_files(out: Path, relpath: str) -> list[str]:
+    """The files a role stands for (a dataset folder stands for the files inside it)."""
+    p = out / relpath
+    if p.is_dir():
+        kids = (c for c in p.iterdir() if c.is_file() and not c.name.endswith(".part"))
+        return sorted(f"{relpath}/{c.name}" for c in kids)
+    return [relpath] if p.is_file() else []
+
+
+def write_stamp(out: Path | str, ms: ModelSet, opts: Options) -> Path:
+    """Record version, preset, options and each file's size, so a later session can reuse the set."""
+    out = Path(out)
+    files = {f: (out / f).stat().st_size for rel in ms.files.values() for f in _role_files(out, rel)}
+    body = {"version": SYNTH_VERSION, "preset": ms.preset, "options": asdict(opts), "files": files}
+    path = stamp_path(out, ms.preset)
+    with _atomic(path) as f:
+        f.write(json.dumps(body, indent=1, sort_keys=True).encode())
+    return path
+
+
+def stamp_matches(out: Path | str, ms: ModelSet, opts: Options) -> bool:
+    """True when the stamp's version, preset and options cover the request and every file still has
+    the recorded size."""
+    out = Path(out)
+    try:
+        st = json.loads(stamp_path(out, ms.preset).read_text())
+        have, files = Options(**st["options"]), dict(st["files"])
+    except (OSError, ValueError, TypeError, KeyError):
+        return False
+    if st.get("version") != SYNTH_VERSION or st.get("preset") != ms.preset:
+        return False
+    if (have.seed, have.fp8_matmul) != (opts.seed, opts.fp8_matmul):
+        return False
+    if opts.text_encoder not in ("none", have.text_encoder) or opts.lora_rank not in (0, have.lora_rank):
+        return False
+    for rel in ms.files.values():
+        if not any(f == rel or f.startswith(rel + "/") for f in files):
+            return False
+    for f, size in files.items():
+        try:
+            if (out / f).stat().st_size != size:
+                return False
+        except OSError:
+            return False
+    return True
+
+
+# ----------------------------------------------------------------------------- plugin side
+
+
+def script_path() -> Path:
+    """This file, which ComfyUI's interpreter runs by path."""
+    return Path(__file__).resolve()
+
+
+def generate_command(python: str, out: Path, preset: str, *, device: str = "cpu",
+                     extra: Sequence[str] = ()) -> list[str]:
+    """The argv that generates a set in the interpreter `python` (ComfyUI's, which has torch)."""
+    _preset(preset)
+    return [str(python), str(script_path()), str(out), "--preset", preset, "--device", device, *extra]
+
+
+def _option_args(opts: Options) -> list[str]:
+    return ["--text-encoder", opts.text_encoder, "--lora-rank", str(opts.lora_rank),
+            "--seed", str(opts.seed), "--fp8-matmul", opts.fp8_matmul]
+
+
+@contextlib.contextmanager
+def _lock(path: Path) -> Iterator[None]:
+    """Serialize generators of the same set (e.g. xdist workers); no-op where fcntl is missing."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _tail(text: str, lines: int = 30) -> str:
+    return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+def ensure_models(python: str, out: Path, preset: str = "tiny", *, device: str = "cpu", timeout: float = 600,
+                  log_path: Path | None = None, text_encoder: str | None = None,
+                  lora_rank: int = 0) -> ModelSet:
+    """Generate the set under out with `python` unless a matching stamp shows it is already there."""
+    from pytest_wan22.errors import SynthError
+
+    out = Path(out)
+    ms = model_set(preset, text_encoder=text_encoder, lora_rank=lora_rank)
+    opts = _options(preset, text_encoder, lora_rank)
+    with _lock(out / f".wan22-synth-{preset}.lock"):
+        if stamp_matches(out, ms, opts):
+            return ms
+        cmd = generate_command(python, out, preset, device=device, extra=_option_args(opts))
+        with contextlib.ExitStack() as stack:
+            if log_path is not None:
+                log_path.parent.mkdir(parents=True, exist_ok=True)
+                log = stack.enter_context(open(log_path, "w+b"))
+            else:
+                log = stack.enter_context(tempfile.TemporaryFile())
+
+            def output() -> str:
+                log.flush()
+                log.seek(0)
+                return _tail(log.read().decode(errors="replace"))
+
+            try:
+                rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, timeout=timeout,
+                                    check=False).returncode
+            except OSError as e:
+                raise SynthError.failed(f"cannot run {python!r}: {e}", cmd) from e
+            except subprocess.TimeoutExpired as e:
+                cause = f"generation did not finish within {timeout:g} s"
+                raise SynthError.failed(cause, cmd, output()) from e
+            if rc != 0:
+                raise SynthError.failed(f"generation exited with code {rc}", cmd, output())
+            missing = [rel for rel in ms.files.values() if not _role_files(out, rel)]
+            if missing:
+                raise SynthError.failed("generation ended but did not write " + ", ".join(missing), cmd,
+                                        output())
+        write_stamp(out, ms, opts)
+    return ms
+
+
+# ----------------------------------------------------------------------------- torch side
+
+CORPUS = """a cat walks slowly across a sunny garden while the camera pans left
+a red car drives along a wet road at night with neon lights
+waves break on the rocky shore under a grey sky
+the quick brown fox jumps over the lazy dog
+low quality blurry static frame watermark text
+a woman smiles and turns her head toward the window
+slow motion close up of rain drops on a green leaf
+"""
+
+
+def tokenizer_blob(vocab_size: int = 200) -> bytes:
+    """A tiny SentencePiece unigram model with the T5 special ids (pad 0, eos 1, unk 2)."""
+    import io
+
+    import sentencepiece as spm  # type: ignore[import-not-found, unused-ignore]
+
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(CORPUS.splitlines() * 20), model_writer=buf, vocab_size=vocab_size,
+        model_type="unigram", character_coverage=1.0, pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
+        hard_vocab_limit=False, minloglevel=2, num_threads=1)
+    return buf.getvalue()
+
+
+def _torch_maker(device: str, seed: int, blob: bytes) -> Callable[[TensorSpec], Any]:
+    """make(spec) -> a numpy uint8 view of the tensor, random numbers drawn on device."""
+    import torch  # type: ignore[import-not-found, unused-ignore]
+
+    dev = torch.device(device)
+    gen = torch.Generator(device=dev)
+    gen.manual_seed(seed)
+    dtypes = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+              "F8_E4M3": torch.float8_e4m3fn, "U8": torch.uint8}
+
+    def make(t: TensorSpec) -> Any:
+        if t.init == "blob":
+            return blob
+        if t.init in ("normal", "fp8"):
+            x = torch.randn(t.shape, generator=gen, device=dev)
+            x = x.mul_(t.value) if t.init == "normal" else x.mul_(FP8_SPREAD).clamp_(-FP8_MAX, FP8_MAX)
+        else:
+            x = torch.full(t.shape, {"ones": 1.0, "zeros": 0.0}.get(t.init, t.value), device=dev)
+        return x.to(dtypes[t.dtype]).contiguous().reshape(-1).view(torch.uint8).cpu().numpy()
+
+    return make
+
+
+def _write_conditioning(folder: Path, tokens: int = 32, text_dim: int = 4096) -> None:
+    """A one-sample dataset for LoadTrainingDataset: a zero text embedding (and an unused latent)."""
+    import torch  # type: ignore[import-not-found, unused-ignore]
+
+    shard = {"latents": [{"samples": torch.zeros(1, 16, 1, 8, 8)}],
+             "conditioning": [[[torch.zeros(1, tokens, text_dim), {}]]]}
+    with _atomic(folder / "shard_0000.pkl") as f:
+        torch.save(shard, f)
+    with _atomic(folder / "metadata.json") as f:
+        f.write(json.dumps({"num_samples": 1, "num_shards": 1, "shard_size": 1000}, indent=2).encode())
+
+
+def generate(out: Path, preset: str, opts: Options, *, device: str = "cpu",
+             timing_json: Path | None = None) -> ModelSet:
+    """Write the whole set under out (needs torch); print each file's size and write time."""
+    import torch  # type: ignore[import-not-found, unused-ignore]
+
+    ms = model_set(preset, text_encoder=opts.text_encoder, lora_rank=opts.lora_rank)
+    blob = tokenizer_blob() if opts.text_encoder != "none" else b""
+    timings: list[dict[str, Any]] = []
+    t_all = time.perf_counter()
+    print(f"writing the {preset} set to {out} (random numbers on {device})", flush=True)
+
+    def done(role: str, rel: str, t0: float) -> None:
+        size = sum((out / f).stat().st_size for f in _role_files(out, rel))
+        dt = time.perf_counter() - t0
+        timings.append({"role": role, "path": rel, "bytes": size, "seconds": round(dt, 3)})
+        print(f"{size:>16,d} B {dt:7.2f} s {size / max(dt, 1e-9) / 1e9:6.2f} GB/s  {rel}", flush=True)
+
+    for f in plan(preset, opts, len(blob)):
+        assert f.specs is not None
+        t0 = time.perf_counter()
+        make = _torch_maker(device, opts.seed + f.seed_offset, blob)
+        size = stream_safetensors(out / f.relpath, f.specs, make)
+        if size != safetensors_size(f.specs):
+            raise RuntimeError(f"{f.relpath}: wrote {size} bytes, expected {safetensors_size(f.specs)}")
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        done(f.role, f.relpath, t0)
+    t0 = time.perf_counter()
+    with _atomic(out / ms.files["image"]) as fh:
+        fh.write(png_bytes(*_preset(preset).image_size))
+    done("image", ms.files["image"], t0)
+    t0 = time.perf_counter()
+    _write_conditioning(out / ms.files["conditioning"])
+    done("conditioning", ms.files["conditioning"], t0)
+    total = time.perf_counter() - t_all
+    print(f"{sum(t['bytes'] for t in timings):>16,d} B {total:7.2f} s  total", flush=True)
+    if timing_json is not None:
+        body = {"preset": preset, "device": device, "options": asdict(opts), "files": timings,
+                "total_seconds": round(total, 3), "total_bytes": sum(t["bytes"] for t in timings)}
+        timing_json.parent.mkdir(parents=True, exist_ok=True)
+        timing_json.write_text(json.dumps(body, indent=1))
+    write_stamp(out, ms, opts)
+    return ms
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="wan22-synth", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("out", type=Path, help="base directory (gets models/, input/, output/)")
+    ap.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
+    ap.add_argument("--device", default="cpu", help="where random numbers are drawn (cpu, cuda, cuda:1)")
+    ap.add_argument("--text-encoder", choices=TEXT_ENCODERS,
+                    help="UMT5-XXL: none, stub (tokenizer + detection tensor) or full (every weight); "
+                         "default: the preset's (tiny: none, a14b: full)")
+    ap.add_argument("--lora-rank", type=int, default=0, help="also write LightX2V-shaped LoRAs of this rank")
+    ap.add_argument("--seed", type=int, default=Options.seed)
+    ap.add_argument("--fp8-matmul", choices=("fast", "full"), default=Options.fp8_matmul,
+                    help="fp8_scaled marker: empty (fp8 matmul allowed) or 2 elements (full precision)")
+    ap.add_argument("--timing-json", type=Path, metavar="PATH", help="save per-file sizes and write times")
+    ap.add_argument("--dry-run", "--print-sizes", dest="dry_run", action="store_true",
+                    help="print each file's exact byte size and write nothing")
+    ap.add_argument("--python", help="generate in this interpreter (ComfyUI's); default: this one")
+    return ap
+
+
+def _print_sizes(preset: str, opts: Options) -> None:
+    blob = 0
+    if opts.text_encoder != "none":
+        if importlib.util.find_spec("sentencepiece") is not None:
+            blob = len(tokenizer_blob())
+        else:
+            print("(sentencepiece missing: text encoder size excludes its tokenizer blob)")
+    ms = model_set(preset, text_encoder=opts.text_encoder, lora_rank=opts.lora_rank)
+    sizes = planned_sizes(preset, opts, blob)
+    for rel in ms.files.values():
+        size = sizes.get(rel)
+        if size is None:
+            print(f"{'-':>16}   {'(pickle)':>12}  {rel}")
+        else:
+            print(f"{size:>16,d} B {size / 2**30:8.2f} GiB  {rel}")
+    print(f"{sum(sizes.values()):>16,d} B {sum(sizes.values()) / 2**30:8.2f} GiB  total")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """wan22-synth: write a synthetic Wan 2.2 i2v set (or print its sizes with --dry-run)."""
+    ap = _parser()
+    a = ap.parse_args(argv)
+    if a.lora_rank < 0:
+        ap.error("--lora-rank must be >= 0")
+    opts = _options(a.preset, a.text_encoder, a.lora_rank, seed=a.seed, fp8_matmul=a.fp8_matmul)
+    if a.dry_run:
+        _print_sizes(a.preset, opts)
+        return 0
+    python = a.python
+    # compare unresolved paths: a venv's python is a symlink to the base interpreter, yet differs from it
+    if python and os.path.abspath(shutil.which(python) or python) != os.path.abspath(sys.executable):
+        extra = _option_args(opts) + (["--timing-json", str(a.timing_json)] if a.timing_json else [])
+        return subprocess.call(generate_command(python, a.out, a.preset, device=a.device, extra=extra))
+    if importlib.util.find_spec("torch") is None:
+        print(f"wan22-synth: torch is not importable in {sys.executable}; pass --python with ComfyUI's "
+              "interpreter (e.g. --python /path/to/ComfyUI/venv/bin/python)", file=sys.stderr)
+        return 2
+    generate(a.out.resolve(), a.preset, opts, device=a.device, timing_json=a.timing_json)
+    return 0
+
+
+if __name__ == "__main__":
+    # Run by path, this file's folder is sys.path[0]; drop it so package modules never shadow others.
+    if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
+        del sys.path[0]
+    sys.exit(main())
