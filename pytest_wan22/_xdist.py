@@ -20,7 +20,7 @@ class XdistHooks:
             return None
         try:
             return int(state.nvml.device_count()) or None
-        except Exception:  # noqa: BLE001 - fall back to xdist's own choice
+        except Exception:  # fall back to xdist's own choice
             return None
 
     def pytest_testnodedown(self, node: Any, error: Any) -> None:

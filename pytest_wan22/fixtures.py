@@ -19,7 +19,7 @@ from .compare import Summary, Verdict, compare, summarise
 from .errors import Wan22Error
 from .launcher import ComfyServer, ServerHandle, ServerSpec
 from .records import Environment, RunRecord
-from .runner import RunContext, fresh_seed, run_prompt, warnings_of
+from .runner import RunContext, ensure_input_images, fresh_seed, run_prompt, warnings_of
 from .settings import Settings
 from .tiers import Profile, Tier, make_profile
 from .workflows import Variant, Workflow, load_workflow
@@ -76,8 +76,26 @@ def wan22_profile(pytestconfig: pytest.Config, wan22_tier: Tier, wan22_device: D
         raise pytest.UsageError(str(exc)) from None
 
 
+@dataclass(frozen=True)
+class SyntheticModels:
+    """A synthetic model set on disk: the base directory ComfyUI is pointed at, and its files by role."""
+
+    root: Path
+    set: ModelSet
+
+    @property
+    def preset(self) -> str:
+        """tiny or a14b."""
+        return self.set.preset
+
+    @property
+    def files(self) -> dict[str, str]:
+        """role -> path under root."""
+        return self.set.files
+
+
 @pytest.fixture(scope="session")
-def wan22_models(wan22_settings: Settings, wan22_tier: Tier) -> ModelSet | None:
+def wan22_models(wan22_settings: Settings, wan22_tier: Tier) -> SyntheticModels | None:
     """The synthetic model set this session runs on, generated once and kept (None: the user's models)."""
     preset = wan22_settings.synthetic or wan22_tier.synthetic
     if preset is None:
@@ -87,12 +105,15 @@ def wan22_models(wan22_settings: Settings, wan22_tier: Tier) -> ModelSet | None:
                     "tier with your own models", pytrace=False)
     from .synth import ensure_models
 
-    root = wan22_settings.models_dir or Path.home() / ".cache" / "pytest-wan22" / "models"
-    device = "cuda" if wan22_tier.is_gpu else "cpu"
+    root = (wan22_settings.models_dir or Path.home() / ".cache" / "pytest-wan22" / "models") / preset
+    gpu = wan22_tier.is_gpu
     try:
-        return ensure_models(wan22_settings.python, root / preset, preset, device=device)
+        models = ensure_models(wan22_settings.python, root, preset, device="cuda" if gpu else "cpu",
+                               lora_rank=64 if preset == "a14b" else 0, timeout=1800 if gpu else 600,
+                               log_path=root / "generate.log")
     except Wan22Error as exc:
         pytest.fail(str(exc), pytrace=False)
+    return SyntheticModels(root, models)
 
 
 @dataclass
@@ -140,75 +161,134 @@ def _work_dir(config: pytest.Config, factory: pytest.TempPathFactory) -> Path:
     return factory.mktemp(f"wan22-{worker}", numbered=True)
 
 
-@pytest.fixture(scope="session")
-def wan22_server(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory, wan22_profile: Profile,
-                 wan22_models: ModelSet | None, wan22_device: DeviceInfo | None) -> Generator[Server, None, None]:
-    """The session's ComfyUI, launched with the tier's profile (or attached with --wan22-url); stopped at the end."""
-    state = _state(pytestconfig)
-    s = state.settings
-    models = f"synthetic:{wan22_models.preset}" if wan22_models else "user"
-    if s.attach:
-        assert s.url is not None
-        handle = ServerHandle(url=s.url)
-        with ComfyClient(s.url) as client:
-            try:
-                env = _environment(client, wan22_device, wan22_profile, models)
-            except Wan22Error as exc:
-                pytest.fail(f"no ComfyUI answers at {s.url} ({exc}); start it or fix --wan22-url", pytrace=False)
-        server = Server(handle, None, None, env)
-    else:
+class ServerPool:
+    """The process's one ComfyUI: the tier's profile, or a variation with extra launch flags (one at a time,
+    since two 14B servers do not share a card)."""
+
+    def __init__(self, config: pytest.Config, work: Path, profile: Profile, models: SyntheticModels | None,
+                 device: DeviceInfo | None) -> None:
+        self.config, self.work, self.profile, self.models, self.device = config, work, profile, models, device
+        self.current: Server | None = None
+        self.extra: tuple[str, ...] = ()
+
+    def get(self, extra: tuple[str, ...] = ()) -> Server:
+        """The running server for these extra flags, launching (or relaunching) it when needed."""
+        if self.current is not None and self.extra == extra:
+            return self.current
+        self.stop()
+        self.current, self.extra = self._launch(extra), extra
+        state = _state(self.config)
+        state.server = self.current
+        state.machine = state.machine or self.current.environment
+        return self.current
+
+    def stop(self) -> None:
+        """Stop the running server (an attached one is left alone)."""
+        if self.current is not None:
+            self.current.stop()
+            self.current = None
+            _state(self.config).server = None
+
+    def _launch(self, extra: tuple[str, ...]) -> Server:
+        s = _state(self.config).settings
+        models = f"synthetic:{self.models.preset}" if self.models else "user"
+        if s.attach:
+            assert s.url is not None
+            if extra:
+                pytest.skip(f"launch flags {' '.join(extra)} need a launched server; drop --wan22-url")
+            with ComfyClient(s.url) as client:
+                try:
+                    env = _environment(client, self.device, self.profile, models)
+                except Wan22Error as exc:
+                    pytest.fail(f"no ComfyUI answers at {s.url} ({exc}); start it or fix --wan22-url",
+                                pytrace=False)
+            return Server(ServerHandle(url=s.url), None, None, env)
         if s.comfyui_dir is None:
-            pytest.fail("no ComfyUI to run: pass --wan22-comfyui-dir (ini wan22_comfyui_dir, env WAN22_COMFYUI_DIR) "
-                        "or attach to a running one with --wan22-url", pytrace=False)
-        work = _work_dir(pytestconfig, tmp_path_factory)
-        args, env = list(wan22_profile.args), dict(wan22_profile.env)
-        pytestconfig.hook.pytest_wan22_server_command(config=pytestconfig, tier=wan22_profile.tier, args=args,
-                                                      env=env)
+            pytest.fail("no ComfyUI to run: pass --wan22-comfyui-dir (ini wan22_comfyui_dir, env "
+                        "WAN22_COMFYUI_DIR) or attach to a running one with --wan22-url", pytrace=False)
+        args, env = [*self.profile.args, *extra], dict(self.profile.env)
+        self.config.hook.pytest_wan22_server_command(config=self.config, tier=self.profile.tier, args=args,
+                                                     env=env)
         base = None
-        if wan22_models is not None:
-            base = Path(wan22_models.root)
+        if self.models is not None:
+            base = self.models.root
             (base / "custom_nodes").mkdir(parents=True, exist_ok=True)
-            cond = wan22_models.files.get("conditioning")
+            cond = self.models.files.get("conditioning")
             if cond:  # LoadTrainingDataset reads from the output folder, which is the session's own
-                shutil.copytree(base / cond, work / cond, dirs_exist_ok=True)
-        spec = ServerSpec(comfyui_dir=s.comfyui_dir, work_dir=work, python=s.python, host=s.host, port=s.port,
-                          args=tuple(args), env=env, base_directory=base, startup_timeout=s.startup_timeout)
+                shutil.copytree(base / cond, self.work / cond, dirs_exist_ok=True)
+            _synthetic_rife(base / "custom_nodes", s.python, self.work)
+        name = "comfyui" + ("-" + "_".join(a.lstrip("-") for a in extra) if extra else "")
+        spec = ServerSpec(comfyui_dir=s.comfyui_dir, work_dir=self.work, python=s.python, host=s.host,
+                          port=s.port, args=tuple(args), env=env, base_directory=base,
+                          startup_timeout=s.startup_timeout, name=name)
         launcher = ComfyServer(spec)
-        state.server = None
         try:
             handle = launcher.start()
         except Wan22Error as exc:
             pytest.fail(str(exc), pytrace=False)
         with ComfyClient(handle.url) as client:
-            server = Server(handle, launcher, work / "output", _environment(client, wan22_device, wan22_profile,
-                                                                             models))
-    state.server = server
-    state.machine = state.machine or server.environment
+            environment = _environment(client, self.device, self.profile, models)
+        return Server(handle, launcher, self.work / "output", environment)
+
+
+def _synthetic_rife(custom_nodes: Path, python: str, work: Path) -> None:
+    """A synthetic RIFE checkpoint for each frame-interpolation pack under the synthetic set's custom_nodes,
+    where no real checkpoint lies (the pack would otherwise download one on first use)."""
+    from .synth import DEFAULT_RIFE_CKPT, RIFE_MARKER, ensure_rife, rife_path, rife_stamp_matches
+
+    for pack in sorted(p for p in custom_nodes.iterdir() if (p / RIFE_MARKER).is_file()):
+        real = rife_path(pack, DEFAULT_RIFE_CKPT)
+        if real.is_file() and not rife_stamp_matches(pack, DEFAULT_RIFE_CKPT):
+            continue  # a checkpoint we did not write: never replace it
+        try:
+            ensure_rife(python, pack, log_path=work / "rife-synth.log")
+        except Wan22Error as exc:
+            pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def wan22_servers(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory, wan22_profile: Profile,
+                  wan22_models: SyntheticModels | None, wan22_device: DeviceInfo | None
+                  ) -> Generator[ServerPool, None, None]:
+    """The session's ComfyUI launcher: `.get(extra_flags)` gives the running server for a profile variation."""
+    pool = ServerPool(pytestconfig, _work_dir(pytestconfig, tmp_path_factory), wan22_profile, wan22_models,
+                      wan22_device)
     try:
-        yield server
+        yield pool
     finally:
-        server.stop()
-        state.server = None
+        pool.stop()
+
+
+@pytest.fixture
+def wan22_server(wan22_servers: ServerPool) -> Server:
+    """The session's ComfyUI with the tier's profile (launched once, or attached with --wan22-url); a server
+    that died is started again for the next test."""
+    server = wan22_servers.get()
+    if server.launcher is not None and not server.alive():
+        code = server.launcher.exit_code()
+        try:
+            server.launcher.ensure_running()
+        except Wan22Error as exc:
+            pytest.fail(f"ComfyUI had exited (code {code}) and did not start again: {exc}", pytrace=False)
+        server.handle = server.launcher.handle or server.handle
+        server.restarts += 1
+        server.object_info = {}
+    return server
 
 
 @pytest.fixture
 def wan22_client(wan22_server: Server) -> Generator[ComfyClient, None, None]:
-    """A client bound to the session's server: restarted first if it died, with an empty queue."""
-    if wan22_server.launcher is not None and not wan22_server.alive():
-        code = wan22_server.launcher.exit_code()
-        try:
-            wan22_server.launcher.ensure_running()
-        except Wan22Error as exc:
-            pytest.fail(f"ComfyUI had exited (code {code}) and did not start again: {exc}", pytrace=False)
-        wan22_server.handle = wan22_server.launcher.handle or wan22_server.handle
-        wan22_server.restarts += 1
-        wan22_server.object_info = {}
+    """A client bound to the session's server, with an empty queue."""
     with ComfyClient(wan22_server.handle.url) as client:
-        queue = client.queue()
-        if queue.get("queue_running") or queue.get("queue_pending"):
-            client.clear_queue()
-            client.interrupt()
+        _empty_queue(client)
         yield client
+
+
+def _empty_queue(client: ComfyClient) -> None:
+    queue = client.queue()
+    if queue.get("queue_running") or queue.get("queue_pending"):
+        client.clear_queue()
+        client.interrupt()
 
 
 @dataclass(frozen=True)
@@ -251,16 +331,19 @@ class VariantResult:
         return self.records[-1]
 
 
-def adapt(variant: Variant, tier: Tier, models: ModelSet | None) -> Variant:
+def adapt(variant: Variant, tier: Tier, models: SyntheticModels | None) -> Variant:
     """The variant as this tier runs it: synthetic model files swapped in, and the tier's scale applied."""
     if models is not None:
-        variant = variant.models({k: v.rsplit("/", 1)[-1] for k, v in models.files.items()
-                                  if k in ("high", "low", "vae", "text_encoder", "lora_high", "lora_low")})
+        roles = ("high", "low", "vae", "text_encoder", "lora_high", "lora_low")
+        variant = variant.models({k: models.set.name(k) for k in models.files if k in roles})
         if "conditioning" in models.files and "text_encoder" not in models.files:
-            variant = variant.precomputed_conditioning(Path(models.files["conditioning"]).name)
+            variant = variant.precomputed_conditioning(models.set.name("conditioning"))
     if tier.scale:
         variant = variant.scaled(**tier.scale)
     return variant
+
+
+OPTIONAL_NODES = frozenset({"RIFE VFI", "FILM VFI", "FrameInterpolate", "FrameInterpolationModelLoader"})
 
 
 def _vram_monitor(state: State, server: Server, interval: float) -> Callable[[], Any] | None:
@@ -269,61 +352,124 @@ def _vram_monitor(state: State, server: Server, interval: float) -> Callable[[],
     from .gpu import VramMonitor, process_tree
 
     pid = server.handle.pid
+    device = state.device
     assert pid is not None
-    return lambda: VramMonitor(state.nvml, state.device.index, pids=lambda: process_tree(pid), interval=interval)
+    return lambda: VramMonitor(state.nvml, device, pids=lambda: process_tree(pid), interval=interval)
+
+
+def _gpu_state(state: State) -> Callable[[], dict[str, float | None]] | None:
+    if state.nvml is None or state.device is None:
+        return None
+    from .gpu import accounting_peak_mib, environment_readings, process_tree
+
+    nvml, device = state.nvml, state.device
+    server = state.server
+
+    def read() -> dict[str, float | None]:
+        h = nvml.handle(device.index)
+        readings = {k: v for k, v in environment_readings(nvml, h).items() if k not in ("driver", "cuda")}
+        if state.settings.nvml_accounting and server is not None and server.handle.pid:
+            readings["accounting_peak_mib"] = accounting_peak_mib(nvml, h, process_tree(server.handle.pid))
+        return readings
+
+    return read
+
+
+def _preflight(server: Server, client: ComfyClient, prompt: dict[str, Any], variant_id: str, missing: str) -> None:
+    if not server.object_info:
+        server.object_info = client.object_info()
+    elif "LoadImage" not in server.object_info:
+        server.object_info.update(client.object_info("LoadImage"))
+    problems = preflight.check(prompt, server.object_info)
+    if not problems:
+        return
+    text = f"{variant_id} cannot run on this server:\n{preflight.format_problems(problems)}"
+    optional = all(p.kind == "node" and p.class_type in OPTIONAL_NODES for p in problems)
+    if optional or missing == "skip":
+        pytest.skip(text)
+    pytest.fail(text + "\n(--wan22-missing=skip skips such variants instead)", pytrace=False)
+
+
+def _check_output(record: RunRecord, expected: Any) -> None:
+    videos = [o for o in record.outputs if o.frames is not None]
+    if not record.outputs:
+        pytest.fail(f"{record.variant_id} round {record.round}: the run succeeded but saved no file", pytrace=False)
+    if not videos:
+        return  # not an MP4 we can read (another container, or attached without the output folder)
+    v = videos[0]
+    if not v.bytes:
+        pytest.fail(f"{record.variant_id}: {v.filename} is empty", pytrace=False)
+    if expected.frames is not None and v.frames != expected.frames:
+        pytest.fail(f"{record.variant_id}: {v.filename} has {v.frames} frames, the variant should give "
+                    f"{expected.frames}", pytrace=False)
+    if expected.fps is not None and v.fps is not None and abs(v.fps - expected.fps) > 0.01:
+        pytest.fail(f"{record.variant_id}: {v.filename} plays at {v.fps:g} fps, the variant should give "
+                    f"{expected.fps:g}", pytrace=False)
+
+
+def baseline_key(variant_id: str, server_args: tuple[str, ...]) -> str:
+    """The baseline key: the variant id, plus the extra launch flags of a profile variation."""
+    return "+".join([variant_id, *(a.lstrip("-") for a in server_args)])
 
 
 @pytest.fixture
-def wan22_run(request: pytest.FixtureRequest, wan22_server: Server, wan22_client: ComfyClient, wan22_tier: Tier,
-              wan22_models: ModelSet | None) -> Callable[..., VariantResult]:
-    """Run a Variant (warm-up + timed rounds, fresh seed each) and fail the test on OOM, error, VRAM over
-    budget, offload, or a slowdown against the stored baseline."""
+def wan22_run(request: pytest.FixtureRequest, wan22_servers: ServerPool, wan22_tier: Tier,
+              wan22_models: SyntheticModels | None) -> Callable[..., VariantResult]:
+    """Run a Variant: warm-up and timed rounds with a fresh seed each, on the tier's server (or a variation
+    with `server_args`). Fails the test on OOM, error, VRAM over budget, offload, a wrong video, or a
+    slowdown against the stored baseline; returns the records, their summary and the verdict."""
     config = request.config
     state = _state(config)
     s = state.settings
     marker = request.node.get_closest_marker("wan22_budget")
+    # Every test gets a server that is alive: the default one is restarted here if it died.
+    request.getfixturevalue("wan22_server")
 
     def run(variant: Variant, *, rounds: int | None = None, warmup_rounds: int | None = None,
-            budget_gib: float | None = None, allow_offload: bool | None = None) -> VariantResult:
+            budget_gib: float | None = None, allow_offload: bool | None = None,
+            server_args: tuple[str, ...] = ()) -> VariantResult:
+        server = wan22_servers.get(tuple(server_args))
         v = adapt(variant, wan22_tier, wan22_models)
-        variant_id = variant.variant_id
-        prompt = v.seed(0).build()
-        if not wan22_server.object_info:
-            wan22_server.object_info = wan22_client.object_info()
-        problems = preflight.check(prompt, wan22_server.object_info)
-        if problems:
-            text = f"{variant_id} cannot run on this server:\n{preflight.format_problems(problems)}"
-            if s.missing == "skip":
-                pytest.skip(text)
-            pytest.fail(text + "\n(--wan22-missing=skip skips such variants instead)", pytrace=False)
-        ctx = RunContext(
-            client=wan22_client, tier=wan22_tier.name,
-            timeout=s.run_timeout or wan22_tier.run_timeout_s, environment=wan22_server.environment,
-            is_alive=wan22_server.alive, log_size=wan22_server.handle.log_size,
-            log_since=wan22_server.handle.log_since, output_dir=wan22_server.output_dir,
-            monitor=_vram_monitor(state, wan22_server, s.vram_interval))
-        from .runner import ensure_input_images
-
-        ensure_input_images(ctx, prompt, v.image_size())
-        n_warm = s.warmup_rounds if warmup_rounds is None else warmup_rounds
-        n_timed = s.rounds if rounds is None else rounds
-        records: list[RunRecord] = []
-        for i in range(n_warm + n_timed):
-            seed = fresh_seed()
-            record = run_prompt(ctx, v.seed(seed).build(), variant_id=variant_id, workflow=variant.workflow.name,
-                                seed=seed, round_index=i, warmup=i < n_warm)
-            records.append(record)
-            state.records.append(record)
-            config.hook.pytest_wan22_run_finished(config=config, record=record)
-            if not record.ok:
-                pytest.fail(f"{variant_id} round {i}: {record.outcome}: {record.message}", pytrace=False)
-        summary = summarise(variant_id, records, variant.digest)
-        _check_vram(records, variant_id, wan22_tier, budget_gib if budget_gib is not None else
+        key = baseline_key(variant.variant_id, tuple(server_args))
+        with ComfyClient(server.handle.url) as client:
+            _empty_queue(client)
+            ctx = RunContext(
+                client=client, tier=wan22_tier.name, timeout=s.run_timeout or wan22_tier.run_timeout_s,
+                environment=server.environment, is_alive=server.alive, log_size=server.handle.log_size,
+                log_since=server.handle.log_since, output_dir=server.output_dir,
+                monitor=_vram_monitor(state, server, s.vram_interval), gpu_state=_gpu_state(state))
+            if ensure_input_images(ctx, v.seed(0).build(), v.image_size()):
+                server.object_info.pop("LoadImage", None)  # its image list has changed
+            _preflight(server, client, v.seed(0).build(), key, s.missing)
+            n_warm = s.warmup_rounds if warmup_rounds is None else warmup_rounds
+            n_timed = s.rounds if rounds is None else rounds
+            records: list[RunRecord] = []
+            for i in range(n_warm + n_timed):
+                seed = fresh_seed()
+                record = run_prompt(ctx, v.seed(seed).build(), variant_id=key, workflow=variant.workflow.name,
+                                    seed=seed, round_index=i, warmup=i < n_warm)
+                records.append(record)
+                state.records.append(record)
+                _save_record(server, record)
+                config.hook.pytest_wan22_run_finished(config=config, record=record)
+                if not record.ok:
+                    pytest.fail(f"{key} round {i}: {record.outcome}: {record.message}", pytrace=False)
+                _check_output(record, v.expected_output())
+        summary = summarise(key, records, variant.digest)
+        _check_vram(records, key, wan22_tier, budget_gib if budget_gib is not None else
                     (marker.args[0] if marker else None), allow_offload)
-        verdict = _judge(config, state, wan22_tier, variant.workflow.name, summary, wan22_server.environment)
+        verdict = _judge(config, state, wan22_tier, variant.workflow.name, summary, server.environment)
         return VariantResult(tuple(records), summary, verdict)
 
     return run
+
+
+def _save_record(server: Server, record: RunRecord) -> None:
+    if server.output_dir is None:
+        return
+    folder = server.output_dir.parent / "records"
+    folder.mkdir(exist_ok=True)
+    (folder / f"{record.variant_id}.{record.round}.json").write_text(record.to_json(), encoding="utf-8")
 
 
 def _check_vram(records: list[RunRecord], variant_id: str, tier: Tier, budget_gib: float | None,

@@ -209,8 +209,10 @@ class ComfyServer:
         log.write(f"\n=== wan22: starting {' '.join(argv)}\n".encode())
         log.flush()
         try:
+            # A process group of its own (not a session), so the watchdog can join it and a terminal's
+            # Ctrl-C reaches pytest, which then stops the server on its way out.
             self.proc = subprocess.Popen(argv, cwd=spec.comfyui_dir, env=env, stdin=subprocess.DEVNULL,
-                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                                         stdout=log, stderr=subprocess.STDOUT, preexec_fn=os.setpgrp)
         except OSError as exc:
             raise ServerStartError(f"could not run {argv[0]}: {exc}; fix --wan22-python (ini wan22_python)",
                                    command=argv) from exc
@@ -231,11 +233,11 @@ class ComfyServer:
         def join_group() -> None:  # runs in the child: join the server's group, so stopping it ends us too
             os.setpgid(0, group)
 
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
             self._watchdog = subprocess.Popen(
                 [sys.executable, "-c", _WATCHDOG, str(os.getpid()), str(group)],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                preexec_fn=join_group)  # noqa: PLW1509 - setpgid only
+                preexec_fn=join_group)  # setpgid only
 
     def _wait_ready(self, url: str, argv: Sequence[str]) -> None:
         deadline = time.monotonic() + self.spec.startup_timeout
@@ -288,10 +290,8 @@ def _kill_group(proc: subprocess.Popen[bytes], grace: float) -> None:
         os.killpg(proc.pid, signal.SIGTERM)
     except OSError:
         return
-    try:
+    with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        pass
     with contextlib.suppress(OSError):
         os.killpg(proc.pid, signal.SIGKILL)
     with contextlib.suppress(subprocess.TimeoutExpired):

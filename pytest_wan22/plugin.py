@@ -22,11 +22,12 @@ from .fixtures import (  # noqa: F401 - fixtures are found through this module
     wan22_profile,
     wan22_run,
     wan22_server,
+    wan22_servers,
     wan22_settings,
     wan22_tier,
     wan22_workflows,
 )
-from .gpu import DeviceInfo, load_backend, probe
+from .gpu import DeviceInfo, disable_accounting, enable_accounting, load_backend, probe
 from .options import OPTIONS
 from .records import Environment, RunRecord, from_jsonable, to_jsonable
 from .report import render
@@ -52,6 +53,7 @@ class State:
 
 
 STATE_KEY = pytest.StashKey[State]()
+ACCOUNTING_KEY = pytest.StashKey[int]()
 
 
 def state_of(config: pytest.Config) -> State:
@@ -103,6 +105,12 @@ def _detect(config: pytest.Config, settings: Settings) -> State:
             reason = "" if count else "NVML sees no GPU"
         except Wan22Error as exc:
             reason = str(exc)
+        if device is not None and settings.nvml_accounting:
+            try:  # opt-in: changes a device setting, so only ever on the user's explicit request
+                if not enable_accounting(nvml, nvml.handle(device.index)):
+                    config.stash[ACCOUNTING_KEY] = device.index  # switched on by us: switched off at the end
+            except Wan22Error as exc:
+                raise pytest.UsageError(f"--wan22-nvml-accounting: {exc}") from None
     tiers = settings.tiers
     if settings.emulate_tier:
         on = device.name if device else "no GPU"
@@ -114,7 +122,8 @@ def _detect(config: pytest.Config, settings: Settings) -> State:
                      nvml, reason)
     if device is None:
         name = cpu_tier(tiers)
-        return State(settings, tiers[name] if name else None, f"no GPU ({reason or 'none found'})", None, nvml,
+        why = "NVML is unavailable" if nvml is None else "NVML sees no GPU"
+        return State(settings, tiers[name] if name else None, f"{name or 'no tier'} (no GPU: {why})", None, nvml,
                      reason)
     found = config.hook.pytest_wan22_detect_tier(config=config, device_name=device.name,
                                                  memory_mib=device.memory_total_mib)
@@ -154,7 +163,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     s = state.settings
     where = f"attach {s.url}" if s.attach else f"launch {s.comfyui_dir or '(no --wan22-comfyui-dir)'}"
     lines = [f"wan22: tier {state.detection}; ComfyUI: {where}"]
-    if state.tier and state.tier.is_gpu and state.nvml is None:
+    if state.nvml is None and (config.option.verbose > 0 or (state.tier and state.tier.is_gpu)):
         lines.append(f"wan22: VRAM not measured: {state.nvml_reason}")
     return lines
 
@@ -173,7 +182,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
     report = yield
-    if report.failed and "wan22_server" in getattr(item, "fixturenames", ()):
+    uses_server = any(n in ("wan22_server", "wan22_servers", "wan22_run", "wan22_client")
+                      for n in getattr(item, "fixturenames", ()))
+    if report.failed and uses_server:
         server = state_of(item.config).server
         if server is not None and server.handle.log_path is not None:
             report.sections.append(("ComfyUI log (last lines)", server.handle.log_tail(40)))
@@ -195,6 +206,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     state = state_of(config)
     if state.server is not None:
         state.server.stop()
+    index = config.stash.get(ACCOUNTING_KEY, None)
+    if index is not None and state.nvml is not None:
+        disable_accounting(state.nvml, state.nvml.handle(index))
     workeroutput = getattr(config, "workeroutput", None)
     if workeroutput is not None:  # an xdist worker: hand results to the controller
         workeroutput["wan22"] = json.dumps({

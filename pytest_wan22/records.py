@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import types
 import typing
@@ -45,7 +46,7 @@ class SamplerPass:
     def step_intervals(self) -> tuple[float, ...]:
         """Gaps between consecutive progress frames, from step 2 on."""
         t = self.step_times
-        return tuple(b - a for a, b in zip(t, t[1:]))
+        return tuple(b - a for a, b in itertools.pairwise(t))
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ class VramSample:
     """One NVML reading: seconds from the monitor's start, MiB used by the server's processes and the device."""
 
     t: float
-    process_mib: float
+    process_mib: float | None
     device_mib: float
 
 
@@ -127,6 +128,7 @@ class Environment:
     profile: str | None = None
     emulated_tier: str | None = None
     models: str | None = None
+    gpu_state: dict[str, float | None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

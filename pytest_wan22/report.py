@@ -25,8 +25,8 @@ HEADER = ["variant", "round", "outcome", "wall s", "server s", "s/step per pass"
 
 def table(rows: Sequence[Sequence[str]], header: Sequence[str] = HEADER) -> str:
     """Columns padded to the widest cell."""
-    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
-    lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in [header, *rows]]
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=True)]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in [header, *rows]]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 

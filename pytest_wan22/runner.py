@@ -32,7 +32,7 @@ SAMPLER_CLASSES = frozenset({"KSampler", "KSamplerAdvanced", "SamplerCustom", "S
 # Node classes grouped into the phases a report shows side by side.
 PHASES: Mapping[str, frozenset[str]] = {
     "load": frozenset({"UNETLoader", "CLIPLoader", "VAELoader", "LoraLoaderModelOnly", "LoraLoader", "LoadImage",
-                       "CheckpointLoaderSimple", "CLIPVisionLoader", "LoadTrainingDataset"}),
+                       "CheckpointLoaderSimple", "CLIPVisionLoader", "LoadTrainingDataset", "ModelSamplingSD3"}),
     "text": frozenset({"CLIPTextEncode", "ConditioningZeroOut", "CLIPVisionEncode"}),
     "encode": frozenset({"WanImageToVideo", "WanFirstLastFrameToVideo"}),
     "compile": frozenset({"TorchCompileModel"}),
@@ -48,7 +48,7 @@ OOM_TEXT = re.compile(r"out of memory|Allocation on device|CUBLAS_STATUS_ALLOC_F
 # What ComfyUI absorbs without failing the prompt, found in its log: (kind, pattern, what it means).
 LOG_SIGNS: tuple[tuple[str, re.Pattern[str], str], ...] = (
     ("offload", re.compile(r"loaded partially.*?([\d.]+) MB offloaded"), "model loaded partially, {0} MB offloaded"),
-    ("offload", re.compile(r"Unloaded partially: ([\d.]+) MB freed"), "model unloaded partially between passes "
+    ("swap", re.compile(r"Unloaded partially: ([\d.]+) MB freed"), "model unloaded partially to make room "
      "({0} MB freed)"),
     ("oom_retry", re.compile(r"Ran out of memory when regular VAE (\w+)"), "VAE {0} ran out of memory and fell back "
      "to tiled"),
@@ -84,7 +84,7 @@ def scan_log(text: str) -> list[str]:
 
 
 def warnings_of(record: RunRecord, kind: str) -> list[str]:
-    """The record's warnings of one kind ('offload', 'oom_retry', 'recompile')."""
+    """The record's warnings of one kind ('offload', 'swap', 'oom_retry', 'recompile')."""
     return [w for w in record.warnings if w.startswith(kind + ":")]
 
 
@@ -194,6 +194,7 @@ class RunContext:
     log_since: Callable[[int], str] | None = None
     output_dir: Path | None = None
     monitor: Callable[[], Monitor] | None = None
+    gpu_state: Callable[[], dict[str, float | None]] | None = None
     uploaded: set[str] = field(default_factory=set)
 
 
@@ -223,11 +224,12 @@ def png_bytes(width: int, height: int) -> bytes:
             + chunk(b"IEND", b""))
 
 
-def ensure_input_images(ctx: RunContext, prompt: Mapping[str, Any], size: tuple[int, int]) -> None:
-    """Upload a start image for every LoadImage the server does not have yet."""
+def ensure_input_images(ctx: RunContext, prompt: Mapping[str, Any], size: tuple[int, int]) -> bool:
+    """Upload a start image for every LoadImage the server does not have yet; True when one was uploaded."""
     info = ctx.client.object_info("LoadImage").get("LoadImage", {})
     spec = (info.get("input", {}).get("required", {}).get("image") or [[]])[0]
     have = set(spec) if isinstance(spec, list) else set()
+    uploaded = False
     for node in prompt.values():
         if node.get("class_type") != "LoadImage":
             continue
@@ -236,14 +238,18 @@ def ensure_input_images(ctx: RunContext, prompt: Mapping[str, Any], size: tuple[
             continue
         ctx.client.upload_image_bytes(name, png_bytes(*size))
         ctx.uploaded.add(name)
+        uploaded = True
+    return uploaded
 
 
 def run_prompt(ctx: RunContext, prompt: Mapping[str, Any], *, variant_id: str, workflow: str, seed: int | None,
                round_index: int = 0, warmup: bool = False) -> RunRecord:
     """Submit one prompt, follow it to the end, and describe the result as a RunRecord."""
-    titles = node_titles(prompt)
+    environment = ctx.environment
+    if ctx.gpu_state is not None:  # power, temperature, clocks: the noise a timing carries
+        environment = replace(environment, gpu_state=ctx.gpu_state())
     base = RunRecord(variant_id=variant_id, workflow=workflow, tier=ctx.tier, outcome="invalid", seed=seed,
-                     round=round_index, warmup=warmup, started_at=time.time(), environment=ctx.environment)
+                     round=round_index, warmup=warmup, started_at=time.time(), environment=environment)
     offset = ctx.log_size() if ctx.log_size else 0
     ctx.client.reset_memory_stats()
     monitor = ctx.monitor() if ctx.monitor else None

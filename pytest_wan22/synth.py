@@ -14,6 +14,10 @@ Presets:
         (float8_e4m3fn Linear weights + float32 per-tensor ``scale_weight`` + ``scaled_fp8`` marker),
         the full UMT5-XXL encoder (every weight written), the Wan 2.1 VAE and a 640x640 start image.
 Files are streamed tensor by tensor (random numbers drawn on --device) and written atomically.
+
+RIFE (``--rife-dir PACK_DIR``, with or without OUT): a random-weight IFNet 4.7 state dict (torch.save) at
+PACK_DIR/ckpts/rife/rife47.pth (or --rife-ckpt rife49.pth), where the "RIFE VFI" node of
+Fannovel16/ComfyUI-Frame-Interpolation looks before it would download one.
 """
 
 from __future__ import annotations
@@ -701,13 +705,227 @@ def generate(out: Path, preset: str, opts: Options, *, device: str = "cpu",
     return ms
 
 
+# ----------------------------------------------------------------------------- RIFE (frame interpolation)
+#
+# "RIFE VFI" (Fannovel16/ComfyUI-Frame-Interpolation) loads <pack>/<ckpts_path>/rife/<ckpt_name> (ckpts_path
+# from the pack's config.yaml, "./ckpts") with torch.load + a strict IFNet.load_state_dict, and downloads the
+# file when it is missing. A random-weight checkpoint with the real IFNet layout stands in for it.
+
+RIFE_PACK_DIR = "custom_nodes/ComfyUI-Frame-Interpolation"  # the pack under a ComfyUI base directory
+RIFE_ARCH: dict[str, str] = {"rife47.pth": "4.7", "rife49.pth": "4.7"}  # ckpt_name -> IFNet arch_ver
+DEFAULT_RIFE_CKPT = "rife47.pth"
+RIFE_MARKER = "vfi_models/rife/__init__.py"  # a file only this pack has
+
+
+def _rife_arch(ckpt: str) -> str:
+    try:
+        return RIFE_ARCH[ckpt]
+    except KeyError:
+        raise ValueError(f"unknown RIFE checkpoint {ckpt!r}; choose one of {', '.join(RIFE_ARCH)}") from None
+
+
+def rife_shapes(arch: str = "4.7") -> dict[str, Shape]:
+    """Tensor names/shapes of the pack's IFNet(arch_ver=arch) state dict, in its order."""
+    if arch != "4.7":
+        raise ValueError(f"no RIFE layout for arch {arch!r}; only 4.7 (rife47.pth, rife49.pth) is known")
+    s: dict[str, Shape] = {}
+    for i, (cin, c) in enumerate(((7 + 8, 192), (8 + 4 + 8, 128), (8 + 4 + 8, 96), (8 + 4 + 8, 64))):
+        b = f"block{i}."
+        s.update({b + "conv0.0.0.weight": (c // 2, cin, 3, 3), b + "conv0.0.0.bias": (c // 2,),
+                  b + "conv0.1.0.weight": (c, c // 2, 3, 3), b + "conv0.1.0.bias": (c,)})
+        for j in range(8):  # ResConv: beta, then its conv
+            s.update({f"{b}convblock.{j}.beta": (1, c, 1, 1), f"{b}convblock.{j}.conv.weight": (c, c, 3, 3),
+                      f"{b}convblock.{j}.conv.bias": (c,)})
+        # ConvTranspose2d(c, 4 * 6, 4, 2, 1) + PixelShuffle(2): 4 flow + 1 mask channels (+1 unused)
+        s.update({b + "lastconv.0.weight": (c, 24, 4, 4), b + "lastconv.0.bias": (24,)})
+    s.update({"encode.0.weight": (16, 3, 3, 3), "encode.0.bias": (16,),
+              "encode.1.weight": (16, 4, 4, 4), "encode.1.bias": (4,)})
+    return s
+
+
+def rife_specs(ckpt: str = DEFAULT_RIFE_CKPT) -> list[TensorSpec]:
+    """float32 IFNet tensors: biases 0, ResConv betas 1, conv weights N(0, 0.5^2/fan_in); the flow heads
+    (lastconv) 10x smaller so flows stay within a few pixels and the blended frames stay finite."""
+    specs: list[TensorSpec] = []
+    for name, shape in rife_shapes(_rife_arch(ckpt)).items():
+        if name.endswith(".bias"):
+            specs.append(TensorSpec(name, shape, "F32", "zeros"))
+        elif name.endswith(".beta"):
+            specs.append(TensorSpec(name, shape, "F32", "ones"))
+        else:
+            transposed = ".lastconv." in name or name.startswith("encode.1.")
+            # ConvTranspose2d weights are (in, out, k, k); with stride 2 each output sees in * k * k / 4
+            fan_in = shape[0] * shape[2] * shape[3] // 4 if transposed else math.prod(shape[1:])
+            gain = 0.05 if ".lastconv." in name else 0.5
+            specs.append(TensorSpec(name, shape, "F32", "normal", gain / math.sqrt(fan_in)))
+    return specs
+
+
+def rife_payload_bytes(ckpt: str = DEFAULT_RIFE_CKPT) -> int:
+    """Bytes of tensor data in the checkpoint (the file adds torch.save's zip and pickle records)."""
+    return sum(t.nbytes for t in rife_specs(ckpt))
+
+
+def rife_ckpt_dir(pack_dir: Path | str) -> Path:
+    """Where the pack looks for RIFE checkpoints: <pack>/<config.yaml ckpts_path, default ./ckpts>/rife."""
+    pack = Path(pack_dir)
+    ckpts = "./ckpts"
+    with contextlib.suppress(OSError):
+        for line in (pack / "config.yaml").read_text().splitlines():
+            key, sep, value = line.partition(":")
+            if sep and key.strip() == "ckpts_path":
+                value = value.split("#", 1)[0].strip().strip("\"'")
+                ckpts = value or ckpts
+    return pack / ckpts / "rife"
+
+
+def rife_path(pack_dir: Path | str, ckpt: str = DEFAULT_RIFE_CKPT) -> Path:
+    """The checkpoint file RIFE VFI opens for ckpt_name=ckpt."""
+    _rife_arch(ckpt)
+    return rife_ckpt_dir(pack_dir) / ckpt
+
+
+def rife_stamp_path(pack_dir: Path | str, ckpt: str = DEFAULT_RIFE_CKPT) -> Path:
+    return rife_ckpt_dir(pack_dir) / f".wan22-synth-{Path(ckpt).stem}.json"
+
+
+def write_rife_stamp(pack_dir: Path | str, ckpt: str, seed: int) -> Path:
+    """Record version, checkpoint, arch, seed and the file's size, so a later session can reuse it."""
+    body = {"version": SYNTH_VERSION, "ckpt": ckpt, "arch": _rife_arch(ckpt), "seed": seed,
+            "bytes": rife_path(pack_dir, ckpt).stat().st_size}
+    path = rife_stamp_path(pack_dir, ckpt)
+    with _atomic(path) as f:
+        f.write(json.dumps(body, indent=1, sort_keys=True).encode())
+    return path
+
+
+def rife_stamp_matches(pack_dir: Path | str, ckpt: str = DEFAULT_RIFE_CKPT, seed: int = Options.seed) -> bool:
+    """True when the stamp's version, checkpoint, arch and seed match and the file still has its size."""
+    try:
+        st = json.loads(rife_stamp_path(pack_dir, ckpt).read_text())
+        size = rife_path(pack_dir, ckpt).stat().st_size
+    except (OSError, ValueError):
+        return False
+    want = {"version": SYNTH_VERSION, "ckpt": ckpt, "arch": _rife_arch(ckpt), "seed": seed, "bytes": size}
+    return isinstance(st, dict) and all(st.get(k) == v for k, v in want.items())
+
+
+def rife_command(python: str, pack_dir: Path | str, *, ckpt: str = DEFAULT_RIFE_CKPT, seed: int = Options.seed,
+                 device: str = "cpu") -> list[str]:
+    """The argv that writes <pack_dir>/ckpts/rife/<ckpt> in the interpreter `python` (ComfyUI's)."""
+    _rife_arch(ckpt)
+    return [str(python), str(script_path()), "--rife-dir", str(pack_dir), "--rife-ckpt", ckpt,
+            "--seed", str(seed), "--device", device]
+
+
+def _rife_error(path: Path, cause: str, command: Sequence[str] = (), output_tail: str = "") -> Exception:
+    from pytest_wan22.errors import SynthError
+
+    return SynthError(
+        f"could not write the synthetic RIFE checkpoint {path}: {cause}; point --wan22-python "
+        "(ini wan22_python) at ComfyUI's interpreter (it needs torch), or run the command below by hand "
+        "to see the whole output", command=command, output_tail=output_tail)
+
+
+def ensure_rife(python: str, pack_dir: Path | str, *, ckpt: str = DEFAULT_RIFE_CKPT, seed: int = Options.seed,
+                device: str = "cpu", timeout: float = 300, log_path: Path | None = None) -> Path:
+    """Write the RIFE checkpoint into the pack with `python` unless a matching stamp shows it is there."""
+    from pytest_wan22.errors import SynthError
+
+    pack = Path(pack_dir)
+    path = rife_path(pack, ckpt)
+    if not (pack / RIFE_MARKER).is_file():
+        raise SynthError(
+            f"{pack} is not a ComfyUI-Frame-Interpolation folder (no {RIFE_MARKER}); put "
+            f"Fannovel16/ComfyUI-Frame-Interpolation under ComfyUI's custom_nodes/ ({RIFE_PACK_DIR}) "
+            "or drop interpolate() variants")
+    with _lock(path.parent / f".wan22-synth-{path.stem}.lock"):
+        if rife_stamp_matches(pack, ckpt, seed):
+            return path
+        cmd = rife_command(python, pack, ckpt=ckpt, seed=seed, device=device)
+        with contextlib.ExitStack() as stack:
+            if log_path is not None:
+                log_path.parent.mkdir(parents=True, exist_ok=True)
+                log = stack.enter_context(open(log_path, "w+b"))
+            else:
+                log = stack.enter_context(tempfile.TemporaryFile())
+
+            def output() -> str:
+                log.flush()
+                log.seek(0)
+                return _tail(log.read().decode(errors="replace"))
+
+            try:
+                rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, timeout=timeout,
+                                    check=False).returncode
+            except OSError as e:
+                raise _rife_error(path, f"cannot run {python!r}: {e}", cmd) from e
+            except subprocess.TimeoutExpired as e:
+                raise _rife_error(path, f"it did not finish within {timeout:g} s", cmd, output()) from e
+            if rc != 0:
+                raise _rife_error(path, f"the writer exited with code {rc}", cmd, output())
+            if not path.is_file():
+                raise _rife_error(path, "the writer ended but the file is not there", cmd, output())
+        write_rife_stamp(pack, ckpt, seed)
+    return path
+
+
+def rife_state_dict(ckpt: str = DEFAULT_RIFE_CKPT, seed: int = Options.seed, device: str = "cpu") -> dict[str, Any]:
+    """The random-weight IFNet state dict as CPU float32 tensors (needs torch)."""
+    import torch  # type: ignore[import-not-found, unused-ignore]
+
+    dev = torch.device(device)
+    gen = torch.Generator(device=dev)
+    gen.manual_seed(seed)
+    sd: dict[str, Any] = {}
+    for t in rife_specs(ckpt):
+        if t.init == "normal":
+            x = torch.randn(t.shape, generator=gen, device=dev).mul_(t.value)
+        else:
+            x = torch.full(t.shape, 1.0 if t.init == "ones" else 0.0, device=dev)
+        sd[t.name] = x.to(torch.float32).cpu().contiguous()
+    return sd
+
+
+def write_rife(pack_dir: Path | str, ckpt: str = DEFAULT_RIFE_CKPT, *, seed: int = Options.seed,
+               device: str = "cpu") -> Path:
+    """torch.save the state dict to <pack>/ckpts/rife/<ckpt> atomically and stamp it (needs torch)."""
+    import torch  # type: ignore[import-not-found, unused-ignore]
+
+    t0 = time.perf_counter()
+    path = rife_path(pack_dir, ckpt)
+    with _atomic(path) as f:
+        torch.save(rife_state_dict(ckpt, seed, device), f)
+    write_rife_stamp(pack_dir, ckpt, seed)
+    size = path.stat().st_size
+    print(f"{size:>16,d} B {time.perf_counter() - t0:7.2f} s  {path}", flush=True)
+    return path
+
+
+def _print_rife_sizes(pack_dir: Path, ckpt: str) -> None:
+    """Exact file size when torch is importable here (a zero-filled save in memory), else the payload."""
+    path = rife_path(pack_dir, ckpt)
+    if importlib.util.find_spec("torch") is None:
+        size = rife_payload_bytes(ckpt)
+        print(f"{size:>16,d} B {size / 2**20:8.2f} MiB  {path} (tensor data; torch.save adds a few KiB)")
+        return
+    import io
+
+    import torch  # type: ignore[import-not-found, unused-ignore]
+
+    buf = io.BytesIO()
+    torch.save({t.name: torch.zeros(t.shape) for t in rife_specs(ckpt)}, buf)
+    print(f"{buf.tell():>16,d} B {buf.tell() / 2**20:8.2f} MiB  {path}")
+
+
 # ----------------------------------------------------------------------------- command line
 
 
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="wan22-synth", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("out", type=Path, help="base directory (gets models/, input/, output/)")
+    ap.add_argument("out", type=Path, nargs="?",
+                    help="base directory (gets models/, input/, output/); may be left out with --rife-dir")
     ap.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
     ap.add_argument("--device", default="cpu", help="where random numbers are drawn (cpu, cuda, cuda:1)")
     ap.add_argument("--text-encoder", choices=TEXT_ENCODERS,
@@ -721,6 +939,11 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--dry-run", "--print-sizes", dest="dry_run", action="store_true",
                     help="print each file's exact byte size and write nothing")
     ap.add_argument("--python", help="generate in this interpreter (ComfyUI's); default: this one")
+    ap.add_argument("--rife-dir", type=Path, metavar="PACK_DIR",
+                    help="also write a random-weight RIFE checkpoint to PACK_DIR/ckpts/rife/ (PACK_DIR: the "
+                         "ComfyUI-Frame-Interpolation folder)")
+    ap.add_argument("--rife-ckpt", choices=sorted(RIFE_ARCH), default=DEFAULT_RIFE_CKPT,
+                    help="the RIFE VFI ckpt_name to write (default: %(default)s)")
     return ap
 
 
@@ -748,20 +971,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     a = ap.parse_args(argv)
     if a.lora_rank < 0:
         ap.error("--lora-rank must be >= 0")
+    if a.out is None and a.rife_dir is None:
+        ap.error("give the base directory OUT, --rife-dir PACK_DIR, or both")
     opts = _options(a.preset, a.text_encoder, a.lora_rank, seed=a.seed, fp8_matmul=a.fp8_matmul)
     if a.dry_run:
-        _print_sizes(a.preset, opts)
+        if a.out is not None:
+            _print_sizes(a.preset, opts)
+        if a.rife_dir is not None:
+            _print_rife_sizes(a.rife_dir, a.rife_ckpt)
         return 0
     python = a.python
     # compare unresolved paths: a venv's python is a symlink to the base interpreter, yet differs from it
     if python and os.path.abspath(shutil.which(python) or python) != os.path.abspath(sys.executable):
+        if a.out is None:
+            return subprocess.call(rife_command(python, a.rife_dir, ckpt=a.rife_ckpt, seed=a.seed,
+                                                device=a.device))
         extra = _option_args(opts) + (["--timing-json", str(a.timing_json)] if a.timing_json else [])
+        if a.rife_dir is not None:
+            extra += ["--rife-dir", str(a.rife_dir), "--rife-ckpt", a.rife_ckpt]
         return subprocess.call(generate_command(python, a.out, a.preset, device=a.device, extra=extra))
     if importlib.util.find_spec("torch") is None:
         print(f"wan22-synth: torch is not importable in {sys.executable}; pass --python with ComfyUI's "
               "interpreter (e.g. --python /path/to/ComfyUI/venv/bin/python)", file=sys.stderr)
         return 2
-    generate(a.out.resolve(), a.preset, opts, device=a.device, timing_json=a.timing_json)
+    if a.out is not None:
+        generate(a.out.resolve(), a.preset, opts, device=a.device, timing_json=a.timing_json)
+    if a.rife_dir is not None:
+        write_rife(a.rife_dir.resolve(), a.rife_ckpt, seed=a.seed, device=a.device)
     return 0
 
 

@@ -206,6 +206,6 @@ def make_profile(tier: Tier, *, extra_args: Sequence[str] = (), gpu: str | None 
             raise ConfigError(f"cannot emulate {tier.name} ({cap:g} GiB) on {device_name} ({total_gib:.1f} GiB): "
                               "the card is not bigger (--wan22-emulate-tier)")
         # ComfyUI plans with total - reserve; the cap inside the process makes the limit hard.
-        args = _without(args, "--reserve-vram") + ["--reserve-vram", f"{total_gib - cap:.2f}"]
+        args = [*_without(args, "--reserve-vram"), "--reserve-vram", f"{total_gib - cap:.2f}"]
         env["WAN22_MEMORY_CAP_GIB"] = f"{cap:g}"
-    return Profile(tier, tuple(args) + tuple(extra_args), env, device_name if emulate else None, cap)
+    return Profile(tier, (*args, *extra_args), env, device_name if emulate else None, cap)

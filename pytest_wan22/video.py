@@ -49,6 +49,15 @@ def _find(data: bytes, start: int, end: int, path: list[bytes]) -> list[tuple[in
     return hits
 
 
+def _stts_ticks(data: bytes, start: int) -> int:
+    count = struct.unpack(">I", data[start + 4:start + 8])[0]
+    total = 0
+    for i in range(count):
+        n, delta = struct.unpack(">II", data[start + 8 + 8 * i:start + 16 + 8 * i])
+        total += n * delta
+    return total
+
+
 def mp4_info(path: Path) -> VideoInfo | None:
     """Frames, width, height and fps of the first video track, or None when the file is no readable MP4."""
     try:
@@ -61,10 +70,11 @@ def mp4_info(path: Path) -> VideoInfo | None:
             continue
         tkhd = _find(data, trak_s, trak_e, [b"tkhd"])
         stsz = _find(data, trak_s, trak_e, [b"mdia", b"minf", b"stbl", b"stsz"])
+        stts = _find(data, trak_s, trak_e, [b"mdia", b"minf", b"stbl", b"stts"])
         mdhd = _find(data, trak_s, trak_e, [b"mdia", b"mdhd"])
         if not (tkhd and stsz):
             return None
-        s, e = tkhd[0]
+        _, e = tkhd[0]
         width, height = (v >> 16 for v in struct.unpack(">II", data[e - 8:e]))
         frames = struct.unpack(">I", data[stsz[0][0] + 8:stsz[0][0] + 12])[0]
         fps = None
@@ -74,7 +84,9 @@ def mp4_info(path: Path) -> VideoInfo | None:
                 timescale, duration = struct.unpack(">IQ", data[m + 20:m + 32])
             else:
                 timescale, duration = struct.unpack(">II", data[m + 12:m + 20])
-            if duration:
-                fps = round(frames * timescale / duration, 3)
+            # Frame durations from the time-to-sample table; mdhd's duration can hold a reorder delay.
+            ticks = _stts_ticks(data, stts[0][0]) if stts else duration
+            if ticks:
+                fps = round(frames * timescale / ticks, 3)
         return VideoInfo(frames, width, height, fps)
     return None

@@ -1020,7 +1020,9 @@ class _Builder:
         if kind == "RIFE VFI":
             vfi = self.add("RIFE VFI", {"ckpt_name": ckpt, "frames": list(source),
                                         "clear_cache_after_n_frames": 10, "multiplier": multiplier,
-                                        "fast_mode": True, "ensemble": True, "scale_factor": 1.0},
+                                        "fast_mode": True, "ensemble": True, "scale_factor": 1.0,
+                                        # required since the pack's 2026 release; older ones ignore them
+                                        "dtype": "float32", "torch_compile": False, "batch_size": 1},
                            "Interpolate Frames")
         else:
             loader = self.add("FrameInterpolationModelLoader", {"model_name": ckpt},

@@ -1,0 +1,135 @@
+"""The runner's reading of real ComfyUI 0.8.0 event streams (the captures), OOM rules and log signs."""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_wan22.client import Event, Execution
+from pytest_wan22.records import RunRecord, VramReport
+from pytest_wan22.runner import build_record, classify_error, png_bytes, scan_log, warnings_of
+
+
+def _execution(folder: Path, stem: str, status: str, prompt: dict[str, Any]) -> Execution:
+    lines = [json.loads(x) for x in (folder / f"{stem}.ws.jsonl").read_text().splitlines() if x.strip()]
+    post = next(x["t"] for x in lines if x.get("frame") == "note")
+    events = [Event(x["t"] - post, x["message"]["type"], x["message"]["data"]) for x in lines
+              if x.get("frame") == "text" and x["t"] >= post and x["message"]["type"] != "status"]
+    pid = next(e.data["prompt_id"] for e in events if "prompt_id" in e.data)
+    history_path = folder / f"{stem}.history.json"
+    history = json.loads(history_path.read_text())["body"][pid] if history_path.is_file() else None
+    error = next((e.data for e in events if e.type == "execution_error"), None)
+    cached = next((tuple(e.data["nodes"]) for e in events if e.type == "execution_cached"), ())
+    return Execution(pid, status, tuple(events), 0.0, events[-1].t, history, None, error, cached)  # type: ignore[arg-type]
+
+
+def _prompt(folder: Path, name: str) -> dict[str, Any]:
+    data = json.loads((folder / name).read_text())
+    return data.get("prompt", data)
+
+
+BASE = RunRecord("high_low-5s", "wan22_i2v_a14b", "cpu", "invalid")
+
+
+def test_tiny_wan_run_gives_node_times_and_seconds_per_step(captures: Path) -> None:
+    prompt = _prompt(captures, "wan22_i2v_tiny_api.json")
+    rec = build_record(BASE, _execution(captures, "wan22_tiny_cold", "success", prompt), prompt, None, "", None)
+    assert rec.outcome == "success"
+    by_id = {n.node_id: n for n in rec.nodes}
+    assert set(by_id) == set(prompt)
+    assert by_id["7"].class_type == "CLIPTextEncode"
+    assert by_id["7"].title == "negative"
+    assert by_id["7"].seconds == pytest.approx(33.39, abs=0.05)  # the full-size UMT5 forward on a CPU
+    assert [p.title for p in rec.passes] == ["KSampler (high noise)", "KSampler (low noise)"]
+    assert [p.steps for p in rec.passes] == [2, 2]
+    assert all(len(p.step_times) == 2 and p.seconds_per_step for p in rec.passes)
+    assert rec.phases["text"] > 60 > rec.phases["sampling"]
+    assert rec.server_s == pytest.approx(68.13, abs=0.05)
+    assert [o.filename for o in rec.outputs] == ["wan22_tiny_00004_.mp4"]
+
+
+def test_fully_cached_rerun_is_never_a_timing(captures: Path) -> None:
+    prompt = _prompt(captures, "wan22_i2v_tiny_api.json")
+    rec = build_record(BASE, _execution(captures, "wan22_tiny_repeat_all_cached", "success", prompt), prompt,
+                       None, "", None)
+    assert rec.outcome == "invalid"
+    assert "cached" in rec.message
+    assert rec.passes == ()
+
+
+def test_runtime_error_names_node_and_exception(captures: Path) -> None:
+    prompt = _prompt(captures, "d_runtime_error.request.json")
+    rec = build_record(BASE, _execution(captures, "d_runtime_error", "error", prompt), prompt, None, "", None)
+    assert rec.outcome == "error"
+    assert rec.error is not None
+    assert rec.error.node_id == "2"
+    assert rec.message.startswith("IndexError in ImageToMask")
+    assert "(node 2)" in rec.message
+
+
+def test_host_ram_exhaustion_is_an_error_not_a_gpu_oom(captures: Path) -> None:
+    prompt = _prompt(captures, "d2_cpu_oom.request.json")
+    rec = build_record(BASE, _execution(captures, "d2_cpu_oom", "error", prompt), prompt, None, "", None)
+    assert rec.outcome == "error"
+    assert "DefaultCPUAllocator" in rec.message
+
+
+GPU_OOM = ("Allocation on device 0 would exceed allowed memory. (out of memory)\nCurrently allocated     : 30.12 GiB\n"
+           "This error means you ran out of memory on your GPU.\n\nTIPS: ...")
+
+
+@pytest.mark.parametrize(
+    ("etype", "message", "outcome"),
+    [
+        ("torch.OutOfMemoryError", GPU_OOM, "oom"),
+        ("torch.cuda.OutOfMemoryError", "CUDA out of memory. Tried to allocate 2.00 GiB", "oom"),
+        ("RuntimeError", "CUDA error: out of memory", "oom"),
+        ("RuntimeError", "CUBLAS_STATUS_ALLOC_FAILED when calling cublasCreate(handle)", "oom"),
+        ("RuntimeError", "DefaultCPUAllocator: can't allocate memory: you tried to allocate 1 bytes", "error"),
+        ("IndexError", "index 3 is out of bounds", "error"),
+    ],
+)
+def test_oom_rules(etype: str, message: str, outcome: str) -> None:
+    assert classify_error(etype, message) == outcome
+
+
+def test_oom_message_names_node_title_and_peak() -> None:
+    prompt = {"11": {"class_type": "KSamplerAdvanced", "inputs": {}, "_meta": {"title": "KSampler (high noise)"}}}
+    err = {"node_id": "11", "node_type": "KSamplerAdvanced", "exception_type": "torch.OutOfMemoryError",
+           "exception_message": GPU_OOM, "traceback": []}
+    ex = Execution("p", "error", (Event(0.1, "executing", {"node": "11"}),), 0, 1.0, None, None, err, ())
+    vram = VramReport(True, peak_process_mib=31.2 * 1024)
+    rec = build_record(BASE, ex, prompt, vram, "", None)
+    assert rec.outcome == "oom"
+    assert rec.message.startswith("out of memory in KSamplerAdvanced 'KSampler (high noise)' (node 11) at 31.2 GiB")
+
+
+def test_log_signs_of_what_comfyui_absorbs() -> None:
+    log = "\n".join([
+        "loaded partially; 1234.56 MB usable, 1000.00 MB loaded, 2796.10 MB offloaded, lowvram patches: 0",
+        "Ran out of memory when regular VAE decoding, retrying with tiled VAE decoding.",
+        "Unloaded partially: 5000.00 MB freed, 8000.00 MB remains loaded",
+        "Prompt executed in 12.00 seconds",
+    ])
+    found = scan_log(log)
+    rec = RunRecord("v", "w", "cpu", "success", warnings=tuple(found))
+    assert warnings_of(rec, "offload") == ["offload: model loaded partially, 2796.10 MB offloaded"]
+    assert warnings_of(rec, "oom_retry") == ["oom_retry: VAE decoding ran out of memory and fell back to tiled"]
+    assert len(warnings_of(rec, "swap")) == 1
+    assert scan_log("Prompt executed in 1.00 seconds") == []
+
+
+def test_start_image_is_a_valid_png() -> None:
+    data = png_bytes(16, 8)
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", data[16:24])
+    assert (width, height) == (16, 8)
+    idat = data.index(b"IDAT")
+    length = struct.unpack(">I", data[idat - 4:idat])[0]
+    raw = zlib.decompress(data[idat + 4:idat + 4 + length])
+    assert len(raw) == 8 * (1 + 16 * 3)
