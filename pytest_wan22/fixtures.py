@@ -137,6 +137,26 @@ class Server:
             self.launcher.stop()
 
 
+# Flags whose values are this session's private paths and port: left out of what a record keeps.
+_PRIVATE_FLAGS = frozenset({"--listen", "--port", "--base-directory", "--output-directory", "--temp-directory",
+                            "--input-directory", "--user-directory", "--database-url", "--front-end-root",
+                            "--extra-model-paths-config"})
+
+
+def public_argv(argv: Any) -> tuple[str, ...]:
+    """ComfyUI's argv without main.py and the flags that only name this session's folders and port."""
+    out: list[str] = []
+    skip = False
+    for arg in list(argv or ())[1:]:
+        if skip:
+            skip = False
+        elif arg in _PRIVATE_FLAGS:
+            skip = True
+        else:
+            out.append(str(arg))
+    return tuple(out)
+
+
 def _environment(client: ComfyClient, device: DeviceInfo | None, profile: Profile, models: str) -> Environment:
     stats = client.system_stats()
     system = stats.get("system", {})
@@ -147,7 +167,7 @@ def _environment(client: ComfyClient, device: DeviceInfo | None, profile: Profil
         cuda=device.cuda if device else None, torch=system.get("pytorch_version"),
         comfyui=system.get("comfyui_version"), python=(system.get("python_version") or "").split(" ")[0] or None,
         os=system.get("os") or platform.system(), device=devices[0].get("name"),
-        argv=tuple(system.get("argv") or ()), tier=profile.tier.name, profile=profile.name,
+        argv=public_argv(system.get("argv")), tier=profile.tier.name, profile=profile.name,
         emulated_tier=profile.tier.name if profile.emulated_on else None, models=models)
 
 
@@ -198,11 +218,11 @@ class ServerPool:
                 pytest.skip(f"launch flags {' '.join(extra)} need a launched server; drop --wan22-url")
             with ComfyClient(s.url) as client:
                 try:
-                    env = _environment(client, self.device, self.profile, models)
+                    environment = _environment(client, self.device, self.profile, models)
                 except Wan22Error as exc:
                     pytest.fail(f"no ComfyUI answers at {s.url} ({exc}); start it or fix --wan22-url",
                                 pytrace=False)
-            return Server(ServerHandle(url=s.url), None, None, env)
+            return Server(ServerHandle(url=s.url), None, None, environment)
         if s.comfyui_dir is None:
             pytest.fail("no ComfyUI to run: pass --wan22-comfyui-dir (ini wan22_comfyui_dir, env "
                         "WAN22_COMFYUI_DIR) or attach to a running one with --wan22-url", pytrace=False)

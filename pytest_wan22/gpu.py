@@ -581,7 +581,8 @@ def downsample(samples: Sequence[VramSample], max_points: int = MAX_REPORT_SAMPL
     """At most max_points samples (max_points >= 4), always keeping first, last and both peak samples."""
     if max_points < 4:
         raise ValueError("max_points must be at least 4")
-    idx = _keep_indices([s.process_mib for s in samples], [s.device_mib for s in samples], max_points)
+    procs = [PROCESS_MIB_UNKNOWN if s.process_mib is None else s.process_mib for s in samples]
+    idx = _keep_indices(procs, [s.device_mib for s in samples], max_points)
     return tuple(samples[i] for i in idx)
 
 

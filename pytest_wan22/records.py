@@ -209,8 +209,7 @@ def _build(tp: Any, data: Any) -> Any:
         args = [a for a in get_args(tp) if a is not type(None)]
         return _build(args[0], data) if len(args) == 1 else data
     if origin is tuple:
-        args = get_args(tp)
-        return tuple(_build(args[0], v) for v in data)
+        return tuple(_build(get_args(tp)[0], v) for v in data)
     if origin is dict:
         _, vt = get_args(tp)
         return {k: _build(vt, v) for k, v in data.items()}
@@ -219,7 +218,7 @@ def _build(tp: Any, data: Any) -> Any:
     if dataclasses.is_dataclass(tp):
         hints = get_type_hints(tp)
         names = {f.name for f in dataclasses.fields(tp) if f.init}
-        return tp(**{k: _build(hints[k], v) for k, v in data.items() if k in names})
+        return tp(**{k: _build(hints[k], v) for k, v in data.items() if k in names})  # type: ignore[operator]
     if tp is float and isinstance(data, int):
         return float(data)
     return data

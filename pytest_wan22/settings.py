@@ -76,7 +76,7 @@ def _parse(opt: Option, value: Any, source: str) -> Any:
         if opt.multiple:
             items = value if isinstance(value, list) else [value]
             return [v if not isinstance(v, str) else opt.parse(v.strip()) for v in items if str(v).strip()]
-        return opt.parse(value.strip())
+        return opt.parse(str(value).strip())
     except ValueError as exc:
         raise ConfigError(f"{source}: {exc}; set it with {opt.where()}") from None
 
