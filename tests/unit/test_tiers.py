@@ -37,8 +37,8 @@ def test_detect_tier_by_name_and_memory(name: str | None, mib: float | None, tie
 def test_budget_prefers_exact_then_most_specific_label() -> None:
     h200 = TIERS["h200"]
     assert h200.budget_gib("high_low-5s-640p") == h200.vram_budget_gib
-    assert h200.budget_gib("high_low-10s-640p") == 64.0
-    assert h200.budget_gib("high_low-10s-720p") == 80.0
+    assert h200.budget_gib("high_low-10s-640p") == 100.0
+    assert h200.budget_gib("high_low-10s-720p") == 120.0
 
 
 def test_user_table_replaces_and_adds_rows(tmp_path: Path) -> None:

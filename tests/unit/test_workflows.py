@@ -392,7 +392,8 @@ def test_interpolate_rife_between_decode_and_video(base: Variant) -> None:
     vfi = by_title(p, "Interpolate Frames")
     assert vfi == {"class_type": "RIFE VFI", "_meta": {"title": "Interpolate Frames"}, "inputs": {
         "ckpt_name": "rife47.pth", "frames": [ids["VAE Decode"], 0], "clear_cache_after_n_frames": 10,
-        "multiplier": 2, "fast_mode": True, "ensemble": True, "scale_factor": 1.0}}
+        "multiplier": 2, "fast_mode": True, "ensemble": True, "scale_factor": 1.0,
+        "dtype": "float32", "torch_compile": False, "batch_size": 1}}
     video = by_title(p, "Create Video")["inputs"]
     assert video["images"] == [ids["Interpolate Frames"], 0]
     assert video["fps"] == 32.0
