@@ -58,6 +58,8 @@ def port_in_use(host: str, port: int) -> bool:
         if s.connect_ex((host, port)) == 0:
             return True
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        if os.name == "posix":  # as the server binds: a dead server's TIME_WAIT connections do not count
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError:

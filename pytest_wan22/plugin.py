@@ -145,12 +145,24 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "wan22_budget(gib): peak-VRAM budget for this test's variants, "
                             "instead of the tier table's")
     config.stash[STATE_KEY] = _detect(config, settings)
+    if config.pluginmanager.hasplugin("benchmark"):
+        from .benchmarking import BenchmarkHooks
+
+        config.pluginmanager.register(BenchmarkHooks(lambda: _machine_info(config)), "wan22-benchmark")
     if config.pluginmanager.hasplugin("xdist"):
         from ._xdist import XdistHooks
 
         config.pluginmanager.register(XdistHooks(), "wan22-xdist")
     if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
         signal.signal(signal.SIGTERM, _terminate)
+
+
+def _machine_info(config: pytest.Config) -> dict[str, Any]:
+    state = state_of(config)
+    m = state.machine or Environment()
+    return {"tier": state.tier.name if state.tier else None, "gpu_name": m.gpu_name or (
+            state.device.name if state.device else None), "gpu_memory_mib": m.gpu_memory_mib, "driver": m.driver,
+            "cuda": m.cuda, "torch": m.torch, "comfyui": m.comfyui, "models": m.models, "profile": m.profile}
 
 
 def _terminate(signum: int, frame: Any) -> None:

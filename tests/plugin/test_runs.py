@@ -170,3 +170,22 @@ def test_baselines_are_written_only_on_request_then_a_slowdown_fails(wan22_proje
         result = p.runpytest()
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*high_low-5s-640p-lightx2v_4step: regressed*", "*step: *regressed*"])
+
+
+def test_after_an_oom_the_next_test_runs_on_the_same_recovered_server(wan22_project: Project) -> None:
+    p = wan22_project("""
+        SERVERS = []
+
+        @pytest.mark.rtx5090
+        def test_a_compiled_variant_ooms(wan22_run, wan22_server):
+            SERVERS.append(wan22_server.handle.pid)
+            wan22_run(BASE.torch_compile())
+
+        @pytest.mark.rtx5090
+        def test_b_plain_variant_runs(wan22_run, wan22_server):
+            assert wan22_run(BASE).last.ok
+            assert wan22_server.handle.pid == SERVERS[0]  # ComfyUI freed its memory; no restart was needed
+    """, fake_env={"FAKE_COMFYUI_SCENARIO": "oom", "FAKE_COMFYUI_FAIL_NODE": "TorchCompileModel"})
+    result = p.runpytest()
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*round 0: oom: out of memory in TorchCompileModel*"])
