@@ -22,10 +22,10 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import requests
 import websocket
 
-from pytest_wan22.errors import ComfyAPIError, PromptRejected
+from .errors import ComfyAPIError, PromptRejected
+from .preflight import VFI_MODEL_TYPES, model_folder
 
 __all__ = [
-    "MODEL_INPUT_FOLDERS",
     "ComfyClient",
     "Event",
     "Execution",
@@ -35,34 +35,6 @@ __all__ = [
 ]
 
 ExecutionStatus = Literal["success", "error", "interrupted", "timeout", "server_died"]
-
-#: Loader input name -> the models/ folder ComfyUI lists for it (a combo of file names).
-MODEL_INPUT_FOLDERS: dict[str, str] = {
-    "unet_name": "diffusion_models",
-    "clip_name": "text_encoders",
-    "clip_name1": "text_encoders",
-    "clip_name2": "text_encoders",
-    "clip_name3": "text_encoders",
-    "clip_name4": "text_encoders",
-    "vae_name": "vae",
-    "lora_name": "loras",
-    "ckpt_name": "checkpoints",
-    "clip_vision": "clip_vision",
-    "model_name": "upscale_models",
-    "control_net_name": "controlnet",
-    "style_model_name": "style_models",
-    "gligen_name": "gligen",
-    "hypernetwork_name": "hypernetworks",
-    "audio_encoder_name": "audio_encoders",
-    "unclip_name": "checkpoints",
-}
-
-#: (class_type, input name) pairs whose folder differs from MODEL_INPUT_FOLDERS; None: not a model file.
-_CLASS_INPUT_FOLDERS: dict[tuple[str, str], str | None] = {
-    ("CLIPVisionLoader", "clip_name"): "clip_vision",
-    ("RIFE VFI", "ckpt_name"): None,
-    ("FILM VFI", "ckpt_name"): None,
-}
 
 _POLL_S = 0.25
 _WS_TICK_S = 0.25
@@ -152,13 +124,6 @@ def _node_label(node_id: str, class_type: str | None, prompt: Mapping[str, Any] 
     return f"node {node_id} ({inner})"
 
 
-def _model_folder(class_type: str | None, input_name: str) -> str | None:
-    key = (class_type or "", input_name)
-    if key in _CLASS_INPUT_FOLDERS:
-        return _CLASS_INPUT_FOLDERS[key]
-    return MODEL_INPUT_FOLDERS.get(input_name)
-
-
 def format_node_error(error: Mapping[str, Any], class_type: str | None = None) -> str:
     """One validation error of ``node_errors`` as readable text (without the node label)."""
     etype = str(error.get("type") or "error")
@@ -169,10 +134,11 @@ def format_node_error(error: Mapping[str, Any], class_type: str | None = None) -
     input_name = str(extra.get("input_name") or "")
     if etype == "value_not_in_list" and input_name:
         received = extra.get("received_value")
-        folder = _model_folder(class_type, input_name)
-        if folder is not None:
-            return (f"{input_name}: model file '{received}' not in models/{folder} (value_not_in_list); "
-                    f"put the file in models/{folder} on the server or change the workflow")
+        # A VFI node's checkpoint list is fixed by its pack: a value outside it is an unknown name, not a file.
+        folder = None if class_type in VFI_MODEL_TYPES else model_folder(class_type or "", input_name)
+        if folder is not None and folder != "input":
+            return (f"{input_name}: model file '{received}' not in {folder} (value_not_in_list); "
+                    f"put the file in {folder} on the server or change the workflow")
         return f"{details or f'{input_name}: {received!r} not in list'} ({etype})"
     if etype == "custom_validation_failed" and class_type == "LoadImage" and input_name == "image":
         return (f"{details} ({etype}); the image is not in the server's input/ folder: upload it first "

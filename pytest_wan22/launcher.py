@@ -32,6 +32,7 @@ while True:
     except OSError:
         sys.exit(0)
     if os.getppid() != parent:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # we are in the group: outlive the SIGTERM, send the SIGKILL
         try:
             os.killpg(group, signal.SIGTERM); time.sleep(3); os.killpg(group, signal.SIGKILL)
         except OSError:

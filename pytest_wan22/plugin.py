@@ -75,8 +75,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         else:
             group.addoption(opt.cli, dest=opt.dest, action="append" if opt.multiple else "store",
                             type=opt.argparse_type(), default=None, metavar=opt.metavar, help=text)
-        parser.addini(opt.dest, opt.help, type="linelist" if opt.multiple else "string",
-                      default=[] if opt.multiple else "")
+        if opt.multiple:
+            parser.addini(opt.dest, opt.help, type="linelist", default=[])
+        else:
+            parser.addini(opt.dest, opt.help, type="string", default="")
 
 
 def _worker_index() -> int | None:

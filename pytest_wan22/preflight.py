@@ -35,6 +35,10 @@ MODEL_INPUT_FOLDERS: Mapping[str, str] = {
     "control_net_name": "controlnet",
     "style_model_name": "style_models",
     "gligen_name": "gligen",
+    "clip_vision": "clip_vision",
+    "hypernetwork_name": "hypernetworks",
+    "audio_encoder_name": "audio_encoders",
+    "unclip_name": "checkpoints",
 }
 #: Exceptions to MODEL_INPUT_FOLDERS for particular classes.
 CLASS_INPUT_FOLDERS: Mapping[tuple[str, str], str] = {

@@ -556,6 +556,34 @@ def _tail(text: str, lines: int = 30) -> str:
     return "\n".join(text.rstrip().splitlines()[-lines:])
 
 
+def _run_writer(cmd: Sequence[str], python: str, timeout: float, log_path: Path | None,
+                fail: Callable[..., Exception], what: str) -> str:
+    """Run a writer command with its output in log_path (or a temporary file); raise fail(cause, cmd, tail)
+    when it cannot start, times out or exits non-zero. Returns the tail of its output."""
+    with contextlib.ExitStack() as stack:
+        if log_path is not None:
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            log = stack.enter_context(open(log_path, "w+b"))
+        else:
+            log = stack.enter_context(tempfile.TemporaryFile())
+
+        def output() -> str:
+            log.flush()
+            log.seek(0)
+            return _tail(log.read().decode(errors="replace"))
+
+        try:
+            rc = subprocess.run(list(cmd), stdout=log, stderr=subprocess.STDOUT, timeout=timeout,
+                                check=False).returncode
+        except OSError as e:
+            raise fail(f"cannot run {python!r}: {e}", cmd) from e
+        except subprocess.TimeoutExpired as e:
+            raise fail(f"{what} did not finish within {timeout:g} s", cmd, output()) from e
+        if rc != 0:
+            raise fail(f"{what} exited with code {rc}", cmd, output())
+        return output()
+
+
 def ensure_models(python: str, out: Path, preset: str = "tiny", *, device: str = "cpu", timeout: float = 600,
                   log_path: Path | None = None, text_encoder: str | None = None,
                   lora_rank: int = 0) -> ModelSet:
@@ -569,32 +597,10 @@ def ensure_models(python: str, out: Path, preset: str = "tiny", *, device: str =
         if stamp_matches(out, ms, opts):
             return ms
         cmd = generate_command(python, out, preset, device=device, extra=_option_args(opts))
-        with contextlib.ExitStack() as stack:
-            if log_path is not None:
-                log_path.parent.mkdir(parents=True, exist_ok=True)
-                log = stack.enter_context(open(log_path, "w+b"))
-            else:
-                log = stack.enter_context(tempfile.TemporaryFile())
-
-            def output() -> str:
-                log.flush()
-                log.seek(0)
-                return _tail(log.read().decode(errors="replace"))
-
-            try:
-                rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, timeout=timeout,
-                                    check=False).returncode
-            except OSError as e:
-                raise SynthError.failed(f"cannot run {python!r}: {e}", cmd) from e
-            except subprocess.TimeoutExpired as e:
-                cause = f"generation did not finish within {timeout:g} s"
-                raise SynthError.failed(cause, cmd, output()) from e
-            if rc != 0:
-                raise SynthError.failed(f"generation exited with code {rc}", cmd, output())
-            missing = [rel for rel in ms.files.values() if not _role_files(out, rel)]
-            if missing:
-                raise SynthError.failed("generation ended but did not write " + ", ".join(missing), cmd,
-                                        output())
+        tail = _run_writer(cmd, python, timeout, log_path, SynthError.failed, "generation")
+        missing = [rel for rel in ms.files.values() if not _role_files(out, rel)]
+        if missing:
+            raise SynthError.failed("generation ended but did not write " + ", ".join(missing), cmd, tail)
         write_stamp(out, ms, opts)
     return ms
 
@@ -843,29 +849,10 @@ def ensure_rife(python: str, pack_dir: Path | str, *, ckpt: str = DEFAULT_RIFE_C
         if rife_stamp_matches(pack, ckpt, seed):
             return path
         cmd = rife_command(python, pack, ckpt=ckpt, seed=seed, device=device)
-        with contextlib.ExitStack() as stack:
-            if log_path is not None:
-                log_path.parent.mkdir(parents=True, exist_ok=True)
-                log = stack.enter_context(open(log_path, "w+b"))
-            else:
-                log = stack.enter_context(tempfile.TemporaryFile())
-
-            def output() -> str:
-                log.flush()
-                log.seek(0)
-                return _tail(log.read().decode(errors="replace"))
-
-            try:
-                rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, timeout=timeout,
-                                    check=False).returncode
-            except OSError as e:
-                raise _rife_error(path, f"cannot run {python!r}: {e}", cmd) from e
-            except subprocess.TimeoutExpired as e:
-                raise _rife_error(path, f"it did not finish within {timeout:g} s", cmd, output()) from e
-            if rc != 0:
-                raise _rife_error(path, f"the writer exited with code {rc}", cmd, output())
-            if not path.is_file():
-                raise _rife_error(path, "the writer ended but the file is not there", cmd, output())
+        tail = _run_writer(cmd, python, timeout, log_path, lambda cause, c, out="": _rife_error(path, cause, c, out),
+                           "the writer")
+        if not path.is_file():
+            raise _rife_error(path, "the writer ended but the file is not there", cmd, tail)
         write_rife_stamp(pack, ckpt, seed)
     return path
 
