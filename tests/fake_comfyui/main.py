@@ -89,6 +89,10 @@ def vram_state(args: argparse.Namespace) -> str:
     return "NORMAL_VRAM"
 
 
+# Attention flags whose package ComfyUI imports at start-up (FAKE_COMFYUI_PACKAGES lists the installed ones).
+ATTENTION_PACKAGES = {"--use-sage-attention": "sageattention", "--use-flash-attention": "flash-attn"}
+
+
 def crash(code: int) -> None:
     """FAKE_COMFYUI_CRASH_ON_START: a start-up traceback, then exit with the code."""
     fake_app.log(
@@ -163,6 +167,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if knobs.crash_on_start is not None:
         crash(knobs.crash_on_start)
+    installed = {p.strip() for p in os.environ.get("FAKE_COMFYUI_PACKAGES", "").split(",") if p.strip()}
+    for flag, package in ATTENTION_PACKAGES.items():
+        if flag in argv and package not in installed:  # as comfy/ldm/modules/attention.py does
+            fake_app.log("", "", f"To use the `{flag}` feature, the `{package}` package must be installed first.",
+                         f"command:\n\t{sys.executable} -m pip install {package}")
+            return 255
     vram_mib = knobs.vram_mib if knobs.vram_mib is not None else 32607.0
     device = "cpu" if args.cpu else f"cuda:0 {knobs.gpu_name} : cudaMallocAsync"
     fake_app.log(

@@ -189,3 +189,32 @@ def test_after_an_oom_the_next_test_runs_on_the_same_recovered_server(wan22_proj
     result = p.runpytest()
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["*round 0: oom: out of memory in TorchCompileModel*"])
+
+
+def test_attention_backend_without_its_package_is_skipped_with_reason(wan22_project: Project) -> None:
+    p = wan22_project("""
+        @pytest.mark.rtx5090
+        def test_sage(wan22_run):
+            wan22_run(BASE.label("sage"), server_args=("--use-sage-attention",))
+
+        @pytest.mark.rtx5090
+        def test_default_profile_still_runs(wan22_run):
+            assert wan22_run(BASE).last.ok
+    """)
+    result = p.runpytest("-rs")
+    result.assert_outcomes(passed=1, skipped=1)
+    result.stdout.fnmatch_lines(["*ComfyUI cannot start with --use-sage-attention: the sageattention package is "
+                                 "not installed*"])
+
+
+def test_without_nvml_vram_is_not_measured_and_nothing_crashes(wan22_project: Project) -> None:
+    p = wan22_project("""
+        @pytest.mark.rtx5090
+        def test_variant(wan22_run):
+            result = wan22_run(BASE)
+            assert result.last.vram is None
+            assert result.summary.peak_vram_mib is None
+    """, spec=None)
+    result = p.runpytest("--wan22-tier", "rtx5090")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["wan22: VRAM not measured: NVML is unavailable*--wan22-tier*"])

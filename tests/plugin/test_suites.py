@@ -59,6 +59,7 @@ def test_collect_only_lists_the_matrix_with_readable_ids(fake_gpu: pytest.Pytest
 def test_every_rtx5090_variant_runs_on_the_fake(fake_gpu: pytest.Pytester) -> None:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("FAKE_COMFYUI_CUSTOM_NODES", "frame-interpolation")
+        mp.setenv("FAKE_COMFYUI_PACKAGES", "sageattention")
         result = _run(fake_gpu, "-m", "rtx5090", "--wan22-update-baselines")
     result.assert_outcomes(passed=11)
     stored = json.loads((fake_gpu.path / "baselines" / "rtx5090" / "wan22_i2v_a14b.json").read_text())
