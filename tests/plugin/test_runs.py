@@ -218,3 +218,38 @@ def test_without_nvml_vram_is_not_measured_and_nothing_crashes(wan22_project: Pr
     result = p.runpytest("--wan22-tier", "rtx5090")
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["wan22: VRAM not measured: NVML is unavailable*--wan22-tier*"])
+
+
+def test_attach_mode_uses_a_running_server_and_launches_nothing(wan22_project: Project, tmp_path: Path) -> None:
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    fake_main = Path(__file__).resolve().parents[1] / "fake_comfyui" / "main.py"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "attached-output"
+    server = subprocess.Popen([sys.executable, str(fake_main), "--listen", "127.0.0.1", "--port",
+                               str(port), "--output-directory", str(out)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/system_stats", timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the fake did not start"
+                time.sleep(0.2)
+        p = wan22_project(RUN_ONE.replace("assert result.last.vram.peak_process_mib == 6000", ""))
+        result = p.runpytest(f"--wan22-url=http://127.0.0.1:{port}", "--wan22-comfyui-dir=/nonexistent")
+        result.assert_outcomes(passed=1)
+        result.stdout.fnmatch_lines([f"*ComfyUI: attach http://127.0.0.1:{port}*"])
+        assert server.poll() is None  # left running: it is not ours to stop
+        assert not (p.path / "logs").exists()
+    finally:
+        server.kill()
+        server.wait()
