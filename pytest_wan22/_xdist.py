@@ -7,21 +7,22 @@ from typing import Any
 import pytest
 
 
+@pytest.hookimpl(optionalhook=True, tryfirst=True)
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
+    """`-n auto` means one worker per GPU (xdist's own choice without one). xdist asks before
+    pytest_configure, so this is a module-level hook of the plugin and counts the GPUs itself."""
+    from .gpu import load_backend
+
+    nvml = config.hook.pytest_wan22_nvml_backend(config=config)
+    try:
+        nvml = nvml if nvml is not None else load_backend()
+        return int(nvml.device_count()) or None
+    except Exception:  # no NVML (NvmlUnavailable) or a broken one: xdist's own choice
+        return None
+
+
 class XdistHooks:
     """Registered only when pytest-xdist is present."""
-
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_xdist_auto_num_workers(self, config: pytest.Config) -> int | None:
-        """`-n auto` means one worker per GPU."""
-        from .plugin import state_of
-
-        state = state_of(config)
-        if state.nvml is None or state.tier is None or not state.tier.is_gpu:
-            return None
-        try:
-            return int(state.nvml.device_count()) or None
-        except Exception:  # fall back to xdist's own choice
-            return None
 
     def pytest_testnodedown(self, node: Any, error: Any) -> None:
         """Take a finished worker's records."""

@@ -32,9 +32,13 @@ while True:
     except OSError:
         sys.exit(0)
     if os.getppid() != parent:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # we are in the group: outlive the SIGTERM, send the SIGKILL
+        os.setpgid(0, 0)  # leave the group: outlive its SIGTERM, see it empty, send the SIGKILL
         try:
-            os.killpg(group, signal.SIGTERM); time.sleep(3); os.killpg(group, signal.SIGKILL)
+            os.killpg(group, signal.SIGTERM)
+            for _ in range(30):
+                time.sleep(0.1)
+                os.killpg(group, 0)
+            os.killpg(group, signal.SIGKILL)
         except OSError:
             pass
         sys.exit(0)

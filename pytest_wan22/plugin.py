@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from . import hookspecs
+from ._xdist import pytest_xdist_auto_num_workers  # noqa: F401 - found through this module, before configure
 from .baselines import BaselineStore
 from .compare import Summary, Verdict
 from .errors import NvmlUnavailable, Wan22Error
@@ -86,6 +87,15 @@ def _worker_index() -> int | None:
     return int(worker[2:]) if worker.startswith("gw") and worker[2:].isdigit() else None
 
 
+def _xdist_workers(config: pytest.Config) -> int:
+    """How many xdist workers this process starts: 0 in a worker or without -n."""
+    n = getattr(config.option, "numprocesses", None)
+    if hasattr(config, "workerinput") or not isinstance(n, int):
+        return 0
+    most = getattr(config.option, "maxprocesses", None)
+    return min(n, most) if isinstance(most, int) and most > 0 else n
+
+
 def _detect(config: pytest.Config, settings: Settings) -> State:
     nvml = config.hook.pytest_wan22_nvml_backend(config=config)
     reason = ""
@@ -99,6 +109,12 @@ def _detect(config: pytest.Config, settings: Settings) -> State:
         index = settings.gpu_index if settings.gpu_index is not None else (_worker_index() or 0)
         try:
             count = nvml.device_count()
+            workers = _xdist_workers(config)
+            if count and settings.gpu_index is None and workers > count:
+                raise pytest.UsageError(
+                    f"-n {workers} starts {workers} xdist workers, one GPU each, but this machine has {count} "
+                    f"GPU(s); run at most {count} xdist workers (-n {count} or -n auto), or put every worker on "
+                    "one GPU with --wan22-gpu-index")
             if count and index >= count:
                 raise pytest.UsageError(
                     f"GPU index {index} does not exist: this machine has {count} GPU(s). Run at most {count} "

@@ -13,3 +13,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if HERE in Path(str(item.path)).parents:
             item.add_marker(pytest.mark.filterwarnings("error"), append=False)
+
+
+@pytest.fixture(autouse=True)
+def _inner_sessions_are_not_xdist_workers(request: pytest.FixtureRequest) -> None:
+    """A pytester session inside an xdist worker must not believe it is one (pytest-benchmark and the
+    plugin read PYTEST_XDIST_WORKER from the environment)."""
+    if "pytester" in request.fixturenames:
+        mp = request.getfixturevalue("monkeypatch")
+        for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
+            mp.delenv(name, raising=False)

@@ -24,6 +24,8 @@ harness = sys.modules["wan22_fake_comfyui_harness"]  # loaded by conftest.py
 REPO = Path(__file__).resolve().parents[2]
 FAKE_DIR = REPO / "tests" / "fake_comfyui"
 
+needs_proc = pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="reads process groups from /proc (Linux)")
+
 
 def _stat(pid: str) -> tuple[str, int] | None:
     """(state, process group) of a process, None when it is gone."""
@@ -180,6 +182,7 @@ def test_crash_on_start_reports_exit_code_command_and_log(servers: list[ComfySer
     assert_group_gone(server.proc.pid)
 
 
+@needs_proc
 def test_start_timeout_kills_the_whole_group(servers: list[ComfyServer], tmp_path: Path) -> None:
     server = make(servers, tmp_path, startup_timeout=2, FAKE_COMFYUI_HANG="1")
     with pytest.raises(ServerTimeout) as info:
@@ -195,6 +198,7 @@ def test_start_timeout_kills_the_whole_group(servers: list[ComfyServer], tmp_pat
     assert procs_mentioning(str(tmp_path)) == []
 
 
+@needs_proc
 def test_stop_leaves_no_process_and_is_safe_twice(servers: list[ComfyServer], tmp_path: Path, port: int) -> None:
     server = make(servers, tmp_path, port)
     server.start()
@@ -317,6 +321,7 @@ def _stubborn_dir(tmp_path: Path) -> Path:
     return folder
 
 
+@needs_proc
 @pytest.mark.parametrize("stubborn", [False, True], ids=["fake", "ignores-sigterm"])
 def test_watchdog_kills_the_group_when_the_launcher_is_sigkilled(tmp_path: Path, port: int, stubborn: bool) -> None:
     comfyui = _stubborn_dir(tmp_path) if stubborn else FAKE_DIR
@@ -348,6 +353,7 @@ def test_watchdog_kills_the_group_when_the_launcher_is_sigkilled(tmp_path: Path,
                 os.killpg(pgid, signal.SIGKILL)
 
 
+@needs_proc
 def test_stop_kills_a_server_that_ignores_sigterm(servers: list[ComfyServer], tmp_path: Path, port: int) -> None:
     server = make(servers, tmp_path / "work", port, install_probe=False, comfyui_dir=_stubborn_dir(tmp_path))
     server.start()
