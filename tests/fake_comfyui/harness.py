@@ -302,3 +302,13 @@ def load_capture(folder: Path, name: str) -> Any:
     if name.endswith(".jsonl"):
         return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
+    """Poll predicate until it holds or the timeout passes; its last answer."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()

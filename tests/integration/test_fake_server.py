@@ -13,7 +13,7 @@ import pytest
 import requests
 import websocket
 
-harness = sys.modules["wan22_fake_comfyui_harness"]  # loaded by conftest.py
+from tests.fake_comfyui import harness
 
 TINY: dict[str, Any] = {
     "1": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 48, "batch_size": 2, "color": 16711680}},

@@ -9,8 +9,7 @@ import socket
 import subprocess
 import sys
 import textwrap
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,8 +17,8 @@ import requests
 
 from pytest_wan22.errors import PortInUse, ServerStartError, ServerTimeout
 from pytest_wan22.launcher import ComfyServer, ServerSpec
-
-harness = sys.modules["wan22_fake_comfyui_harness"]  # loaded by conftest.py
+from tests.fake_comfyui import harness
+from tests.fake_comfyui.harness import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 FAKE_DIR = REPO / "tests" / "fake_comfyui"
@@ -64,14 +63,6 @@ def procs_mentioning(text: str) -> list[int]:
     return out
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
-    """Poll predicate until it holds or the timeout passes."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 def assert_group_gone(pgid: int) -> None:

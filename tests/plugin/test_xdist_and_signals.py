@@ -8,11 +8,12 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+from tests.fake_comfyui.harness import wait_until
 
 Project = Callable[..., pytest.Pytester]
 
@@ -182,13 +183,6 @@ def _group(pgid: int) -> list[int]:
     return out
 
 
-def _wait(predicate: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 def _run_until_hanging(p: pytest.Pytester) -> tuple[subprocess.Popen[bytes], int, Path]:
@@ -205,7 +199,7 @@ def _run_until_hanging(p: pytest.Pytester) -> tuple[subprocess.Popen[bytes], int
     def prompt_running() -> bool:
         return log.is_file() and "got prompt" in log.read_text(errors="replace")
 
-    if not _wait(prompt_running, 60) or proc.poll() is not None:
+    if not wait_until(prompt_running, 60) or proc.poll() is not None:
         proc.kill()
         proc.wait()
         pytest.fail("the run never reached the fake server:\n" + (p.path / "pytest.out").read_text())
@@ -250,7 +244,7 @@ def test_sigkill_of_pytest_leaves_the_server_to_the_watchdog(hanging: pytest.Pyt
         assert len(_group(pid)) >= 2  # server and watchdog
         proc.kill()
         assert proc.wait(timeout=30) == -signal.SIGKILL
-        assert _wait(lambda: not _group(pid), 10), f"alive after pytest was SIGKILLed: {_group(pid)}"
+        assert wait_until(lambda: not _group(pid), 10), f"alive after pytest was SIGKILLed: {_group(pid)}"
         assert _fake_servers(str(logs)) == []
     finally:
         if proc.poll() is None:

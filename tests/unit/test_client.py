@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import json
 import socket
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -23,8 +22,7 @@ from pytest_wan22.client import (
     format_rejection,
 )
 from pytest_wan22.errors import ComfyAPIError, PromptRejected
-
-harness = sys.modules["wan22_fake_comfyui_harness"]  # loaded by conftest.py
+from tests.fake_comfyui import harness
 
 SUCCESS_PROMPT: dict[str, Any] = {
     "1": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 48, "batch_size": 2, "color": 16711680}},

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import struct
@@ -280,18 +279,10 @@ def test_ensure_models_timeout(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------- a real tiny generation
 
 
-def _torch_python() -> str:
-    if importlib.util.find_spec("torch") is not None:
-        return sys.executable
-    python = os.environ.get("WAN22_PYTHON")
-    if not python:
-        pytest.skip("needs torch: it is not importable here and WAN22_PYTHON (ComfyUI's "
-                    "interpreter) is unset")
-    return python
 
 
-def test_generates_the_tiny_set_with_the_real_layout(tmp_path: Path) -> None:
-    python = _torch_python()
+def test_generates_the_tiny_set_with_the_real_layout(tmp_path: Path, torch_python: str) -> None:
+    python = torch_python
     base = tmp_path / "base"
     ms = synth.ensure_models(python, base, "tiny", timeout=300, log_path=tmp_path / "synth.log")
     for role in ("high", "low"):

@@ -258,14 +258,6 @@ def test_ensure_rife_timeout(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------- a real write
 
 
-def _torch_python() -> str:
-    if importlib.util.find_spec("torch") is not None:
-        return sys.executable
-    python = os.environ.get("WAN22_PYTHON")
-    if not python:
-        pytest.skip("needs torch: it is not importable here and WAN22_PYTHON (ComfyUI's "
-                    "interpreter) is unset")
-    return python
 
 
 LOAD = """import json, sys, torch
@@ -275,8 +267,8 @@ print(json.dumps({k: [list(v.shape), str(v.dtype), bool(torch.isfinite(v).all())
 """
 
 
-def test_writes_a_checkpoint_with_the_ifnet_layout(tmp_path: Path) -> None:
-    python = _torch_python()
+def test_writes_a_checkpoint_with_the_ifnet_layout(tmp_path: Path, torch_python: str) -> None:
+    python = torch_python
     pack = _pack(tmp_path)
     path = synth.ensure_rife(python, pack, timeout=300, log_path=tmp_path / "rife.log")
     assert "rife47.pth" in (tmp_path / "rife.log").read_text()
