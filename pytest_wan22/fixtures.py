@@ -193,9 +193,19 @@ class ServerPool:
         self.extra: tuple[str, ...] = ()
 
     def get(self, extra: tuple[str, ...] = ()) -> Server:
-        """The running server for these extra flags, launching (or relaunching) it when needed."""
-        if self.current is not None and self.extra == extra:
-            return self.current
+        """The running server for these extra flags: launched when needed, started again if it died."""
+        server = self.current
+        if server is not None and self.extra == extra:
+            if server.launcher is not None and not server.alive():
+                code = server.launcher.exit_code()
+                try:
+                    server.launcher.ensure_running()
+                except Wan22Error as exc:
+                    pytest.fail(f"ComfyUI had exited (code {code}) and did not start again: {exc}", pytrace=False)
+                server.handle = server.launcher.handle or server.handle
+                server.restarts += 1
+                server.object_info = {}
+            return server
         self.stop()
         self.current, self.extra = self._launch(extra), extra
         state = _state(self.config)
@@ -294,17 +304,7 @@ def wan22_servers(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPath
 def wan22_server(wan22_servers: ServerPool) -> Server:
     """The session's ComfyUI with the tier's profile (launched once, or attached with --wan22-url); a server
     that died is started again for the next test."""
-    server = wan22_servers.get()
-    if server.launcher is not None and not server.alive():
-        code = server.launcher.exit_code()
-        try:
-            server.launcher.ensure_running()
-        except Wan22Error as exc:
-            pytest.fail(f"ComfyUI had exited (code {code}) and did not start again: {exc}", pytrace=False)
-        server.handle = server.launcher.handle or server.handle
-        server.restarts += 1
-        server.object_info = {}
-    return server
+    return wan22_servers.get()
 
 
 @pytest.fixture
