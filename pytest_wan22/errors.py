@@ -60,10 +60,6 @@ class PortInUse(ServerStartError):
             f"{host}:{port}")
 
 
-class ServerDied(Wan22Error):
-    """The server process ended while a run was in progress."""
-
-
 class ComfyAPIError(Wan22Error):
     """ComfyUI answered an HTTP request with an error."""
 

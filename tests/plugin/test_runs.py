@@ -253,3 +253,19 @@ def test_attach_mode_uses_a_running_server_and_launches_nothing(wan22_project: P
     finally:
         server.kill()
         server.wait()
+
+
+def test_workflow_library_fixture_loads_by_name_and_names_the_known_ones(wan22_project: Project) -> None:
+    p = wan22_project("""
+        @pytest.mark.rtx5090
+        def test_by_name(wan22_run, wan22_workflows):
+            v = wan22_workflows.variant("wan22_i2v_a14b").schedule("lightx2v_4step").duration(5)
+            assert wan22_run(v).last.ok
+
+        def test_unknown(wan22_workflows):
+            wan22_workflows.load("wan23_i2v")
+    """, ini=f"wan22_workflows_dir = {Path(__file__).resolve().parents[2] / 'workflows'}")
+    result = p.runpytest()
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*workflow */wan23_i2v.json does not exist (known: wan22_i2v_a14b); fix the name or "
+                                 "--wan22-workflows-dir*"])
