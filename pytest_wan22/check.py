@@ -1,0 +1,168 @@
+"""wan22-check: what a Wan 2.2 workflow file needs (node packs, model files), before any GPU time is spent."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from .client import ComfyClient
+from .errors import Wan22Error
+from .preflight import check, format_problems, model_folder
+from .workflows import load_workflow, real_workflow_summary
+
+__all__ = ["build_report", "main", "model_location"]
+
+#: The model input of a loader, for UI-format files (their widget values carry no input names).
+_LOADER_INPUTS = {
+    "UNETLoader": "unet_name", "UnetLoaderGGUF": "unet_name", "CLIPLoader": "clip_name",
+    "CLIPLoaderGGUF": "clip_name", "CLIPVisionLoader": "clip_name", "VAELoader": "vae_name",
+    "LoraLoader": "lora_name", "LoraLoaderModelOnly": "lora_name", "CheckpointLoaderSimple": "ckpt_name",
+    "UpscaleModelLoader": "model_name",
+}
+#: kijai/ComfyUI-WanVideoWrapper loaders: the folder their file lists come from.
+_WRAPPER_FOLDERS = {
+    "WanVideoModelLoader": "models/diffusion_models", "WanVideoVAELoader": "models/vae",
+    "LoadWanVideoT5TextEncoder": "models/text_encoders", "WanVideoLoraSelect": "models/loras",
+    "WanVideoLoraSelectMulti": "models/loras",
+}
+_PACK_HINTS = {
+    "comfyanonymous/ComfyUI": "  (core nodes of a newer ComfyUI: update ComfyUI)",
+    "unknown": "  (ComfyUI-Manager finds the pack by class name)",
+}
+EXIT_OK, EXIT_PROBLEMS, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def model_location(class_type: str, input_name: str | None) -> str | None:
+    """The folder (relative to <comfyui>) a model file of this node input belongs in, if known."""
+    name = input_name or _LOADER_INPUTS.get(class_type) or ("ckpt_name" if class_type.endswith(" VFI") else "")
+    return model_folder(class_type, name) or _WRAPPER_FOLDERS.get(class_type)
+
+
+def build_report(summary: dict[str, Any]) -> dict[str, Any]:
+    """The summary plus custom nodes grouped by pack and each model file with its folder."""
+    packs: dict[str, list[str]] = {}
+    for cls in summary["custom_nodes"]:
+        packs.setdefault(summary["custom_node_packs"].get(cls) or "unknown pack", []).append(cls)
+    models: dict[str, dict[str, Any]] = {}
+    for ref in summary["model_refs"]:
+        entry = models.setdefault(ref["file"], {"file": ref["file"], "folder": None, "nodes": [],
+                                                "active": False})
+        entry["folder"] = entry["folder"] or model_location(ref["class_type"], ref["input"])
+        entry["nodes"].append(f"{ref['node_id']} {ref['class_type']}")
+        entry["active"] = entry["active"] or ref["active"]
+    return {**summary, "packs": packs, "models": sorted(models.values(), key=lambda m: m["file"])}
+
+
+def _model_line(model: dict[str, Any]) -> str:
+    folder = model["folder"] or "folder unknown (see the node pack's README)"
+    line = f"  {model['file']}  ->  {folder}/  (node {', '.join(model['nodes'])})"
+    if "\\" in model["file"]:
+        posix = model["file"].replace("\\", "/")
+        line += f"\n    a Windows sub-folder path: a server on Linux or macOS lists it as {posix!r}"
+    return line
+
+
+def render(report: dict[str, Any]) -> str:
+    """The human-readable report."""
+    counts = report["class_counts"]
+    sub = report["subgraphs"]
+    out = [f"workflow: {report['path']}",
+           f"format: {report['format'].upper()}, {report['node_count']} nodes, "
+           f"{len(report['class_types'])} node classes"]
+    if report["packs"]:
+        out.append("custom nodes, by the pack that provides them:")
+        for pack, classes in sorted(report["packs"].items(), key=lambda item: item[0].lower()):
+            shown = ", ".join(c + (f" x{counts[c]}" if counts.get(c, 1) > 1 else "") for c in classes)
+            out.append(f"  {pack}: {shown}{_PACK_HINTS.get(pack.split(' ')[0], '')}")
+        if any("/" in pack and pack.split(" ")[0] not in _PACK_HINTS for pack in report["packs"]):
+            out.append("  (install an owner/repo pack: git clone https://github.com/<owner>/<repo> inside "
+                       "<comfyui>/custom_nodes/, then restart ComfyUI)")
+    else:
+        out.append("custom nodes: none (core ComfyUI nodes only)")
+    active = [m for m in report["models"] if m["active"]]
+    out.append("model files:" if active else "model files: none referenced")
+    out += [_model_line(m) for m in active]
+    inactive_nodes = [("muted", n) for n in report["muted"]] + [("bypassed", n) for n in report["bypassed"]]
+    if inactive_nodes:
+        out.append("inactive nodes (muted or bypassed: never sent to the server):")
+        for how, n in inactive_nodes:
+            where = f" in subgraph {n['subgraph']!r}" if n["subgraph"] else ""
+            title = f" {n['title']!r}" if n["title"] else ""
+            out.append(f"  {how}: node {n['id']} {n['class_type']}{title}{where}")
+        packs = report["custom_node_packs"]
+        needs = [f"{c} ({packs.get(c) or 'unknown pack'})" for c in report["custom_nodes_inactive"]]
+        needs += [f"{m['file']} ({m['folder'] or 'folder unknown'})" for m in report["models"] if not m["active"]]
+        out.append("  they would also need: " + ("; ".join(needs) if needs else "nothing beyond the above"))
+    if report["frontend_only"]:
+        out.append("frontend-only nodes (the editor keeps them, the server never sees them): "
+                   + ", ".join(report["frontend_only"]))
+    if sub["definitions"]:
+        out.append(f"subgraphs: {sub['definitions']} definitions, {sub['instances']} instances, "
+                   f"{sub['inner_nodes']} inner nodes")
+    elif sub["instances"]:
+        out.append(f"subgraphs: {sub['instances']} instance(s) flattened into {sub['inner_nodes']} nodes "
+                   "(ids 'instance:inner')")
+    return "\n".join(out)
+
+
+def check_server(path: str, url: str, report: dict[str, Any]) -> tuple[int, str, list[dict[str, Any]]]:
+    """(exit code, text, problems) of checking an API-format file against the server at url."""
+    if report["format"] != "api":
+        try:
+            load_workflow(path)
+            cause = f"{path} is not in API format"
+        except Wan22Error as exc:
+            cause = str(exc).split("; real_workflow_summary()")[0]
+        return EXIT_BAD_INPUT, f"cannot check against {url}: only API format can be checked; {cause}", []
+    try:
+        with ComfyClient(url, timeout=30.0) as client:
+            object_info = client.object_info()
+        problems = check(load_workflow(path).to_prompt(), object_info)
+    except Wan22Error as exc:
+        text = str(exc).replace("--wan22-url (ini wan22_url)", "--url")
+        return EXIT_BAD_INPUT, f"cannot check against {url}: {text}", []
+    rows = [dataclasses.asdict(p) for p in problems]
+    if not problems:
+        return EXIT_OK, f"server {url}: everything the workflow needs is installed", rows
+    return EXIT_PROBLEMS, (f"server {url}: {len(problems)} problem(s), each with its fix:\n"
+                           + format_problems(problems)), rows
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the wan22-check console script; returns the exit code."""
+    parser = argparse.ArgumentParser(
+        prog="wan22-check", description="Show what a Wan 2.2 ComfyUI workflow file needs: custom node packs, "
+        "model files and their folders; with --url, check an API-format file against a running ComfyUI.",
+        epilog="exit codes: 0 nothing missing (or no server asked), 1 the server lacks something, 2 bad input")
+    parser.add_argument("workflow", help="workflow JSON file (API or UI format)")
+    parser.add_argument("--url", help="a running ComfyUI, e.g. http://127.0.0.1:8188: check against its /object_info")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    args = parser.parse_args(argv)
+    try:
+        report = build_report(real_workflow_summary(args.workflow))
+    except Wan22Error as exc:
+        print(f"wan22-check: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    code, server_text = EXIT_OK, ""
+    if args.url:
+        code, server_text, problems = check_server(args.workflow, args.url, report)
+        report["server"] = {"url": args.url, "exit_code": code, "message": server_text, "problems": problems}
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+    else:
+        print(render(report))
+        if server_text and code != EXIT_BAD_INPUT:
+            print(server_text)
+        elif not args.url and report["format"] == "api":
+            print("not checked against a server: add --url http://HOST:PORT of a running ComfyUI to check it")
+    if code == EXIT_BAD_INPUT:
+        print(f"wan22-check: {server_text}", file=sys.stderr)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
