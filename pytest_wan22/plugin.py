@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -248,6 +249,13 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             "machine": to_jsonable(state.machine) if state.machine else None})
         return
     write_baselines(state)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    state = config.stash.get(STATE_KEY, None)
+    if state is not None and state.nvml is not None:
+        with contextlib.suppress(Exception):  # best effort: the session is over either way
+            state.nvml.shutdown()
 
 
 def merge_worker_output(state: State, payload: str) -> None:
