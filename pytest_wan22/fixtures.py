@@ -18,7 +18,7 @@ from .baselines import BaselineStore, machine_mismatch, version_changes
 from .client import ComfyClient
 from .compare import Summary, Verdict, compare, summarise
 from .errors import ServerStartError, Wan22Error
-from .launcher import ComfyServer, ServerHandle, ServerSpec
+from .launcher import ComfyServer, ServerHandle, ServerSpec, public_argv
 from .records import Environment, RunRecord
 from .runner import RunContext, ensure_input_images, fresh_seed, run_prompt, warnings_of
 from .settings import Settings
@@ -136,26 +136,6 @@ class Server:
         """Stop a launched server; an attached one is left alone."""
         if self.launcher:
             self.launcher.stop()
-
-
-# Flags whose values are this session's private paths and port: left out of what a record keeps.
-_PRIVATE_FLAGS = frozenset({"--listen", "--port", "--base-directory", "--output-directory", "--temp-directory",
-                            "--input-directory", "--user-directory", "--database-url", "--front-end-root",
-                            "--extra-model-paths-config"})
-
-
-def public_argv(argv: Any) -> tuple[str, ...]:
-    """ComfyUI's argv without main.py and the flags that only name this session's folders and port."""
-    out: list[str] = []
-    skip = False
-    for arg in list(argv or ())[1:]:
-        if skip:
-            skip = False
-        elif arg in _PRIVATE_FLAGS:
-            skip = True
-        else:
-            out.append(str(arg))
-    return tuple(out)
 
 
 def _environment(client: ComfyClient, device: DeviceInfo | None, profile: Profile, models: str) -> Environment:
@@ -470,9 +450,10 @@ def wan22_run(request: pytest.FixtureRequest, wan22_servers: ServerPool, wan22_t
                 environment=server.environment, is_alive=server.alive, log_size=server.handle.log_size,
                 log_since=server.handle.log_since, output_dir=server.output_dir,
                 monitor=_vram_monitor(state, server, s.vram_interval), gpu_state=_gpu_state(state))
-            if ensure_input_images(ctx, v.seed(0).build(), v.image_size()):
+            graph = v.seed(0).build()
+            if ensure_input_images(ctx, graph, v.image_size()):
                 server.object_info.pop("LoadImage", None)  # its image list has changed
-            _preflight(server, client, v.seed(0).build(), key, s.missing)
+            _preflight(server, client, graph, key, s.missing)
             n_warm = s.warmup_rounds if warmup_rounds is None else warmup_rounds
             n_timed = s.rounds if rounds is None else rounds
             records: list[RunRecord] = []

@@ -49,6 +49,21 @@ _OWN_FLAGS = ("--output-directory", "--temp-directory", "--input-directory", "--
               "--database-url", "--front-end-root")
 
 
+def public_argv(argv: Sequence[str] | None) -> tuple[str, ...]:
+    """A launched server's argv without main.py, its address, and the private folders the launcher gave it."""
+    private = {"--listen", "--port", "--base-directory", "--extra-model-paths-config", *_OWN_FLAGS}
+    out: list[str] = []
+    skip = False
+    for arg in list(argv or ())[1:]:
+        if skip:
+            skip = False
+        elif arg in private:
+            skip = True
+        else:
+            out.append(str(arg))
+    return tuple(out)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A port nothing listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:

@@ -26,8 +26,7 @@ from .records import (
     VramReport,
 )
 from .video import mp4_info
-
-SAMPLER_CLASSES = frozenset({"KSampler", "KSamplerAdvanced", "SamplerCustom", "SamplerCustomAdvanced"})
+from .workflows import SAMPLER_CLASSES, node_titles
 
 # Node classes grouped into the phases a report shows side by side.
 PHASES: Mapping[str, frozenset[str]] = {
@@ -86,12 +85,6 @@ def scan_log(text: str) -> list[str]:
 def warnings_of(record: RunRecord, kind: str) -> list[str]:
     """The record's warnings of one kind ('offload', 'swap', 'oom_retry', 'recompile')."""
     return [w for w in record.warnings if w.startswith(kind + ":")]
-
-
-def node_titles(prompt: Mapping[str, Any]) -> dict[str, tuple[str, str]]:
-    """node id -> (class_type, title)."""
-    return {nid: (n.get("class_type", "?"), (n.get("_meta") or {}).get("title") or n.get("class_type", "?"))
-            for nid, n in prompt.items()}
 
 
 def node_timings(events: Sequence[Event], prompt: Mapping[str, Any], cached: Sequence[str]) -> list[NodeTiming]:

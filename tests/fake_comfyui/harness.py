@@ -272,14 +272,13 @@ def start_fake(tmp_path: Path) -> Iterator[Callable[..., FakeServer]]:
             server.stop()
 
 
+#: The project's shared data (captures, real workflows): $WAN22_SHARED_DIR, else ../shared beside the clone.
+SHARED = Path(os.environ.get("WAN22_SHARED_DIR") or Path(__file__).resolve().parents[3] / "shared")
+
+
 def shared_dir() -> Path | None:
-    """The ComfyUI 0.8.0 captures: $WAN22_SHARED_DIR/comfyui-0.8.0, else ../shared/comfyui-0.8.0 beside the clone."""
-    env = os.environ.get("WAN22_SHARED_DIR")
-    candidates = []
-    if env:
-        candidates += [Path(env) / "comfyui-0.8.0", Path(env)]
-    candidates.append(Path(__file__).resolve().parents[2].parent / "shared" / "comfyui-0.8.0")
-    for path in candidates:
+    """The ComfyUI 0.8.0 captures under SHARED (or SHARED itself when it points at them)."""
+    for path in (SHARED / "comfyui-0.8.0", SHARED):
         if (path / "README.md").is_file() and (path / "a_success.ws.jsonl").is_file():
             return path
     return None
@@ -312,3 +311,37 @@ def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
             return True
         time.sleep(0.05)
     return predicate()
+
+
+needs_proc = pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="reads processes from /proc (Linux)")
+
+
+def process_group(pid: int) -> int | None:
+    """The process group of a live process; None when it is gone or a zombie."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text.rsplit(")", 1)[1].split()
+    return None if fields[0] in ("Z", "X") else int(fields[2])
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (not zombie) processes of a process group."""
+    return [int(e) for e in os.listdir("/proc") if e.isdigit() and process_group(int(e)) == pgid]
+
+
+def procs_mentioning(*texts: str) -> list[int]:
+    """Live processes (not this one) whose command line contains every text."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
+        except OSError:
+            continue
+        if all(t in cmdline for t in texts) and process_group(int(entry)) is not None:
+            out.append(int(entry))
+    return out
+

@@ -18,52 +18,10 @@ import requests
 from pytest_wan22.errors import PortInUse, ServerStartError, ServerTimeout
 from pytest_wan22.launcher import ComfyServer, ServerSpec
 from tests.fake_comfyui import harness
-from tests.fake_comfyui.harness import wait_until
+from tests.fake_comfyui.harness import group_members, needs_proc, procs_mentioning, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 FAKE_DIR = REPO / "tests" / "fake_comfyui"
-
-needs_proc = pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="reads process groups from /proc (Linux)")
-
-
-def _stat(pid: str) -> tuple[str, int] | None:
-    """(state, process group) of a process, None when it is gone."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = text.rsplit(")", 1)[1].split()
-    return fields[0], int(fields[2])
-
-
-def group_members(pgid: int) -> list[int]:
-    """Live (not zombie) processes of a process group, from /proc."""
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            st = _stat(entry)
-            if st is not None and st[1] == pgid and st[0] not in ("Z", "X"):
-                out.append(int(entry))
-    return out
-
-
-def procs_mentioning(text: str) -> list[int]:
-    """Live processes (not this one) whose command line contains text."""
-    out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
-        except OSError:
-            continue
-        st = _stat(entry)
-        if text in cmdline and st is not None and st[0] not in ("Z", "X"):
-            out.append(int(entry))
-    return out
-
-
-
 
 def assert_group_gone(pgid: int) -> None:
     """The process group has no process left (this process reaped every one of it)."""

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fake_comfyui.harness import wait_until
+from tests.fake_comfyui.harness import group_members, needs_proc, process_group, procs_mentioning, wait_until
 
 Project = Callable[..., pytest.Pytester]
 
@@ -138,49 +138,12 @@ def test_n_auto_starts_one_worker_per_gpu(wan22_project: Project) -> None:
 
 # --------------------------------------------------------------------------- signals
 
-needs_proc = pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="reads processes from /proc (Linux)")
 
 HANGS = """
 @pytest.mark.rtx5090
 def test_hangs(wan22_run):
     wan22_run(BASE)
 """
-
-
-def _live(pid: int) -> tuple[str, int] | None:
-    """(state, process group) of a live process; None when it is gone or a zombie."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = text.rsplit(")", 1)[1].split()
-    return None if fields[0] in ("Z", "X") else (fields[0], int(fields[2]))
-
-
-def _fake_servers(marker: str) -> list[int]:
-    """Live fake ComfyUI processes whose command line names marker (a log dir)."""
-    out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
-        except OSError:
-            continue
-        if FAKE_MAIN in cmdline and marker in cmdline and _live(int(entry)):
-            out.append(int(entry))
-    return out
-
-
-def _group(pgid: int) -> list[int]:
-    """Live processes of a process group."""
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            st = _live(int(entry))
-            if st is not None and st[1] == pgid:
-                out.append(int(entry))
-    return out
 
 
 
@@ -206,8 +169,8 @@ def _run_until_hanging(p: pytest.Pytester) -> tuple[subprocess.Popen[bytes], int
     m = re.search(r"\(fake ComfyUI, pid (\d+),", log.read_text())
     assert m, log.read_text()
     pid = int(m.group(1))
-    assert pid in _fake_servers(str(logs))
-    assert (_live(pid) or ("", 0))[1] == pid  # the server leads its own process group
+    assert pid in procs_mentioning(FAKE_MAIN, str(logs))
+    assert process_group(pid) == pid  # the server leads its own process group
     return proc, pid, logs
 
 
@@ -231,8 +194,8 @@ def test_interrupt_stops_the_server(hanging: pytest.Pytester, signum: int) -> No
     output = (hanging.path / "pytest.out").read_text()
     assert code == pytest.ExitCode.INTERRUPTED, output
     assert "KeyboardInterrupt" in output
-    assert _fake_servers(str(logs)) == []
-    assert _group(pid) == []  # the watchdog went with the server
+    assert procs_mentioning(FAKE_MAIN, str(logs)) == []
+    assert group_members(pid) == []  # the watchdog went with the server
     with pytest.raises(ProcessLookupError):  # pytest reaped the whole group before it exited
         os.killpg(pid, 0)
 
@@ -241,14 +204,14 @@ def test_interrupt_stops_the_server(hanging: pytest.Pytester, signum: int) -> No
 def test_sigkill_of_pytest_leaves_the_server_to_the_watchdog(hanging: pytest.Pytester) -> None:
     proc, pid, logs = _run_until_hanging(hanging)
     try:
-        assert len(_group(pid)) >= 2  # server and watchdog
+        assert len(group_members(pid)) >= 2  # server and watchdog
         proc.kill()
         assert proc.wait(timeout=30) == -signal.SIGKILL
-        assert wait_until(lambda: not _group(pid), 10), f"alive after pytest was SIGKILLed: {_group(pid)}"
-        assert _fake_servers(str(logs)) == []
+        assert wait_until(lambda: not group_members(pid), 10), f"alive after pytest was SIGKILLed: {group_members(pid)}"
+        assert procs_mentioning(FAKE_MAIN, str(logs)) == []
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-        if _group(pid):
+        if group_members(pid):
             os.killpg(pid, signal.SIGKILL)

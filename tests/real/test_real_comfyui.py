@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.fake_comfyui.harness import procs_mentioning
+
 REPO = Path(__file__).resolve().parents[2]
 COMFYUI = os.environ.get("WAN22_COMFYUI_DIR")
 PYTHON = os.environ.get("WAN22_PYTHON")
@@ -50,19 +52,6 @@ def project(pytester: pytest.Pytester, tmp_path_factory: pytest.TempPathFactory)
     return pytester
 
 
-def _comfyui_processes(work: Path) -> list[int]:
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                cmd = (proc / "cmdline").read_bytes().decode(errors="replace")
-            except OSError:
-                continue
-            if "main.py" in cmd and str(work) in cmd:
-                pids.append(int(proc.name))
-    return pids
-
-
 def test_cpu_run_records_node_times_and_seconds_per_step(project: pytest.Pytester) -> None:
     project.makepyfile(HEADER + textwrap.dedent("""
         def test_i2v(wan22_run):
@@ -82,7 +71,7 @@ def test_cpu_run_records_node_times_and_seconds_per_step(project: pytest.Pyteste
     video = record["outputs"][0]
     assert (video["frames"], video["width"], video["height"], video["fps"]) == (9, 64, 64, 16.0)
     assert record["environment"]["comfyui"] == "0.8.0"
-    assert not _comfyui_processes(project.path / "logs")
+    assert not procs_mentioning("main.py", str(project.path / "logs"))
 
 
 def test_missing_model_fails_before_sampling(project: pytest.Pytester) -> None:
@@ -127,4 +116,4 @@ def test_comfyui_killed_mid_run_fails_that_test_and_the_next_gets_a_new_server(p
     result = project.runpytest_subprocess()
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["*round 0: server_died: ComfyUI stopped answering*"])
-    assert not _comfyui_processes(project.path / "logs")
+    assert not procs_mentioning("main.py", str(project.path / "logs"))

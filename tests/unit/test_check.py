@@ -4,7 +4,6 @@ and bad input."""
 from __future__ import annotations
 
 import json
-import os
 import socket
 from collections.abc import Callable
 from pathlib import Path
@@ -13,7 +12,7 @@ from typing import Any
 import pytest
 
 from pytest_wan22.check import main
-from tests.fake_comfyui.harness import FakeServer
+from tests.fake_comfyui.harness import SHARED, FakeServer
 
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT_WORKFLOW = ROOT / "workflows" / "wan22_i2v_a14b.json"
@@ -35,11 +34,8 @@ OFFICIAL_FILES = ("wan2.2_i2v_high_noise_14B_fp8_scaled.safetensors", "wan2.2_i2
 
 
 def _real_dir() -> Path | None:
-    env = os.environ.get("WAN22_SHARED_DIR")
-    for folder in ([Path(env) / "real-workflows"] if env else []) + [ROOT.parent / "shared" / "real-workflows"]:
-        if folder.is_dir() and (folder / KIJAI).is_file():
-            return folder
-    return None
+    folder = SHARED / "real-workflows"
+    return folder if (folder / KIJAI).is_file() else None
 
 
 @pytest.fixture(scope="module")

@@ -22,11 +22,11 @@ import pytest
 from pytest_wan22.errors import PreflightError
 from pytest_wan22.preflight import Problem, check, format_problems, model_folder, node_pack, raise_if_problems
 from pytest_wan22.workflows import Variant, load_workflow
+from tests.fake_comfyui.harness import SHARED
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "tests" / "data"
 WORKFLOW = REPO / "workflows" / "wan22_i2v_a14b.json"
-SHARED = Path(os.environ.get("WAN22_SHARED_DIR") or REPO.parent / "shared")
 
 HIGH = "wan2.2_i2v_high_noise_14B_fp8_scaled.safetensors"
 LOW = "wan2.2_i2v_low_noise_14B_fp8_scaled.safetensors"

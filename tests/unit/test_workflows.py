@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -21,10 +20,10 @@ from pytest_wan22.workflows import (
     real_workflow_summary,
     sampler_nodes,
 )
+from tests.fake_comfyui.harness import SHARED
 
 REPO = Path(__file__).resolve().parents[2]
 WORKFLOW = REPO / "workflows" / "wan22_i2v_a14b.json"
-SHARED = Path(os.environ.get("WAN22_SHARED_DIR") or REPO.parent / "shared")
 REAL = SHARED / "real-workflows"
 CAPTURES = SHARED / "comfyui-0.8.0"
 
