@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import platform
 import re
 import shutil
-from collections.abc import Callable, Generator
+import time
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -127,6 +130,9 @@ class Server:
     environment: Environment
     object_info: dict[str, Any] = field(default_factory=dict)
     restarts: int = 0
+    side: str = ""
+    warm_shape: str | None = None  # the models and graph shape of the last successful run: loaded and warm
+    start_s: float = 0.0
 
     def alive(self) -> bool:
         """True while the server process runs (always True when attached)."""
@@ -162,45 +168,89 @@ def _work_dir(config: pytest.Config, factory: pytest.TempPathFactory) -> Path:
     return factory.mktemp(f"wan22-{worker}", numbered=True)
 
 
+@dataclass(frozen=True)
+class Side:
+    """An environment servers are launched from: the session's one, or side A (current) or B (candidate) of an
+    A/B session."""
+
+    name: str
+    comfyui_dir: Path | None
+    python: str
+    args: tuple[str, ...]
+
+    @property
+    def label(self) -> str:
+        """How messages name the side."""
+        return {"A": "A (current)", "B": "B (candidate)"}.get(self.name, "")
+
+
+def sides(settings: Settings, profile: Profile) -> dict[str, Side]:
+    """The session's sides by name: one ('') normally, A and B in A/B mode (--wan22-ab-*)."""
+    if settings.ab is None:
+        return {"": Side("", settings.comfyui_dir, settings.python, profile.args)}
+    n = len(settings.server_args)
+    tier_args = profile.args[:len(profile.args) - n] if n else profile.args
+    return {"A": Side("A", settings.ab.comfyui_dir, settings.ab.python, (*tier_args, *settings.ab.server_args)),
+            "B": Side("B", settings.comfyui_dir, settings.python, profile.args)}
+
+
 class ServerPool:
-    """The process's one ComfyUI: the tier's profile, or a variation with extra launch flags (one at a time,
-    since two 14B servers do not share a card)."""
+    """The process's ComfyUI servers: one per side (two in A/B mode), each with the tier's profile or a variation
+    with extra launch flags (one variation at a time, since two 14B servers rarely share a card)."""
 
     def __init__(self, config: pytest.Config, work: Path, profile: Profile, models: SyntheticModels | None,
                  device: DeviceInfo | None) -> None:
         self.config, self.work, self.profile, self.models, self.device = config, work, profile, models, device
-        self.current: Server | None = None
-        self.extra: tuple[str, ...] = ()
+        self.sides = sides(_state(config).settings, profile)
+        self.servers: dict[str, Server] = {}
+        self.extras: dict[str, tuple[str, ...]] = {}
 
-    def get(self, extra: tuple[str, ...] = ()) -> Server:
-        """The running server for these extra flags: launched when needed, started again if it died."""
-        server = self.current
-        if server is not None and self.extra == extra:
+    @property
+    def default_side(self) -> str:
+        """The side a plain test runs on: the only one, or the candidate (B) in A/B mode."""
+        return "B" if "B" in self.sides else ""
+
+    @property
+    def current(self) -> Server | None:
+        """The default side's running server."""
+        return self.servers.get(self.default_side)
+
+    def get(self, extra: tuple[str, ...] = (), side: str | None = None) -> Server:
+        """The running server of a side for these extra flags: launched when needed, started again if it died."""
+        name = self.default_side if side is None else side
+        server = self.servers.get(name)
+        if server is not None and self.extras.get(name) == extra:
             if server.launcher is not None and not server.alive():
                 code = server.launcher.exit_code()
                 try:
                     server.launcher.ensure_running()
                 except Wan22Error as exc:
-                    pytest.fail(f"ComfyUI had exited (code {code}) and did not start again: {exc}", pytrace=False)
+                    pytest.fail(f"ComfyUI{_side_words(server.side)} had exited (code {code}) and did not start "
+                                f"again: {exc}", pytrace=False)
                 server.handle = server.launcher.handle or server.handle
                 server.restarts += 1
                 server.object_info = {}
+                server.warm_shape = None
             return server
-        self.stop()
-        self.current, self.extra = self._launch(extra), extra
+        self.stop(name)
+        server = self._launch(extra, self.sides[name])
+        self.servers[name], self.extras[name] = server, extra
         state = _state(self.config)
-        state.server = self.current
-        state.machine = state.machine or self.current.environment
-        return self.current
+        state.server = self.current or server
+        state.machine = state.machine or server.environment
+        state.server_start_s += server.start_s
+        return server
 
-    def stop(self) -> None:
-        """Stop the running server (an attached one is left alone)."""
-        if self.current is not None:
-            self.current.stop()
-            self.current = None
+    def stop(self, side: str | None = None) -> None:
+        """Stop a side's server, or every server (an attached one is left alone)."""
+        for name in list(self.servers) if side is None else [side]:
+            server = self.servers.pop(name, None)
+            if server is not None:
+                server.stop()
+        if not self.servers:
             _state(self.config).server = None
 
-    def _launch(self, extra: tuple[str, ...]) -> Server:
+    def _launch(self, extra: tuple[str, ...], side: Side) -> Server:
         s = _state(self.config).settings
         models = f"synthetic:{self.models.preset}" if self.models else "user"
         if s.attach:
@@ -214,38 +264,50 @@ class ServerPool:
                     pytest.fail(f"no ComfyUI answers at {s.url} ({exc}); start it or fix --wan22-url",
                                 pytrace=False)
             return Server(ServerHandle(url=s.url), None, None, environment)
-        if s.comfyui_dir is None:
+        if side.comfyui_dir is None:
             pytest.fail("no ComfyUI to run: pass --wan22-comfyui-dir (ini wan22_comfyui_dir, env "
                         "WAN22_COMFYUI_DIR) or attach to a running one with --wan22-url", pytrace=False)
-        args, env = [*self.profile.args, *extra], dict(self.profile.env)
+        args, env = [*side.args, *extra], dict(self.profile.env)
         self.config.hook.pytest_wan22_server_command(config=self.config, tier=self.profile.tier, args=args,
                                                      env=env)
+        work = self.work / side.name if side.name else self.work
         base = None
+        custom_nodes: tuple[Path, ...] = ()
         if self.models is not None:
             base = self.models.root
             (base / "custom_nodes").mkdir(parents=True, exist_ok=True)
             cond = self.models.files.get("conditioning")
             if cond:  # LoadTrainingDataset reads from the output folder, which is the session's own
-                shutil.copytree(base / cond, self.work / cond, dirs_exist_ok=True)
-            _synthetic_rife(base / "custom_nodes", s.python, self.work)
+                shutil.copytree(base / cond, work / cond, dirs_exist_ok=True)
+            _synthetic_rife(base / "custom_nodes", side.python, work)
+            own = side.comfyui_dir / "custom_nodes"
+            if own.is_dir():  # the install under test is the whole install: its own node packs load too
+                custom_nodes = (own,)
         name = "comfyui" + ("-" + "_".join(a.lstrip("-") for a in extra) if extra else "")
-        spec = ServerSpec(comfyui_dir=s.comfyui_dir, work_dir=self.work, python=s.python, host=s.host,
-                          port=s.port, args=tuple(args), env=env, base_directory=base,
-                          startup_timeout=s.startup_timeout, name=name)
+        spec = ServerSpec(comfyui_dir=side.comfyui_dir, work_dir=work, python=side.python, host=s.host,
+                          port=s.port if not side.name or side.name == "B" else 0, args=tuple(args), env=env,
+                          base_directory=base, startup_timeout=s.startup_timeout, name=name,
+                          custom_nodes=custom_nodes)
         launcher = ComfyServer(spec)
+        started = time.monotonic()
         try:
             handle = launcher.start()
         except ServerStartError as exc:
             missing = _MISSING_PACKAGE.search(exc.log_tail)
             if extra and missing:  # an optional profile variation whose package is not installed
-                pytest.skip(f"ComfyUI cannot start with {' '.join(extra)}: the {missing['package']} package is "
-                            f"not installed in {s.python}")
-            pytest.fail(str(exc), pytrace=False)
+                pytest.skip(f"ComfyUI{_side_words(side.name)} cannot start with {' '.join(extra)}: the "
+                            f"{missing['package']} package is not installed in {side.python}")
+            pytest.fail(f"{side.label + ': ' if side.name else ''}{exc}", pytrace=False)
         except Wan22Error as exc:
-            pytest.fail(str(exc), pytrace=False)
+            pytest.fail(f"{side.label + ': ' if side.name else ''}{exc}", pytrace=False)
+        start_s = time.monotonic() - started
         with ComfyClient(handle.url) as client:
             environment = _environment(client, self.device, self.profile, models)
-        return Server(handle, launcher, self.work / "output", environment)
+        return Server(handle, launcher, work / "output", environment, side=side.name, start_s=start_s)
+
+
+def _side_words(side: str) -> str:
+    return f" (side {side})" if side else ""
 
 
 # ComfyUI's own words when an attention backend's package is missing (it then exits during start).
@@ -423,12 +485,90 @@ def baseline_key(variant_id: str, server_args: tuple[str, ...]) -> str:
     return "+".join([variant_id, *(a.lstrip("-") for a in server_args)])
 
 
+def warm_shape(graph: Mapping[str, Any]) -> str:
+    """What a warm-up round warms: the model files, compilation, and the shapes of the graph's latents. Two runs
+    with the same shape on one server need one warm-up between them."""
+    parts = []
+    for _, node in sorted(graph.items()):
+        cls = str(node.get("class_type", ""))
+        inputs = node.get("inputs") or {}
+        if "Loader" in cls or "Compile" in cls:
+            parts.append((cls, sorted((k, v) for k, v in inputs.items() if not isinstance(v, list))))
+        size = {k: inputs[k] for k in ("width", "height", "length", "batch_size") if k in inputs}
+        if size and not any(isinstance(v, list) for v in size.values()):
+            parts.append((cls, sorted(size.items())))
+    return json.dumps(parts, sort_keys=True, default=str)
+
+
+class SideRunner:
+    """Runs rounds of one variant on one server: a fresh seed each, records saved, failures fail the test."""
+
+    def __init__(self, config: pytest.Config, server: Server, client: ComfyClient, tier: Tier, variant: Variant,
+                 key: str, workflow: str) -> None:
+        state = _state(config)
+        s = state.settings
+        self.config, self.state, self.server, self.variant, self.key, self.workflow = (
+            config, state, server, variant, key, workflow)
+        self.ctx = RunContext(
+            client=client, tier=tier.name, timeout=s.run_timeout or tier.run_timeout_s,
+            environment=server.environment, is_alive=server.alive, log_size=server.handle.log_size,
+            log_since=server.handle.log_since, output_dir=server.output_dir,
+            monitor=_vram_monitor(state, server, s.vram_interval), gpu_state=_gpu_state(state))
+        self.records: list[RunRecord] = []
+        self.graph = variant.seed(0).build()
+        self.shape = warm_shape(self.graph)
+
+    @property
+    def timed(self) -> list[RunRecord]:
+        """The timed rounds so far."""
+        return [r for r in self.records if not r.warmup]
+
+    def prepare(self, missing: str) -> None:
+        """Upload the start images the server lacks, then check the graph against the server before any run."""
+        if ensure_input_images(self.ctx, self.graph, self.variant.image_size()):
+            self.server.object_info.pop("LoadImage", None)  # its image list has changed
+        _preflight(self.server, self.ctx.client, self.graph, self.key, missing)
+
+    def warmups_needed(self, wanted: int, explicit: bool) -> int:
+        """Warm-up rounds for this variant: none when the server last ran the same models and shape."""
+        if wanted and not explicit and self.server.warm_shape == self.shape:
+            self.state.skipped_warmups.append(self.key + _side_words(self.server.side))
+            return 0
+        return wanted
+
+    def round(self, warmup: bool) -> RunRecord:
+        """One run with a fresh seed; the test fails on anything but success or on a wrong video."""
+        i = len(self.records)
+        seed = fresh_seed()
+        record = run_prompt(self.ctx, self.variant.seed(seed).build(), variant_id=self.key, workflow=self.workflow,
+                            seed=seed, round_index=i, warmup=warmup)
+        if self.server.side:
+            record = replace(record, side=self.server.side)
+        self.records.append(record)
+        self.state.records.append(record)
+        _save_record(self.server, record)
+        self.config.hook.pytest_wan22_run_finished(config=self.config, record=record)
+        who = f"{self.key}{_side_words(self.server.side)}"
+        if not record.ok:
+            self.server.warm_shape = None
+            pytest.fail(f"{who} round {i}: {record.outcome}: {record.message}", pytrace=False)
+        self.server.warm_shape = self.shape
+        _check_output(record, self.variant.expected_output())
+        return record
+
+
+def _decided(verdict: Verdict) -> bool:
+    return verdict.status not in ("inconclusive", "insufficient", "suspicious")
+
+
 @pytest.fixture
 def wan22_run(request: pytest.FixtureRequest, wan22_servers: ServerPool, wan22_tier: Tier,
               wan22_models: SyntheticModels | None) -> Callable[..., VariantResult]:
     """Run a Variant: warm-up and timed rounds with a fresh seed each, on the tier's server (or a variation
-    with `server_args`). Fails the test on OOM, error, VRAM over budget, offload, a wrong video, or a
-    slowdown against the stored baseline; returns the records, their summary and the verdict."""
+    with `server_args`). Timed rounds stop once the verdict is decided (between --wan22-min-rounds and
+    --wan22-rounds); the warm-up is skipped when the server last ran the same models and shape. Fails the test
+    on OOM, error, VRAM over budget, offload, a wrong video, or a slowdown against the stored baseline (in A/B
+    mode: of side B against side A); returns the records, their summary and the verdict."""
     config = request.config
     state = _state(config)
     s = state.settings
@@ -440,53 +580,169 @@ def wan22_run(request: pytest.FixtureRequest, wan22_servers: ServerPool, wan22_t
     def run(variant: Variant, *, rounds: int | None = None, warmup_rounds: int | None = None,
             budget_gib: float | None = None, allow_offload: bool | None = None,
             server_args: tuple[str, ...] = ()) -> VariantResult:
-        server = wan22_servers.get(tuple(server_args))
         v = adapt(variant, wan22_tier, wan22_models)
         key = baseline_key(variant.variant_id, tuple(server_args))
-        with ComfyClient(server.handle.url) as client:
-            _empty_queue(client)
-            ctx = RunContext(
-                client=client, tier=wan22_tier.name, timeout=s.run_timeout or wan22_tier.run_timeout_s,
-                environment=server.environment, is_alive=server.alive, log_size=server.handle.log_size,
-                log_since=server.handle.log_since, output_dir=server.output_dir,
-                monitor=_vram_monitor(state, server, s.vram_interval), gpu_state=_gpu_state(state))
-            graph = v.seed(0).build()
-            if ensure_input_images(ctx, graph, v.image_size()):
-                server.object_info.pop("LoadImage", None)  # its image list has changed
-            _preflight(server, client, graph, key, s.missing)
-            n_warm = s.warmup_rounds if warmup_rounds is None else warmup_rounds
-            n_timed = s.rounds if rounds is None else rounds
-            records: list[RunRecord] = []
+        most = s.rounds if rounds is None else rounds
+        fewest = most if rounds is not None else s.fewest_rounds
+        n_warm = s.warmup_rounds if warmup_rounds is None else warmup_rounds
+        bench: list[Any] = []
 
-            def one_round() -> None:
-                i = len(records)
-                seed = fresh_seed()
-                record = run_prompt(ctx, v.seed(seed).build(), variant_id=key, workflow=variant.workflow.name,
-                                    seed=seed, round_index=i, warmup=i < n_warm)
-                records.append(record)
-                state.records.append(record)
-                _save_record(server, record)
-                config.hook.pytest_wan22_run_finished(config=config, record=record)
-                if not record.ok:
-                    pytest.fail(f"{key} round {i}: {record.outcome}: {record.message}", pytrace=False)
-                _check_output(record, v.expected_output())
-
-            bench = benchmarking.fixture_for(request) if not benchmarked else None
-            if bench is not None:  # pytest-benchmark times the same rounds (once per test: it allows one)
+        def bench_of() -> Any | None:  # asked only once rounds start: an unused fixture is a warning
+            found = benchmarking.fixture_for(request) if not benchmarked else None
+            if found is not None:
                 benchmarked.append(key)
-                benchmarking.run_rounds(bench, one_round, n_timed, n_warm)
-            else:
-                for _ in range(n_warm + n_timed):
-                    one_round()
-        summary = summarise(key, records, variant.digest)
-        if bench is not None:
-            benchmarking.describe(bench, summary, wan22_tier.name)
+                bench.append(found)
+            return found
+
+        if s.ab is not None:
+            records, summary, verdict, note = _run_ab(config, wan22_servers, wan22_tier, v, variant, key,
+                                                tuple(server_args), (n_warm, warmup_rounds is not None),
+                                                (fewest, most))
+        else:
+            records, summary, verdict, note = _run_one(config, wan22_servers, wan22_tier, v, variant, key,
+                                                 tuple(server_args), (n_warm, warmup_rounds is not None),
+                                                 (fewest, most), bench_of)
+        if bench:
+            benchmarking.describe(bench[0], summary, wan22_tier.name)
         _check_vram(records, key, wan22_tier, budget_gib if budget_gib is not None else
                     (marker.args[0] if marker else None), allow_offload)
-        verdict = _judge(config, state, wan22_tier, variant.workflow.name, summary, server.environment)
+        state.verdicts[key] = verdict
+        if verdict.failed:
+            pytest.fail(verdict.message + (f"\n{note}" if note else ""), pytrace=False)
         return VariantResult(tuple(records), summary, verdict)
 
     return run
+
+
+def _run_one(config: pytest.Config, pool: ServerPool, tier: Tier, v: Variant, variant: Variant, key: str,
+             extra: tuple[str, ...], warm: tuple[int, bool], bounds: tuple[int, int],
+             bench_of: Callable[[], Any]) -> tuple[list[RunRecord], Summary, Verdict, str]:
+    """The usual run: one server, judged against the stored baseline, rounds until the verdict is decided."""
+    state = _state(config)
+    s = state.settings
+    server = pool.get(extra)
+    stored = _stored_baseline(state, tier, variant.workflow.name, key, server.environment)
+    fewest, most = bounds
+
+    def verdict_now(timed: list[RunRecord]) -> Verdict:
+        summary = summarise(key, timed, variant.digest)
+        if s.update_baselines:
+            return Verdict(key, "new")
+        if server.environment.emulated_tier:
+            return Verdict(key, "insufficient")  # emulated timings are never compared
+        return config.hook.pytest_wan22_compare(config=config, summary=summary, baseline=stored) or compare(
+            summary, stored, s.tolerances)
+
+    with ComfyClient(server.handle.url) as client:
+        _empty_queue(client)
+        side = SideRunner(config, server, client, tier, v, key, variant.workflow.name)
+        side.prepare(s.missing)
+        n_warm = side.warmups_needed(*warm)
+        bench = bench_of()
+        if bench is not None:  # pytest-benchmark times the fewest rounds (it allows one call per test)
+            benchmarking.run_rounds(bench, lambda: side.round(len(side.records) < n_warm), fewest, n_warm)
+        else:
+            for _ in range(n_warm):
+                side.round(warmup=True)
+        while len(side.timed) < most:
+            if len(side.timed) >= fewest and (stored is None or _decided(verdict_now(side.timed))):
+                break
+            side.round(warmup=False)
+    records = side.records
+    summary = summarise(key, records, variant.digest)
+    verdict = verdict_now(side.timed)
+    if s.update_baselines:
+        state.summaries[(variant.workflow.name, key)] = summary
+    changes = version_changes(state.baseline_machine, server.environment) if state.baseline_machine else []
+    return records, summary, verdict, f"changed since the baseline: {', '.join(changes)}" if changes else ""
+
+
+def _stored_baseline(state: State, tier: Tier, workflow: str, key: str, env: Environment) -> Summary | None:
+    """The variant's stored baseline (None when recording or there is none); another GPU fails the test here,
+    before any round runs."""
+    s = state.settings
+    state.baseline_machine = None
+    if s.update_baselines or env.emulated_tier:
+        return None
+    stored = BaselineStore(s.baselines_dir).load(tier.name, workflow)
+    base = stored.variants.get(key) if stored else None
+    if stored is not None and base is not None:
+        why = machine_mismatch(stored.machine, env)
+        if why:
+            pytest.fail(f"{key}: {why}", pytrace=False)
+        state.baseline_machine = stored.machine
+    return base
+
+
+def _fits_both(state: State, first: list[RunRecord]) -> bool:
+    """True when side B can load beside side A's loaded models: the device's free memory now exceeds A's peak
+    with a margin (no NVML: nothing to run out of, as on the cpu tier)."""
+    if state.nvml is None or state.device is None:
+        return True
+    peaks = [r.vram.peak_mib for r in first if r.vram and r.vram.available and r.vram.peak_mib is not None]
+    if not peaks:
+        return True
+    _total, _used, free = state.nvml.memory_info(state.nvml.handle(state.device.index))
+    return bool(free / 2**20 > 1.1 * max(peaks))
+
+
+def _run_ab(config: pytest.Config, pool: ServerPool, tier: Tier, v: Variant, variant: Variant, key: str,
+            extra: tuple[str, ...], warm: tuple[int, bool], bounds: tuple[int, int]
+            ) -> tuple[list[RunRecord], Summary, Verdict, str]:
+    """A/B: the variant on side A (current) and side B (candidate) of one GPU, rounds interleaved A B A B where
+    both fit in VRAM at once, else in blocks with the idle side's models freed; B is judged against A."""
+    state = _state(config)
+    s = state.settings
+    assert s.ab is not None
+    fewest, most = bounds
+    servers = {name: pool.get(extra, name) for name in ("A", "B")}
+    with contextlib.ExitStack() as stack:
+        runners: dict[str, SideRunner] = {}
+        for name, server in servers.items():
+            client = stack.enter_context(ComfyClient(server.handle.url))
+            _empty_queue(client)
+            runners[name] = SideRunner(config, server, client, tier, v, key, variant.workflow.name)
+            runners[name].prepare(s.missing)
+        a, b = runners["A"], runners["B"]
+
+        def verdict_now() -> Verdict:
+            return compare(summarise(key, b.timed, variant.digest), summarise(key, a.timed, variant.digest),
+                           s.tolerances)
+
+        def more() -> bool:
+            return len(b.timed) < most and not (len(b.timed) >= fewest and _decided(verdict_now()))
+
+        for _ in range(a.warmups_needed(*warm)):
+            a.round(warmup=True)
+        interleaved = _fits_both(state, a.records)
+        if interleaved:
+            how = "rounds interleaved A B A B"
+            for _ in range(b.warmups_needed(*warm)):
+                b.round(warmup=True)
+            while more():
+                a.round(warmup=False)
+                b.round(warmup=False)
+        else:
+            how = ("in blocks, the idle side's models freed: both sides do not fit in VRAM at once, so drift "
+                   "between blocks is not cancelled")
+            loaded = a
+            while more():
+                block = min(fewest, most - len(b.timed))
+                for this, other in ((a, b), (b, a)):
+                    if loaded is not this:  # unload the other side, then load and warm this one
+                        other.ctx.client.free()
+                        other.server.warm_shape = None
+                        for _ in range(max(1, warm[0])):
+                            this.round(warmup=True)
+                        loaded = this
+                    for _ in range(block):
+                        this.round(warmup=False)
+    records = [*a.records, *b.records]
+    verdict = verdict_now()
+    differs = "; ".join(s.ab.describe(s.comfyui_dir, s.python, s.server_args))
+    head = f"{key}: B (candidate) vs A (current), {how}; {differs}"
+    verdict = replace(verdict, variant_id=head)
+    return records, summarise(key, b.records, variant.digest), verdict, ""
 
 
 def _save_record(server: Server, record: RunRecord) -> None:
@@ -494,7 +750,8 @@ def _save_record(server: Server, record: RunRecord) -> None:
         return
     folder = server.output_dir.parent / "records"
     folder.mkdir(exist_ok=True)
-    (folder / f"{record.variant_id}.{record.round}.json").write_text(record.to_json(), encoding="utf-8")
+    side = f".{record.side}" if record.side else ""
+    (folder / f"{record.variant_id}{side}.{record.round}.json").write_text(record.to_json(), encoding="utf-8")
 
 
 def _check_vram(records: list[RunRecord], variant_id: str, tier: Tier, budget_gib: float | None,
@@ -512,29 +769,3 @@ def _check_vram(records: list[RunRecord], variant_id: str, tier: Tier, budget_gi
             at = f" at {peak / 1024:.2f} GiB" if peak is not None else ""
             pytest.fail(f"{variant_id} round {r.round} does not fit on {tier.name}{at}: ComfyUI had to "
                         f"offload ({'; '.join(w.split(': ', 1)[1] for w in offloads)})", pytrace=False)
-
-
-def _judge(config: pytest.Config, state: State, tier: Tier, workflow: str, summary: Summary,
-           env: Environment) -> Verdict:
-    s = state.settings
-    if s.update_baselines:
-        state.summaries[(workflow, summary.variant_id)] = summary
-        verdict = Verdict(summary.variant_id, "new")
-    elif env.emulated_tier:
-        verdict = Verdict(summary.variant_id, "insufficient")  # emulated timings are never compared
-    else:
-        stored = BaselineStore(s.baselines_dir).load(tier.name, workflow)
-        base = stored.variants.get(summary.variant_id) if stored else None
-        if stored is not None and base is not None:
-            why = machine_mismatch(stored.machine, env)
-            if why:
-                pytest.fail(f"{summary.variant_id}: {why}", pytrace=False)
-        verdict = config.hook.pytest_wan22_compare(config=config, summary=summary, baseline=base) or compare(
-            summary, base, s.tolerances)
-        if verdict.failed:
-            changes = version_changes(stored.machine, env) if stored else []
-            extra = f"\nchanged since the baseline: {', '.join(changes)}" if changes else ""
-            state.verdicts[summary.variant_id] = verdict
-            pytest.fail(verdict.message + extra, pytrace=False)
-    state.verdicts[summary.variant_id] = verdict
-    return replace(verdict)

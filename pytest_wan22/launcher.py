@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -114,6 +115,7 @@ class ServerSpec:
     install_probe: bool = True
     startup_timeout: float = 180.0
     name: str = "comfyui"
+    custom_nodes: tuple[Path, ...] = ()  # more node-pack folders to load, e.g. the install's own beside a base dir
 
     @property
     def log_path(self) -> Path:
@@ -135,7 +137,7 @@ class ServerSpec:
         for flag in _OWN_FLAGS:
             if flag not in self.args:
                 argv += [flag, own[flag]]
-        if self.install_probe:
+        if self.install_probe or self.custom_nodes:
             argv += ["--extra-model-paths-config", str(w / "extra_model_paths.yaml")]
         return argv + list(self.args)
 
@@ -147,8 +149,11 @@ class ServerSpec:
             node = self.work_dir / "custom_nodes" / "wan22_probe"
             node.mkdir(exist_ok=True)
             shutil.copyfile(PROBE_NODE, node / "__init__.py")
-            (self.work_dir / "extra_model_paths.yaml").write_text(
-                f"wan22:\n  base_path: {self.work_dir}\n  custom_nodes: custom_nodes\n", encoding="utf-8")
+        if self.install_probe or self.custom_nodes:
+            text = f"wan22:\n  base_path: {self.work_dir}\n  custom_nodes: custom_nodes\n"
+            text += "".join(f"wan22_packs_{i}:\n  custom_nodes: {json.dumps(str(p))}\n"
+                            for i, p in enumerate(self.custom_nodes))
+            (self.work_dir / "extra_model_paths.yaml").write_text(text, encoding="utf-8")
 
 
 @dataclass(frozen=True)

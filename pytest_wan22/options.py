@@ -121,7 +121,10 @@ OPTIONS: tuple[Option, ...] = (
            parse=_bool, default=False, flag=True),
     Option("tolerance", "Allowed change before a test fails, as METRIC:LIMIT, e.g. time:10% or vram:512MiB; "
            "may be repeated.", parse=parse_tolerance, multiple=True, metavar="METRIC:LIMIT"),
-    Option("rounds", "Timed rounds per variant.", parse=_rounds, default=3, metavar="N"),
+    Option("rounds", "Most timed rounds per variant: rounds stop earlier once the verdict is decided.",
+           parse=_rounds, default=6, metavar="N"),
+    Option("min_rounds", "Fewest timed rounds per variant before a verdict may stop them (all of --wan22-rounds "
+           "when recording baselines).", parse=_rounds, default=3, metavar="N"),
     Option("warmup_rounds", "Untimed rounds before the timed ones (model loads, compilation).",
            parse=_non_negative_int, default=1, metavar="N"),
     Option("log_dir", "Where server logs and run records go (default: a folder under pytest's basetemp).",
@@ -137,6 +140,13 @@ OPTIONS: tuple[Option, ...] = (
            metavar="TIER"),
     Option("gpu_index", "NVML index of the GPU to run on (xdist workers get one each).",
            parse=_non_negative_int, metavar="N"),
+    Option("ab_python", "A/B mode: the current environment's interpreter (A); the candidate (B) is "
+           "--wan22-python. Each variant runs on both, rounds interleaved, and B is judged against A.",
+           metavar="EXE"),
+    Option("ab_comfyui_dir", "A/B mode: the current environment's ComfyUI folder (A); the candidate (B) is "
+           "--wan22-comfyui-dir.", metavar="DIR"),
+    Option("ab_args", "A/B mode: launch arguments of side A instead of --wan22-server-args (quote them as one "
+           "string), e.g. to weigh one attention backend against another.", metavar="ARGS"),
     Option("nvml_accounting", "Switch on NVML accounting mode for exact per-process peaks; changes device "
            "settings and needs root: only on a GPU you own.", parse=_bool, default=False, flag=True),
 )

@@ -52,6 +52,9 @@ class State:
     summaries: dict[tuple[str, str], Summary] = field(default_factory=dict)
     machine: Environment | None = None
     server: Any = None
+    server_start_s: float = 0.0
+    baseline_machine: Environment | None = None
+    skipped_warmups: list[str] = field(default_factory=list)
 
 
 STATE_KEY = pytest.StashKey[State]()

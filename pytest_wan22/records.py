@@ -156,6 +156,7 @@ class RunRecord:
     error: ErrorInfo | None = None
     environment: Environment = field(default_factory=Environment)
     cached_nodes: tuple[str, ...] = ()
+    side: str = ""  # A (current) or B (candidate) in an A/B session
     schema_version: int = SCHEMA_VERSION
 
     @property

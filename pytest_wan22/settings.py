@@ -35,7 +35,8 @@ class Settings:
     baselines_dir: Path = Path("baselines")
     update_baselines: bool = False
     tolerances: Mapping[str, Tolerance] = field(default_factory=dict)
-    rounds: int = 3
+    rounds: int = 6
+    min_rounds: int = 3
     warmup_rounds: int = 1
     log_dir: Path | None = None
     models_dir: Path | None = None
@@ -45,11 +46,39 @@ class Settings:
     emulate_tier: str | None = None
     gpu_index: int | None = None
     nvml_accounting: bool = False
+    ab: AbSide | None = None
 
     @property
     def attach(self) -> bool:
         """True when a running server is used and nothing is launched."""
         return self.url is not None
+
+    @property
+    def fewest_rounds(self) -> int:
+        """Timed rounds before a verdict may stop them: all of them when recording baselines."""
+        return self.rounds if self.update_baselines else min(self.min_rounds, self.rounds)
+
+
+@dataclass(frozen=True)
+class AbSide:
+    """Side A of an A/B session, the current environment: its ComfyUI folder, interpreter and launch flags.
+    Side B, the candidate, is what --wan22-comfyui-dir, --wan22-python and --wan22-server-args name."""
+
+    comfyui_dir: Path | None
+    python: str
+    server_args: tuple[str, ...]
+
+    def describe(self, b_dir: Path | None, b_python: str, b_args: tuple[str, ...]) -> list[str]:
+        """What differs between A and B, one phrase each."""
+        out = []
+        if self.comfyui_dir != b_dir:
+            out.append(f"ComfyUI {self.comfyui_dir} -> {b_dir}")
+        if self.python != b_python:
+            out.append(f"Python {self.python} -> {b_python}")
+        if self.server_args != b_args:
+            out.append(f"launch args {' '.join(self.server_args) or '(tier only)'} -> "
+                       f"{' '.join(b_args) or '(tier only)'}")
+        return out
 
 
 Getter = Callable[[Option], Any]
@@ -119,10 +148,8 @@ def resolve(rootdir: Path, cli: Getter, ini: Getter, env: Mapping[str, str] | No
     url = values["url"]
     if url is not None and not url.startswith(("http://", "https://")):
         raise ConfigError(f"--wan22-url {url!r} must start with http:// or https://")
-    try:
-        server_args = tuple(shlex.split(values["server_args"] or ""))
-    except ValueError as exc:
-        raise ConfigError(f"--wan22-server-args: {exc}") from None
+    server_args = _split(values["server_args"], "--wan22-server-args")
+    ab = _ab_side(values, rootdir, comfyui_dir, python, server_args)
     try:
         tols = tolerances([])
         tols.update({t.metric: t for t in values["tolerance"] or []})
@@ -138,5 +165,42 @@ def resolve(rootdir: Path, cli: Getter, ini: Getter, env: Mapping[str, str] | No
         warmup_rounds=values["warmup_rounds"], log_dir=_path(values["log_dir"], rootdir),
         models_dir=_path(values["models_dir"], rootdir), synthetic=values["synthetic"], missing=values["missing"],
         vram_interval=values["vram_interval"], emulate_tier=values["emulate_tier"],
-        gpu_index=values["gpu_index"], nvml_accounting=values["nvml_accounting"],
+        gpu_index=values["gpu_index"], nvml_accounting=values["nvml_accounting"], min_rounds=values["min_rounds"],
+        ab=ab,
     )
+
+
+def _split(text: str | None, flag: str) -> tuple[str, ...]:
+    try:
+        return tuple(shlex.split(text or ""))
+    except ValueError as exc:
+        raise ConfigError(f"{flag}: {exc}") from None
+
+
+def _ab_side(values: Mapping[str, Any], rootdir: Path, b_dir: Path | None, b_python: str,
+             b_args: tuple[str, ...]) -> AbSide | None:
+    """Side A when any --wan22-ab-* option is set; checked here, before anything starts."""
+    if values["ab_python"] is None and values["ab_comfyui_dir"] is None and values["ab_args"] is None:
+        return None
+    if values["url"] is not None:
+        raise ConfigError("A/B mode (--wan22-ab-*) launches both environments itself; drop --wan22-url")
+    if values["update_baselines"]:
+        raise ConfigError("A/B mode judges B against A from the same session and neither reads nor writes "
+                          "baselines; drop --wan22-update-baselines or the --wan22-ab-* options")
+    if values["emulate_tier"]:
+        raise ConfigError("A/B mode does not run on an emulated tier (--wan22-emulate-tier): two capped servers "
+                          "would not share the card as two real ones do")
+    a_dir = _path(values["ab_comfyui_dir"], rootdir) if values["ab_comfyui_dir"] is not None else b_dir
+    if values["ab_comfyui_dir"] is not None and not (a_dir is not None and (a_dir / "main.py").is_file()):
+        raise ConfigError(f"A/B: ComfyUI folder {a_dir} has no main.py; point --wan22-ab-comfyui-dir (ini "
+                          "wan22_ab_comfyui_dir, env WAN22_AB_COMFYUI_DIR) at the current environment's checkout")
+    a_python = values["ab_python"] or b_python
+    if values["ab_python"] is not None and not (Path(a_python).is_file() and os.access(a_python, os.X_OK)):
+        raise ConfigError(f"A/B: interpreter {a_python} is not an executable file; fix --wan22-ab-python (ini "
+                          "wan22_ab_python, env WAN22_AB_PYTHON)")
+    a_args = _split(values["ab_args"], "--wan22-ab-args") if values["ab_args"] is not None else b_args
+    side = AbSide(a_dir, a_python, a_args)
+    if not side.describe(b_dir, b_python, b_args):
+        raise ConfigError("A/B: side A (--wan22-ab-*) is the same as side B (--wan22-comfyui-dir, --wan22-python, "
+                          "--wan22-server-args); point one of them at the other environment")
+    return side

@@ -21,8 +21,11 @@ def test_defaults(tmp_path: Path) -> None:
     s = _resolve(tmp_path)
     assert s.python == sys.executable
     assert s.port == 0
-    assert s.rounds == 3
+    assert s.rounds == 6
+    assert s.min_rounds == 3
+    assert s.fewest_rounds == 3
     assert s.warmup_rounds == 1
+    assert s.ab is None
     assert s.missing == "fail"
     assert s.workflows_dir == tmp_path / "workflows"
     assert set(s.tolerances) == {"time", "step", "vram"}
@@ -58,12 +61,42 @@ def test_tolerances_overlay_defaults(tmp_path: Path) -> None:
         ({"cli": {"url": "localhost:8188"}}, "http://"),
         ({"cli": {"update_baselines": True, "emulate_tier": "rtx4090"}}, "emulated timings"),
         ({"ini": {"missing": "maybe"}}, "fail, skip"),
+        ({"cli": {"ab_python": "/nonexistent/python"}}, "--wan22-ab-python"),
+        ({"cli": {"ab_comfyui_dir": "/nonexistent/ComfyUI"}}, "--wan22-ab-comfyui-dir"),
+        ({"cli": {"ab_args": "--lowvram"}, "env": {"WAN22_SERVER_ARGS": "--lowvram"}}, "side A"),
+        ({"cli": {"ab_args": "'unclosed"}}, "--wan22-ab-args"),
+        ({"cli": {"ab_args": "--lowvram", "url": "http://127.0.0.1:8188"}}, "drop --wan22-url"),
+        ({"cli": {"ab_args": "--lowvram", "update_baselines": True}}, "neither reads nor writes baselines"),
+        ({"cli": {"ab_args": "--lowvram", "emulate_tier": "rtx4090"}}, "emulated tier"),
+        ({"ini": {"min_rounds": "0"}}, "ini wan22_min_rounds"),
     ],
 )
 def test_bad_input_names_cause_and_fix(tmp_path: Path, kwargs: dict[str, Any], needle: str) -> None:
     with pytest.raises(ConfigError) as info:
         _resolve(tmp_path, **kwargs)
     assert needle in str(info.value)
+
+
+def test_rounds_bounds(tmp_path: Path) -> None:
+    assert _resolve(tmp_path, ini={"rounds": "2"}).fewest_rounds == 2  # the minimum never exceeds the maximum
+    assert _resolve(tmp_path, ini={"rounds": "8", "min_rounds": "4"}).fewest_rounds == 4
+    assert _resolve(tmp_path, cli={"update_baselines": True}, ini={"rounds": "8"}).fewest_rounds == 8
+
+
+def test_ab_side_defaults_to_side_b_except_what_is_named(tmp_path: Path) -> None:
+    (tmp_path / "A").mkdir()
+    (tmp_path / "A" / "main.py").write_text("")
+    (tmp_path / "B").mkdir()
+    (tmp_path / "B" / "main.py").write_text("")
+    s = _resolve(tmp_path, cli={"ab_comfyui_dir": "A", "comfyui_dir": "B", "server_args": "--fast"})
+    assert s.ab is not None
+    assert (s.ab.comfyui_dir, s.ab.python, s.ab.server_args) == (tmp_path / "A", sys.executable, ("--fast",))
+    assert s.ab.describe(s.comfyui_dir, s.python, s.server_args) == [f"ComfyUI {tmp_path / 'A'} -> {tmp_path / 'B'}"]
+    s = _resolve(tmp_path, cli={"ab_args": "--use-sage-attention", "comfyui_dir": "B"})
+    assert s.ab is not None
+    assert s.ab.server_args == ("--use-sage-attention",)
+    assert s.ab.describe(s.comfyui_dir, s.python, s.server_args) == [
+        "launch args --use-sage-attention -> (tier only)"]
 
 
 def test_comfyui_dir_without_main_py(tmp_path: Path) -> None:
