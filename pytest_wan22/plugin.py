@@ -32,7 +32,7 @@ from .fixtures import (  # noqa: F401 - fixtures are found through this module
 from .gpu import DeviceInfo, disable_accounting, enable_accounting, load_backend, probe
 from .options import OPTIONS
 from .records import Environment, RunRecord, from_jsonable, to_jsonable
-from .report import render
+from .report import cost, render
 from .settings import Settings, resolve
 from .tiers import Tier, cpu_tier, detect_tier, item_tiers, marker_lines
 
@@ -231,6 +231,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         return
     terminalreporter.write_sep("=", "wan22 runs")
     terminalreporter.write_line(render(state.records, state.verdicts))
+    for line in cost(state.records, state.server_start_s, state.skipped_warmups):
+        terminalreporter.write_line(line)
     if state.settings.update_baselines and state.summaries:
         terminalreporter.write_line(f"wan22: baselines written under {state.settings.baselines_dir}")
 
@@ -249,7 +251,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             "records": [r.to_dict() for r in state.records],
             "summaries": [[k[0], to_jsonable(v)] for k, v in state.summaries.items()],
             "verdicts": [to_jsonable(v) for v in state.verdicts.values()],
-            "machine": to_jsonable(state.machine) if state.machine else None})
+            "machine": to_jsonable(state.machine) if state.machine else None,
+            "server_start_s": state.server_start_s, "skipped_warmups": state.skipped_warmups})
         return
     write_baselines(state)
 
@@ -271,6 +274,8 @@ def merge_worker_output(state: State, payload: str) -> None:
     for v in data["verdicts"]:
         verdict = from_jsonable(Verdict, v)
         state.verdicts[verdict.variant_id] = verdict
+    state.server_start_s += data.get("server_start_s", 0.0)
+    state.skipped_warmups.extend(data.get("skipped_warmups", []))
     if data["machine"] and state.machine is None:
         state.machine = from_jsonable(Environment, data["machine"])
 

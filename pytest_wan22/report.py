@@ -42,3 +42,16 @@ def render(records: Sequence[RunRecord], verdicts: Mapping[str, Verdict]) -> str
         out.append("")
         out.extend(notes)
     return "\n".join(out)
+
+
+def cost(records: Sequence[RunRecord], server_start_s: float, skipped_warmups: Sequence[str]) -> list[str]:
+    """What the session spent of the GPU: run time in timed and warm-up rounds, server starts, warm-ups saved."""
+    timed = sum(r.wall_s or 0.0 for r in records if not r.warmup)
+    warm = sum(r.wall_s or 0.0 for r in records if r.warmup)
+    lines = [f"wan22: GPU time {timed + warm + server_start_s:.1f} s: {timed:.1f} s in "
+             f"{sum(not r.warmup for r in records)} timed rounds, {warm:.1f} s in "
+             f"{sum(r.warmup for r in records)} warm-up rounds, {server_start_s:.1f} s starting servers"]
+    if skipped_warmups:
+        lines.append(f"wan22: warm-up skipped (the server had just run the same models and shape): "
+                     f"{', '.join(skipped_warmups)}")
+    return lines

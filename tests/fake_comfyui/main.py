@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import re
 import sys
@@ -156,12 +157,21 @@ async def serve(args: argparse.Namespace, knobs: scenarios.Knobs, argv: list[str
     await asyncio.Event().wait()
 
 
+def local_knobs() -> dict[str, str]:
+    """FAKE_COMFYUI_* values from fake_knobs.json beside this file: a copy of the fake is then another install
+    (say a slower one for an A/B session) while both share one environment."""
+    path = _HERE / "fake_knobs.json"
+    if not path.is_file():
+        return {}
+    return {str(k): str(v) for k, v in json.loads(path.read_text(encoding="utf-8")).items()}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the fake; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     try:
-        knobs = scenarios.Knobs.from_env()
+        knobs = scenarios.Knobs.from_env({**os.environ, **local_knobs()})
     except scenarios.KnobError as exc:
         fake_app.log(f"fake ComfyUI: {exc}")
         return 2

@@ -15,6 +15,9 @@ FAKE_COMFYUI_VRAM_MIB        device memory in system_stats
 FAKE_COMFYUI_GPU_NAME        device name in system_stats (NVIDIA GeForce RTX 5090)
 FAKE_COMFYUI_TORCH_PEAK_MIB  allocator peak /wan22/memory reports after a sampler ran (12288)
 FAKE_COMFYUI_INPUT_IMAGES    comma list of images put into input/ at start (the Wan start frames)
+
+A fake_knobs.json ({"FAKE_COMFYUI_...": value}) beside main.py overrides the environment: a copy of the fake
+folder with one is another ComfyUI install.
 """
 
 from __future__ import annotations

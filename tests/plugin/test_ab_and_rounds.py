@@ -1,0 +1,126 @@
+"""A/B sessions, adaptive rounds and shared warm-ups, end to end against the fake ComfyUI."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.plugin.conftest import FAKE_DIR
+
+Project = Callable[..., pytest.Pytester]
+
+ONE = """
+@pytest.mark.rtx5090
+def test_variant(wan22_run):
+    wan22_run(BASE)
+"""
+
+
+def _records(p: pytest.Pytester) -> list[dict]:
+    files = sorted(p.path.glob("logs/*/**/records/*.json"), key=lambda f: f.stat().st_mtime_ns)
+    return [json.loads(f.read_text()) for f in files]
+
+
+def _install(tmp: Path, name: str, **knobs: str) -> Path:
+    """A copy of the fake ComfyUI: another install, with its own behaviour."""
+    dest = tmp / name
+    shutil.copytree(FAKE_DIR, dest, ignore=shutil.ignore_patterns("__pycache__"))
+    if knobs:
+        (dest / "fake_knobs.json").write_text(json.dumps(knobs))
+    return dest
+
+
+def test_ab_identical_installs_pass_interleaved_and_write_no_baseline(wan22_project: Project) -> None:
+    p = wan22_project(ONE)
+    a = _install(p.path, "current")
+    result = p.runpytest("--wan22-log-dir=logs", f"--wan22-ab-comfyui-dir={a}", "--wan22-rounds=3",
+                         "--wan22-min-rounds=3", "--wan22-tolerance=time:200%", "--wan22-tolerance=step:200%")
+    result.assert_outcomes(passed=1)
+    records = _records(p)
+    assert [(r["side"], r["warmup"]) for r in records] == [
+        ("A", True), ("B", True), ("A", False), ("B", False), ("A", False), ("B", False), ("A", False),
+        ("B", False)]
+    assert not (p.path / "baselines").exists()
+
+
+def test_ab_slower_candidate_fails_naming_the_metric_and_both_sides(wan22_project: Project) -> None:
+    p = wan22_project(ONE)
+    b = _install(p.path, "candidate", FAKE_COMFYUI_STEP_SECONDS="0.05")
+    result = p.runpytest(f"--wan22-comfyui-dir={b}", f"--wan22-ab-comfyui-dir={FAKE_DIR}", "--wan22-rounds=3")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([
+        f"*B (candidate) vs A (current), rounds interleaved A B A B; ComfyUI {FAKE_DIR} -> {b}*",
+        "*step*regressed*",
+    ])
+    assert not (p.path / "baselines").exists()
+
+
+@pytest.mark.parametrize(("knobs", "needle"), [
+    ({"FAKE_COMFYUI_SCENARIO": "oom"}, "*(side B) round 0: oom: out of memory in KSamplerAdvanced*"),
+    ({"FAKE_COMFYUI_SCENARIO": "crash_during_run"}, "*(side B) round 0: server_died*"),
+])
+def test_ab_candidate_that_fails_fails_the_test_naming_side_b(wan22_project: Project, knobs: dict[str, str],
+                                                               needle: str) -> None:
+    p = wan22_project(ONE)
+    b = _install(p.path, "candidate", **knobs)
+    result = p.runpytest(f"--wan22-comfyui-dir={b}", f"--wan22-ab-comfyui-dir={FAKE_DIR}")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([needle])
+
+
+def test_ab_profile_variation_runs_two_servers_with_their_own_flags(wan22_project: Project) -> None:
+    p = wan22_project(ONE)
+    result = p.runpytest("--wan22-log-dir=logs", "--wan22-ab-args=--use-pytorch-cross-attention --disable-smart-memory",
+                         "--wan22-tolerance=time:500%", "--wan22-tolerance=step:500%")
+    result.assert_outcomes(passed=1)
+    logs = {f.parent.name: f.read_text() for f in p.path.glob("logs/main/*/comfyui.log")}
+    assert set(logs) == {"A", "B"}
+    assert "--disable-smart-memory" in logs["A"].splitlines()[1]
+    assert "--disable-smart-memory" not in logs["B"].splitlines()[1]
+
+
+def test_rounds_stop_once_the_verdict_is_decided(wan22_project: Project) -> None:
+    p = wan22_project(ONE)
+    p.runpytest("--wan22-update-baselines", "--wan22-rounds=3").assert_outcomes(passed=1)
+    result = p.runpytest("--wan22-log-dir=logs", "--wan22-rounds=8", "--wan22-min-rounds=2",
+                         "--wan22-tolerance=time:500%", "--wan22-tolerance=step:500%")
+    result.assert_outcomes(passed=1)
+    records = _records(p)
+    assert [r["warmup"] for r in records] == [True, False, False]  # decided after the fewest rounds
+
+
+def test_without_a_baseline_the_fewest_rounds_run(wan22_project: Project) -> None:
+    p = wan22_project(ONE)
+    result = p.runpytest("--wan22-log-dir=logs", "--wan22-rounds=8", "--wan22-min-rounds=2")
+    result.assert_outcomes(passed=1)
+    assert [r["warmup"] for r in _records(p)] == [True, False, False]
+
+
+def test_recording_baselines_runs_every_round(wan22_project: Project) -> None:
+    p = wan22_project(ONE)
+    result = p.runpytest("--wan22-log-dir=logs", "--wan22-update-baselines", "--wan22-rounds=4",
+                         "--wan22-min-rounds=2")
+    result.assert_outcomes(passed=1)
+    assert [r["warmup"] for r in _records(p)] == [True, False, False, False, False]
+
+
+def test_a_variant_with_the_models_and_shape_of_the_one_before_needs_no_warmup(wan22_project: Project) -> None:
+    p = wan22_project("""
+        @pytest.mark.rtx5090
+        def test_variants(wan22_run):
+            wan22_run(BASE)
+            wan22_run(BASE.pass_order("low_high"))  # same models, same shape: already warm
+            wan22_run(BASE.duration(10))  # another shape: warmed again
+    """)
+    result = p.runpytest("--wan22-log-dir=logs", "--wan22-rounds=2", "--wan22-min-rounds=2")
+    result.assert_outcomes(passed=1)
+    rows = [(r["variant_id"].split("-")[0] + "-" + r["variant_id"].split("-")[1], r["warmup"])
+            for r in _records(p)]
+    assert rows == [("high_low-5s", True), ("high_low-5s", False), ("high_low-5s", False),
+                    ("low_high-5s", False), ("low_high-5s", False),
+                    ("high_low-10s", True), ("high_low-10s", False), ("high_low-10s", False)]
+    result.stdout.fnmatch_lines(["*warm-up skipped*low_high-5s*"])
