@@ -1,0 +1,92 @@
+"""The gate on a real ComfyUI (CPU, tiny synthetic models): an unchanged rerun passes, a copy of the same ComfyUI
+with a node pack that sleeps in every sampler step fails as regressed, and A/B sessions judge one install against
+the other. Set WAN22_COMFYUI_DIR and WAN22_PYTHON."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from tests.real.test_real_comfyui import COMFYUI, HEADER, PYTHON
+
+pytestmark = pytest.mark.skipif(
+    not (COMFYUI and PYTHON),
+    reason="needs a real ComfyUI: set WAN22_COMFYUI_DIR to a ComfyUI 0.8.0 checkout and WAN22_PYTHON to an "
+           "interpreter with its requirements (torch included)")
+
+# A node pack that makes every sampler step slower, as a regression in torch, a driver or a node pack would.
+SLOW_STEPS = '''
+import time
+
+import comfy.samplers
+
+_inner = comfy.samplers.sampling_function
+
+
+def _slow(*args, **kwargs):
+    time.sleep({seconds})
+    return _inner(*args, **kwargs)
+
+
+comfy.samplers.sampling_function = _slow
+NODE_CLASS_MAPPINGS = {{}}
+'''
+
+TEST = HEADER + textwrap.dedent("""
+    def test_i2v(wan22_run):
+        wan22_run(BASE)
+""")
+
+
+def copy_of_comfyui(dest: Path, slow_step_s: float | None = None) -> Path:
+    """A copy of the ComfyUI under test; with a delay, one whose sampler steps are that much slower."""
+    assert COMFYUI is not None
+    shutil.copytree(COMFYUI, dest, symlinks=True,
+                    ignore=shutil.ignore_patterns("__pycache__", "models", "output", "input", "temp", "user"))
+    if slow_step_s is not None:
+        pack = dest / "custom_nodes" / "wan22_slow_steps"
+        pack.mkdir(parents=True)
+        (pack / "__init__.py").write_text(SLOW_STEPS.format(seconds=slow_step_s), encoding="utf-8")
+    return dest
+
+
+@pytest.fixture
+def gate(pytester: pytest.Pytester, tmp_path_factory: pytest.TempPathFactory) -> pytest.Pytester:
+    models = os.environ.get("WAN22_MODELS_DIR") or str(tmp_path_factory.getbasetemp() / "models")
+    pytester.makeini(textwrap.dedent(f"""
+        [pytest]
+        wan22_python = {PYTHON}
+        wan22_models_dir = {models}
+        wan22_tier = cpu
+        wan22_log_dir = logs
+        wan22_baselines_dir = baselines
+        wan22_rounds = 6
+        wan22_min_rounds = 3
+        wan22_warmup_rounds = 1
+    """))
+    pytester.makepyfile(TEST)
+    return pytester
+
+
+def test_unchanged_rerun_passes_and_slowed_install_fails_as_regressed(gate: pytest.Pytester) -> None:
+    current = f"--wan22-comfyui-dir={COMFYUI}"
+    gate.runpytest(current, "--wan22-update-baselines").assert_outcomes(passed=1)
+    gate.runpytest(current).assert_outcomes(passed=1)
+    slowed = copy_of_comfyui(gate.path / "ComfyUI-slowed", slow_step_s=0.02)
+    result = gate.runpytest(f"--wan22-comfyui-dir={slowed}")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*step*regressed*"])
+
+
+def test_ab_against_an_identical_copy_passes_and_against_a_slowed_copy_fails(gate: pytest.Pytester) -> None:
+    same = copy_of_comfyui(gate.path / "ComfyUI-same")
+    gate.runpytest(f"--wan22-comfyui-dir={same}", f"--wan22-ab-comfyui-dir={COMFYUI}").assert_outcomes(passed=1)
+    slowed = copy_of_comfyui(gate.path / "ComfyUI-slowed", slow_step_s=0.02)
+    result = gate.runpytest(f"--wan22-comfyui-dir={slowed}", f"--wan22-ab-comfyui-dir={COMFYUI}")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*B (candidate) vs A (current)*", "*step*regressed*"])
+    assert not (gate.path / "baselines").exists()
