@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from . import benchmarking, preflight
-from .baselines import BaselineStore, machine_mismatch, version_changes
+from .baselines import BaselineStore, drift, machine_mismatch, same_gpu, version_changes
 from .client import ComfyClient
-from .compare import Summary, Verdict, compare, summarise
+from .compare import MACHINE_SPREAD, Summary, Verdict, compare, summarise
 from .errors import ServerStartError, Wan22Error
 from .launcher import ComfyServer, ServerHandle, ServerSpec, public_argv
 from .records import Environment, RunRecord
@@ -524,15 +524,20 @@ def _judge(config: pytest.Config, state: State, tier: Tier, workflow: str, summa
         verdict = Verdict(summary.variant_id, "insufficient")  # emulated timings are never compared
     else:
         stored = BaselineStore(s.baselines_dir).load(tier.name, workflow)
-        base = stored.variants.get(summary.variant_id) if stored else None
-        if stored is not None and base is not None:
-            why = machine_mismatch(stored.machine, env)
+        entry = stored.entries.get(summary.variant_id) if stored else None
+        base = entry.summary if entry else None
+        machine = stored.machine_of(summary.variant_id) if stored else Environment()
+        if base is not None:
+            why = machine_mismatch(machine, env)
             if why:
                 pytest.fail(f"{summary.variant_id}: {why}", pytrace=False)
+        spread = 0.0 if same_gpu(machine, env) else MACHINE_SPREAD  # another GPU of the same model
         verdict = config.hook.pytest_wan22_compare(config=config, summary=summary, baseline=base) or compare(
-            summary, base, s.tolerances)
+            summary, base, s.tolerances, machine_spread=spread)
+        if entry is not None and (shifts := drift(entry.history, summary, s.tolerances)):
+            verdict = replace(verdict, notes=(*verdict.notes, *shifts))
         if verdict.failed:
-            changes = version_changes(stored.machine, env) if stored else []
+            changes = version_changes(machine, env)
             extra = f"\nchanged since the baseline: {', '.join(changes)}" if changes else ""
             state.verdicts[summary.variant_id] = verdict
             pytest.fail(verdict.message + extra, pytrace=False)
