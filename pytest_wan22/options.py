@@ -120,7 +120,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("update_baselines", "Record this session's results as the new baselines (nothing else writes them).",
            parse=_bool, default=False, flag=True),
     Option("tolerance", "Allowed change before a test fails, as METRIC:LIMIT (METRIC: step, sampling, wall, a "
-           "phase such as decode or save, vram), e.g. step:2%, wall:10%+0.5s or vram:512MiB; may be repeated.", parse=parse_tolerance, multiple=True, metavar="METRIC:LIMIT"),
+           "phase such as decode or save, vram), e.g. step:2%, wall:10%+0.5s or vram:512MiB; may be repeated.",
+           parse=parse_tolerance, multiple=True, metavar="METRIC:LIMIT"),
     Option("rounds", "Timed rounds per variant.", parse=_rounds, default=3, metavar="N"),
     Option("warmup_rounds", "Untimed rounds before the timed ones (model loads, compilation).",
            parse=_non_negative_int, default=1, metavar="N"),

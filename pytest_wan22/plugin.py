@@ -52,7 +52,8 @@ class State:
     summaries: dict[tuple[str, str], Summary] = field(default_factory=dict)
     machine: Environment | None = None
     server: Any = None
-    baseline_notes: list[str] = field(default_factory=list)
+    baseline_notes: list[str] = field(default_factory=list)  # files set aside at session start
+    written_notes: list[str] = field(default_factory=list)  # ... and when baselines were written
 
 
 STATE_KEY = pytest.StashKey[State]()
@@ -238,7 +239,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     terminalreporter.write_line(render(state.records, state.verdicts))
     if state.settings.update_baselines and state.summaries:
         terminalreporter.write_line(f"wan22: baselines written under {state.settings.baselines_dir}")
-        for note in state.baseline_notes:
+        for note in state.written_notes:
             terminalreporter.write_line(f"wan22: {note}")
 
 
@@ -294,5 +295,5 @@ def write_baselines(state: State) -> None:
             by_workflow.setdefault(workflow, {})[variant_id] = summary
     for workflow, summaries in by_workflow.items():
         store.update(state.tier.name, workflow, state.machine or Environment(), summaries)
-    state.baseline_notes.extend(f"baseline {old} was unreadable when written; kept as {kept.name}"
+    state.written_notes.extend(f"baseline {old} was unreadable when written; kept as {kept.name}"
                                 for old, kept in store.set_aside)

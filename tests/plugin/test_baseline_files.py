@@ -41,7 +41,7 @@ def test_update_sets_a_corrupt_baseline_aside_and_rewrites_it(wan22_project: Pro
     (kept,) = path.parent.glob("wan22_i2v_a14b.json.corrupt-*")
     assert kept.read_text().startswith("<<<<<<< HEAD")
     result.stdout.fnmatch_lines([f"wan22: baseline *wan22_i2v_a14b.json was corrupt (*); kept as {kept.name}, "
-                                 "rewritten from this run"])
+                                 "rewritten from this run", "collected 1 item"])  # said in the header
     stored = json.loads(path.read_text())
     assert stored["schema_version"] == 2
     assert list(stored["variants"]) == [VARIANT]
