@@ -8,9 +8,12 @@ and migrated; every write is schema 2.
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
 import os
 import re
+import statistics
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -30,6 +33,7 @@ HISTORY_LENGTH = 20  # sessions kept per variant
 LOCK_TIMEOUT_S = 120.0
 VERSION_KEYS = ("driver", "cuda", "torch", "comfyui", "python")
 DRIFT_METRICS = ("step", "wall")
+SPREAD_SESSIONS = 5  # sessions of one GPU before their spread is trusted
 
 
 @dataclass(frozen=True)
@@ -359,3 +363,25 @@ def drift(history: Sequence[Session], current: Summary | None, tols: Mapping[str
                        f"on{why}, across {len(points)} sessions of this GPU (p={cp.p_value:.2g})")
     return out
 
+
+
+def session_spread(history: Sequence[Session], baseline: Summary | None = None,
+                   min_sessions: int = SPREAD_SESSIONS) -> dict[str, float]:
+    """Per metric, how far a whole session's mean wanders (a standard deviation relative to the mean), from the
+    recorded sessions of the latest one's GPU: half the mean square of successive relative differences (so a
+    level shift counts once, not in every pair), less what the baseline's own rounds already account for.
+    Metrics with fewer than `min_sessions` sessions are left out."""
+    sessions = [s for s in history if s.gpu_uuid == history[-1].gpu_uuid] if history else []
+    out = {}
+    for metric in sorted({m for s in sessions for m in s.medians}):
+        values = [s.medians[metric] for s in sessions if metric in s.medians]
+        if len(values) < min_sessions or metric == "vram" or any(v <= 0.0 for v in values):
+            continue
+        diffs = [b / a - 1.0 for a, b in itertools.pairwise(values)]
+        square = statistics.fmean(d * d for d in diffs) / 2.0
+        means = baseline.round_means(metric) if baseline is not None else []
+        if len(means) >= 2:
+            square -= statistics.variance(means) / len(means) / statistics.fmean(means) ** 2
+        if square > 0.0:
+            out[metric] = math.sqrt(square)
+    return out

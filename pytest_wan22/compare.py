@@ -33,9 +33,11 @@ a 10-round baseline and 3 to 10 new rounds, a 2% step shift is caught in about 9
 and an unchanged rerun fails in well under 1%, taking 5.5 rounds on average. The step tolerance
 (1.3%) is what that power needs: at 1.5% the last look catches a 2% shift only 86% of the time.
 
-Sessions. The interval knows the rounds of two sessions, not how far whole sessions wander: a steady
-offset between the baseline's session and this one reads as a change. The tolerance is the guard
-against it, so it must stay above the session-to-session drift of the metric on the machine.
+Sessions. Rounds tell how much one session's rounds scatter, not how far whole sessions wander: a
+steady offset between the baseline's session and this one reads as a change. The tolerance is the
+first guard against it (it must stay above the drift of the metric between sessions); once the
+baseline file's history holds enough sessions of this GPU, their spread (`session_spread`) joins
+the interval as a known variance, sessions being units too.
 """
 
 from __future__ import annotations
@@ -333,15 +335,19 @@ class Interval:
     t: float
 
 
-def welch(new: Sequence[float], base: Sequence[float], confidence: float = CONFIDENCE) -> Interval:
-    """Welch's t interval of mean(new) - mean(base); each side needs two values or more."""
+def welch(new: Sequence[float], base: Sequence[float], confidence: float = CONFIDENCE,
+          extra_var: float = 0.0) -> Interval:
+    """Welch's t interval of mean(new) - mean(base); each side needs two values or more. `extra_var` adds a
+    variance known from elsewhere (the two sessions' own offsets), counted with unlimited degrees of freedom."""
     n1, n2 = len(new), len(base)
     v1, v2 = statistics.variance(new) / n1, statistics.variance(base) / n2
     diff = statistics.fmean(new) - statistics.fmean(base)
-    se = math.sqrt(v1 + v2)
+    total = v1 + v2 + extra_var
+    se = math.sqrt(total)
     # Welch-Satterthwaite degrees of freedom (no spread on either side: the pooled count)
-    df = float(n1 + n2 - 2) if se == 0.0 else (v1 + v2) ** 2 / (v1 * v1 / (n1 - 1) + v2 * v2 / (n2 - 1))
-    t = _t_crit(confidence, df)
+    spread_df = v1 * v1 / (n1 - 1) + v2 * v2 / (n2 - 1)
+    df = total * total / spread_df if spread_df > 0.0 else float(n1 + n2 - 2)
+    t = _t_crit(confidence, min(df, 1e7))
     return Interval(diff, diff - t * se, diff + t * se, se, df, t)
 
 
@@ -495,7 +501,7 @@ class Verdict:
         return "\n".join(lines)
 
 
-def _judge(metric: str, new: Summary, base: Summary, tol: Tolerance, spread: float) -> Check:
+def _judge(metric: str, new: Summary, base: Summary, tol: Tolerance, spread: float, session: float) -> Check:
     new_means, base_means = new.round_means(metric), base.round_means(metric)
     value, ref = new.median(metric), base.median(metric)
     if not base_means:
@@ -519,7 +525,7 @@ def _judge(metric: str, new: Summary, base: Summary, tol: Tolerance, spread: flo
                      note=f"(rounds {n} vs {nb}: {MIN_ROUNDS} a side are needed for a spread)")
     mean_base = statistics.fmean(base_means)
     allowance = tol.allowance(mean_base) + spread * mean_base
-    iv = welch(new_means, base_means)
+    iv = welch(new_means, base_means, extra_var=2.0 * (session * mean_base) ** 2)
     if iv.low > 0.0 and iv.diff > allowance:
         status = "regressed"
     elif iv.high < 0.0 and iv.diff < -allowance:
@@ -537,12 +543,16 @@ def _judge(metric: str, new: Summary, base: Summary, tol: Tolerance, spread: flo
 
 
 def compare(summary: Summary, baseline: Summary | None, tols: Mapping[str, Tolerance], *,
-            machine_spread: float | Mapping[str, float] = 0.0, label: str = "vs baseline") -> Verdict:
+            machine_spread: float | Mapping[str, float] = 0.0, session_spread: Mapping[str, float] | None = None,
+            label: str = "vs baseline") -> Verdict:
     """Judge a Summary against its baseline, every metric that either holds.
 
     `machine_spread`: when the baseline comes from another physical GPU of the same model, the
     machine-to-machine spread widens each band: a fraction for every time metric, or one per metric
     with '*' for the rest (MACHINE_SPREAD holds the measured defaults).
+    `session_spread`: per metric, the standard deviation of a whole session's mean relative to it, as the
+    history of recorded sessions shows it (baselines.session_spread); it widens the intervals, since the
+    baseline's session and this one each carry their own offset.
     `label` names the comparison in the message: 'vs baseline', or 'B vs A' for two environments in one
     session (then `baseline` is A's summary).
     """
@@ -556,8 +566,9 @@ def compare(summary: Summary, baseline: Summary | None, tols: Mapping[str, Toler
             return machine_spread.get(base_metric(metric), machine_spread.get("*", 0.0))
         return 0.0 if metric == "vram" else machine_spread
 
-    checks = tuple(_judge(m, summary, baseline, tols.get(base_metric(m)) or defaults[base_metric(m)], spread(m))
-                   for m in metrics)
+    sessions = {m: v for m, v in (session_spread or {}).items() if v > 0.0 and m != "vram"}
+    checks = tuple(_judge(m, summary, baseline, tols.get(base_metric(m)) or defaults[base_metric(m)], spread(m),
+                          sessions.get(m, 0.0)) for m in metrics)
     statuses = {c.status for c in checks}
     status: Status = next((s for s in PRECEDENCE if s in statuses), "new")
     notes: tuple[str, ...] = ()
@@ -569,6 +580,10 @@ def compare(summary: Summary, baseline: Summary | None, tols: Mapping[str, Toler
         text = "; ".join(f"{', '.join(names)} {value * 100:g}%" for value, names in widened.items())
         notes = (f"the baseline comes from another GPU of this model: bands widened by the machine-to-machine "
                  f"spread ({text}); record this GPU's own baseline with --wan22-update-baselines",)
+    judged = [m for m in metrics if m in sessions and m in baseline.samples]
+    if judged:
+        text = ", ".join(f"{metric_label(m)} {sessions[m] * 100:.1f}%" for m in judged)
+        notes += (f"intervals include the session-to-session spread the recorded sessions show ({text})",)
     return Verdict(summary.variant_id, status, checks, label, notes)
 
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from . import benchmarking, preflight
-from .baselines import BaselineStore, drift, machine_mismatch, same_gpu, version_changes
+from .baselines import BaselineStore, drift, machine_mismatch, same_gpu, session_spread, version_changes
 from .client import ComfyClient
 from .compare import MACHINE_SPREAD, Summary, Verdict, compare, summarise
 from .errors import ServerStartError, Wan22Error
@@ -532,8 +532,9 @@ def _judge(config: pytest.Config, state: State, tier: Tier, workflow: str, summa
             if why:
                 pytest.fail(f"{summary.variant_id}: {why}", pytrace=False)
         spread = 0.0 if same_gpu(machine, env) else MACHINE_SPREAD  # another GPU of the same model
+        sessions = session_spread(entry.history, base) if entry else {}
         verdict = config.hook.pytest_wan22_compare(config=config, summary=summary, baseline=base) or compare(
-            summary, base, s.tolerances, machine_spread=spread)
+            summary, base, s.tolerances, machine_spread=spread, session_spread=sessions)
         if entry is not None and (shifts := drift(entry.history, summary, s.tolerances)):
             verdict = replace(verdict, notes=(*verdict.notes, *shifts))
         if verdict.failed:

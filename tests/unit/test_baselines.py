@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from pytest_wan22.baselines import (
     machine_mismatch,
     same_gpu,
     session_of,
+    session_spread,
     version_changes,
 )
 from pytest_wan22.compare import Summary, tolerances
@@ -286,3 +288,21 @@ def test_drift_counts_this_session_last() -> None:
     current = Summary("v", 3, {"step": ((2.80,), (2.81,), (2.80,))}, machine=Environment(gpu_uuid="GPU-1"))
     (line,) = drift(history, current, tolerances([]))
     assert "across 6 sessions" in line
+
+
+def test_session_spread_from_the_history_of_one_gpu() -> None:
+    values = [2.70, 2.727, 2.70, 2.727, 2.70]  # sessions alternating by 1%
+    spread = session_spread(_history(values))
+    assert spread["step"] == pytest.approx(math.sqrt((0.01**2 + 0.0099**2 * 3) / 4 / 2), rel=0.02)
+    assert "wall" not in spread  # no wander at all
+    assert session_spread(_history(values[:4])) == {}  # too few sessions to trust
+    other = _history([2.9, 3.1, 2.8, 3.2, 2.9], gpu="GPU-0") + _history([2.70, 2.70, 2.70, 2.70, 2.71])
+    assert session_spread(other)["step"] < 0.003  # the other GPU's sessions are left out
+    shifted = session_spread(_history([2.70, 2.70, 2.70, 2.80, 2.80, 2.80]))["step"]  # a level shift counts once
+    assert shifted == pytest.approx(math.sqrt((2.80 / 2.70 - 1) ** 2 / 5 / 2), rel=0.01)
+
+
+def test_session_spread_leaves_out_what_the_baselines_rounds_explain() -> None:
+    values = [2.70, 2.727, 2.70, 2.727, 2.70]
+    noisy = Summary("v", 3, {"step": ((2.6,), (2.7,), (2.8,))})
+    assert session_spread(_history(values), noisy) == {}  # rounds that scatter this much explain it all

@@ -366,6 +366,34 @@ def test_a_baseline_from_another_gpu_widens_the_band_and_says_so() -> None:
     assert compare(_s(vram=(42000.0,)), _s(vram=(40000.0,)), TOLS, machine_spread=0.2).status == "regressed"
 
 
+def test_the_spread_between_sessions_widens_the_interval() -> None:
+    new, base = _s(step=(2.77, 2.76, 2.77, 2.76)), _s(step=BASE_STEP)  # +2.2%
+    assert compare(new, base, TOLS).status == "regressed"
+    v = compare(new, base, TOLS, session_spread={"step": 0.015, "wall": 0.01})
+    c = v.check("step")
+    assert c is not None
+    plain = compare(new, base, TOLS).check("step")
+    assert plain is not None
+    assert c.estimate == plain.estimate
+    assert c.ci_low is not None
+    assert plain.ci_low is not None
+    # sd of the difference grows by sqrt(2) * 1.5% of the mean; the known part has unlimited degrees of freedom
+    assert c.estimate is not None
+    assert c.ci_low < 0 < c.estimate
+    assert v.status == "inconclusive"
+    assert "session-to-session spread the recorded sessions show (step 1.5%)" in v.message  # wall not judged
+    assert compare(new, base, TOLS, session_spread={"vram": 0.5}).status == "regressed"
+
+
+def test_welch_with_a_known_extra_variance() -> None:
+    iv = welch([10.0, 12.0, 14.0], [9.0, 10.0, 11.0, 10.0], extra_var=1.0)
+    v1, v2 = 4.0 / 3, (2 / 3) / 4
+    assert iv.se == pytest.approx(math.sqrt(v1 + v2 + 1.0))
+    assert iv.df == pytest.approx((v1 + v2 + 1.0) ** 2 / (v1**2 / 2 + v2**2 / 3))
+    flat = welch([1.0, 1.0], [1.0, 1.0], extra_var=0.01)
+    assert (flat.se, flat.df) == (pytest.approx(0.1), 2.0)
+
+
 def test_b_against_a_says_so() -> None:
     v = compare(_s(step=(3.0, 3.01, 3.0)), _s(step=BASE_STEP), TOLS, label="B vs A")
     assert v.message.startswith("v: regressed (B vs A): step")
