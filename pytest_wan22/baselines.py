@@ -263,6 +263,7 @@ class BaselineStore:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
+                os.fchmod(f.fileno(), 0o644)  # mkstemp makes it private; a baseline is shared data
                 f.write(text)
                 f.flush()
                 os.fsync(f.fileno())

@@ -406,7 +406,7 @@ class Check:
     def change(self) -> str:
         """'4.3% slower', '2.0% faster', 'unchanged' (vram: 'more' / 'less')."""
         if self.estimate is None:
-            return self.status
+            return "unchanged" if self.status == "ok" else self.status
         if self.status == "ok" and (self.ci_low is None or self.ci_low <= 0.0 <= (self.ci_high or 0.0)):
             return "unchanged"
         more, less = ("more", "less") if self.metric == "vram" else ("slower", "faster")
@@ -495,7 +495,8 @@ class Verdict:
         head = f"{self.variant_id}: {self.status} ({self.label})"
         if self.headline:
             head += f": {self.headline}"
-        lines = [head, *("  " + c.describe() for c in self.checks), *("  " + n for n in self.notes)]
+        shown = [c for c in self.checks if not (c.value == 0.0 and c.base == 0.0)]  # phases cached on both sides
+        lines = [head, *("  " + c.describe() for c in shown), *("  " + n for n in self.notes)]
         if self.detection:
             lines.append("  " + self.detection)
         return "\n".join(lines)

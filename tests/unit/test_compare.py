@@ -404,6 +404,8 @@ def test_a_phase_cached_to_zero_is_unchanged() -> None:
     c = v.check("load")
     assert c is not None
     assert (c.status, c.estimate) == ("ok", None)
+    assert v.headline == "load unchanged"
+    assert "load:" not in v.message  # nothing ran on either side: no line for it
     assert compare(_s(load=(0.8, 0.8, 0.8)), _s(load=(0.0, 0.0)), TOLS).status == "regressed"  # past 0.5 s
 
 
