@@ -252,7 +252,7 @@ def summarise(variant_id: str, records: Sequence[RunRecord], digest: str = "") -
         for metric, values in round_samples(r).items():
             if metric != "vram":
                 samples.setdefault(metric, []).append(values)
-    peaks = [round_samples(r).get("vram") for r in records if r.ok or r.warmup]
+    peaks = [round_samples(r).get("vram") for r in records if r.ok]
     if any(peaks):
         samples["vram"] = [p for p in peaks if p]
     outcome = "success" if timed else (records[-1].outcome if records else "invalid")
