@@ -1,4 +1,44 @@
-"""Arithmetic only: summarise a variant's rounds and judge them against a baseline."""
+"""Statistics only: summarise a variant's rounds per metric and judge them against a baseline.
+
+Metrics. Each has its own noise, so each is judged on its own: `step` (the gaps between progress frames
+from step 2 on, every sampler pass), `sampling:<pass title>` (seconds per pass), one metric per phase
+(load, text, encode, decode, interpolation, save, compile), `wall`, and `vram` (peak MiB).
+
+Units. Rounds are the statistical units, not steps: the steps of one round share its clocks, heat and
+neighbours, so pooling them as independent samples overstates certainty (Kalibera & Jones, "Rigorous
+benchmarking in reasonable time"). Each round is first folded to its mean, and the round means of the
+two sides are compared with Welch's t interval, which stays honest at two or three rounds where a
+bootstrap interval is too narrow. The estimate is the relative change of the means, new over base.
+
+Rule (per metric, `tolerance` = the allowance of the metric's Tolerance at the baseline's mean):
+- regressed: the 95% interval excludes zero (the change is real) AND the estimate is beyond the
+  tolerance (the change matters): asv's pairing of a factor with a significance test. Asking instead
+  for the whole interval beyond the tolerance would need a tolerance well under 1% to catch a 2% step
+  shift within ten rounds, inside the session-to-session drift of step times measured on an H200.
+- improved: the mirror (interval below zero, estimate below minus the tolerance).
+- ok: the interval's upper end is within the tolerance: a slowdown beyond it is ruled out.
+- inconclusive: anything else (the interval reaches past the tolerance, the evidence falls short);
+  more rounds settle it (Chromium Pinpoint's three outcomes). Rounds are spent deciding slowdowns:
+  an interval that only might reach a speed-up beyond the tolerance counts as ok.
+- insufficient: fewer than two rounds on a side (no spread to judge by); new: not in the baseline.
+- vram is a peak, not a mean: the largest peak of each side, judged against the tolerance alone.
+
+Adaptive rounds (`more_rounds`, `Verdict.decided`). Every look at the data after a round is another
+chance of a false alarm, so early looks stop a session only on a verdict that more rounds could not
+overturn: ok, improved, or a regression whose whole interval lies beyond the tolerance. A regression by
+the rule above whose interval still reaches into the tolerance runs on to the maximum and is judged
+there (a slowdown is rare, so confirming it costs little). The simulated sessions in
+tests/unit/test_compare.py go through this same rule and `more_rounds`: with 1% round-to-round noise,
+a 10-round baseline and 3 to 10 new rounds, a 2% step shift is caught in about 92% of 1,000 sessions
+and an unchanged rerun fails in well under 1%, taking 5.5 rounds on average. The step tolerance
+(1.3%) is what that power needs: at 1.5% the last look catches a 2% shift only 86% of the time.
+
+Sessions. Rounds tell how much one session's rounds scatter, not how far whole sessions wander: a
+steady offset between the baseline's session and this one reads as a change. The tolerance is the
+first guard against it (it must stay above the drift of the metric between sessions); once the
+baseline file's history holds enough sessions of this GPU, their spread (`session_spread`) joins
+the interval as a known variance, sessions being units too.
+"""
 
 from __future__ import annotations
 
@@ -7,20 +47,47 @@ import re
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Literal
 
-from .records import RunRecord
+from .records import Environment, RunRecord
 
-METRICS = ("time", "step", "vram")
+PHASE_METRICS = ("load", "text", "encode", "decode", "interpolation", "save", "compile")
+METRICS = ("step", "sampling", "wall", *PHASE_METRICS, "vram")
+ALIASES = {"time": "wall"}  # the name wall time had before per-metric tolerances
 UNITS_MIB = {"mib": 1.0, "gib": 1024.0, "mb": 1e6 / 2**20, "gb": 1e9 / 2**20}
 UNITS_S = {"s": 1.0, "ms": 1e-3}
 
-DEFAULT_TOLERANCES = ("time:10%", "step:10%", "vram:5%")
+# Fit to an H200 (README, "Baselines"): step times hold within about 1% on one machine and sampling passes
+# follow them (1.3% for step is what catching a 2% shift needs, see the module docstring); wall time drifted 4%
+# between two sessions a minute apart and the save phase 12% between two runs; peaks of one job spanned 0.4 GiB.
+# The absolute parts only matter for sub-second figures (the cpu tier, phases cached to zero) and keep
+# scheduler jitter from reading as a change.
+DEFAULT_TOLERANCES = (
+    "step:1.3%+5ms", "sampling:2%+20ms", "wall:8%+0.5s", "load:20%+0.5s", "text:10%+0.2s", "encode:10%+0.2s",
+    "decode:5%+0.1s", "interpolation:5%+0.2s", "save:15%+0.3s", "compile:25%+2s", "vram:1GiB",
+)
+
+# Machine-to-machine spread of one GPU model, added to the band when a baseline comes from another physical GPU.
+# Wall time differed 11% between two H200 leases (host CPU, PCIe and disk included); step times 1% between two,
+# so 3% for the GPU-bound metrics leaves room for a slower chip without hiding a 4% regression behind it.
+DEFAULT_MACHINE_SPREAD = 0.11
+MACHINE_SPREAD: Mapping[str, float] = {"step": 0.03, "sampling": 0.03, "vram": 0.0, "*": DEFAULT_MACHINE_SPREAD}
+
+CONFIDENCE = 0.95  # two-sided interval of the relative change
+POWER = 0.80  # the minimal detectable change is the change caught this often at this run's noise
+MIN_ROUNDS = 2  # a side needs a spread
+
+
+def base_metric(metric: str) -> str:
+    """The metric a tolerance is set for: `sampling:high noise` -> `sampling`."""
+    return metric.split(":", 1)[0]
 
 
 @dataclass(frozen=True)
 class Tolerance:
-    """How much a metric may grow before it counts as a regression: a ratio, an absolute amount, or both."""
+    """How much a metric may grow before it counts as a regression: a ratio, an absolute amount, or both
+    (then the larger allowance holds)."""
 
     metric: str
     ratio: float | None = None
@@ -35,6 +102,10 @@ class Tolerance:
             limits.append(base + self.absolute)
         return max(limits)
 
+    def allowance(self, base: float) -> float:
+        """How much `base` may grow: limit minus base, never negative."""
+        return max(0.0, self.limit(base) - base)
+
     def __str__(self) -> str:
         parts = []
         if self.ratio is not None:
@@ -48,12 +119,13 @@ _PART = re.compile(r"^\s*(?P<num>\d+(?:\.\d+)?)\s*(?P<unit>%|[a-zA-Z]+)?\s*$")
 
 
 def parse_tolerance(text: str) -> Tolerance:
-    """Parse METRIC:LIMIT, e.g. 'time:10%', 'vram:512MiB', 'step:5%+0.05s'."""
+    """Parse METRIC:LIMIT, e.g. 'step:2%', 'wall:10%', 'vram:512MiB', 'save:10%+0.5s' ('time' means wall)."""
     metric, sep, rest = text.partition(":")
     metric = metric.strip().lower()
+    metric = ALIASES.get(metric, metric)
     if not sep or metric not in METRICS:
         raise ValueError(f"tolerance {text!r} must look like METRIC:LIMIT with METRIC one of "
-                         f"{', '.join(METRICS)}, e.g. time:10% or vram:512MiB")
+                         f"{', '.join(METRICS)}, e.g. step:2% or vram:512MiB")
     ratio = absolute = None
     for part in rest.split("+"):
         m = _PART.match(part)
@@ -79,73 +151,305 @@ def tolerances(texts: Iterable[str]) -> dict[str, Tolerance]:
     return out
 
 
+Samples = tuple[tuple[float, ...], ...]  # per round, the metric's values in that round
+
+
 @dataclass(frozen=True)
 class Summary:
-    """The statistics of one variant's timed rounds: what a baseline stores and a comparison reads."""
+    """A variant's timed rounds, metric by metric: what a baseline stores and a comparison reads."""
 
     variant_id: str
     rounds: int
-    wall_s: tuple[float, ...]
-    step_s: tuple[float, ...]  # seconds per step, every sampler pass of every round
-    peak_vram_mib: float | None
+    samples: dict[str, Samples] = field(default_factory=dict)
     digest: str = ""
     outcome: str = "success"
+    machine: Environment | None = None  # where the rounds ran, with the GPU's clocks at the last one
+    recorded_at: float = 0.0  # when the last timed round started (seconds since the epoch)
+
+    @property
+    def metrics(self) -> list[str]:
+        """The metrics this summary holds, in report order."""
+        return sorted(self.samples, key=_metric_order)
+
+    def round_means(self, metric: str) -> list[float]:
+        """One value per round (the mean of the round's values): the units the statistics work on."""
+        return [statistics.fmean(r) for r in self.samples.get(metric, ()) if r]
+
+    def median(self, metric: str) -> float | None:
+        """Median of the round means (for vram: the largest peak)."""
+        means = self.round_means(metric)
+        if not means:
+            return None
+        return max(means) if metric == "vram" else statistics.median(means)
+
+    @property
+    def wall_s(self) -> tuple[float, ...]:
+        """Wall time per round."""
+        return tuple(self.round_means("wall"))
+
+    @property
+    def step_s(self) -> tuple[float, ...]:
+        """Every seconds-per-step value of every round."""
+        return tuple(v for r in self.samples.get("step", ()) for v in r)
 
     @property
     def wall_median(self) -> float | None:
         """Median wall time."""
-        return statistics.median(self.wall_s) if self.wall_s else None
+        return self.median("wall")
 
     @property
     def step_median(self) -> float | None:
-        """Median seconds per step."""
-        return statistics.median(self.step_s) if self.step_s else None
+        """Median of the rounds' mean seconds per step."""
+        return self.median("step")
+
+    @property
+    def peak_vram_mib(self) -> float | None:
+        """The largest peak VRAM of any round."""
+        return self.median("vram")
+
+
+def _metric_order(metric: str) -> tuple[int, str]:
+    return METRICS.index(base_metric(metric)), metric
+
+
+def _pass_keys(record: RunRecord) -> list[str]:
+    """`sampling:<title>` per pass; a title that repeats in one run gets the node id too."""
+    titles = [p.title for p in record.passes]
+    return [f"sampling:{p.title}" if titles.count(p.title) == 1 else f"sampling:{p.title} #{p.node_id}"
+            for p in record.passes]
+
+
+def round_samples(record: RunRecord) -> dict[str, tuple[float, ...]]:
+    """One round's values per metric."""
+    out: dict[str, tuple[float, ...]] = {}
+    steps: list[float] = []
+    for key, p in zip(_pass_keys(record), record.passes, strict=True):
+        intervals = p.step_intervals
+        if intervals:
+            steps.extend(intervals)
+        elif p.seconds_per_step is not None:  # fewer than two progress frames: the pass's average
+            steps.append(p.seconds_per_step)
+        out[key] = (p.seconds,)
+    if steps:
+        out["step"] = tuple(steps)
+    for phase in PHASE_METRICS:
+        if phase in record.phases:
+            out[phase] = (record.phases[phase],)
+    if record.wall_s is not None:
+        out["wall"] = (record.wall_s,)
+    peak = record.vram.peak_mib if record.vram and record.vram.available else None
+    if peak is not None:
+        out["vram"] = (peak,)
+    return out
 
 
 def summarise(variant_id: str, records: Sequence[RunRecord], digest: str = "") -> Summary:
-    """Fold a variant's timed (non-warm-up) successful rounds into a Summary."""
+    """Fold a variant's successful rounds into a Summary: timings from the timed rounds, VRAM peaks from
+    every round (a warm-up's loading peak counts)."""
     timed = [r for r in records if not r.warmup and r.ok]
-    wall = tuple(r.wall_s for r in timed if r.wall_s is not None)
-    steps = tuple(s for r in timed for p in r.passes if (s := p.seconds_per_step) is not None)
-    peaks = [r.vram.peak_process_mib or r.vram.peak_device_mib for r in records
-             if r.vram and r.vram.available]
-    peak = max((p for p in peaks if p is not None), default=None)
+    samples: dict[str, list[tuple[float, ...]]] = {}
+    for r in timed:
+        for metric, values in round_samples(r).items():
+            if metric != "vram":
+                samples.setdefault(metric, []).append(values)
+    peaks = [round_samples(r).get("vram") for r in records if r.ok]
+    if any(peaks):
+        samples["vram"] = [p for p in peaks if p]
     outcome = "success" if timed else (records[-1].outcome if records else "invalid")
-    return Summary(variant_id, len(timed), wall, steps, peak, digest, outcome)
+    last = timed[-1] if timed else None
+    return Summary(variant_id, len(timed), {k: tuple(v) for k, v in samples.items()}, digest, outcome,
+                   last.environment if last else None, last.started_at if last else 0.0)
 
 
-Status = Literal["ok", "regressed", "improved", "new", "suspicious", "insufficient"]
+# --- Student's t, without scipy ---------------------------------------------------------------------------
+
+def _betacf(a: float, b: float, x: float) -> float:
+    """Continued fraction of the incomplete beta function (modified Lentz)."""
+    tiny = 1e-300
+    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 400):
+        for aa in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+                   -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
+            d = 1.0 + aa * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + aa / c
+            c = c if abs(c) > tiny else tiny
+            h *= d * c
+        if abs(d * c - 1.0) < 1e-14:
+            break
+    return h
+
+
+def _betainc(a: float, b: float, x: float) -> float:
+    """Regularised incomplete beta function I_x(a, b)."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x))
+    if x < (a + 1.0) / (a + b + 2.0):
+        return front * _betacf(a, b, x) / a
+    return 1.0 - front * _betacf(b, a, 1.0 - x) / b
+
+
+def t_sf(t: float, df: float) -> float:
+    """P(T > t) for Student's t with df degrees of freedom."""
+    tail = 0.5 * _betainc(df / 2.0, 0.5, df / (df + t * t))
+    return tail if t >= 0 else 1.0 - tail
+
+
+@lru_cache(maxsize=4096)
+def t_quantile(p: float, df: float) -> float:
+    """The p-quantile of Student's t (p > 0.5), by bisection on the survival function."""
+    if df > 1e6:
+        return statistics.NormalDist().inv_cdf(p)
+    lo, hi = 0.0, 2.0
+    while t_sf(hi, df) > 1.0 - p:
+        hi *= 2.0
+    for _ in range(100):
+        mid = (lo + hi) / 2.0
+        if t_sf(mid, df) > 1.0 - p:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo < 1e-9 * hi:
+            break
+    return (lo + hi) / 2.0
+
+
+def _t_crit(confidence: float, df: float) -> float:
+    # df rounded down (a wider interval, never a narrower one) so the cache serves Welch's fractional df
+    return t_quantile(0.5 + confidence / 2.0, math.floor(df * 100.0) / 100.0)
+
+
+@dataclass(frozen=True)
+class Interval:
+    """Welch's interval of the difference of means new - base, in the metric's unit."""
+
+    diff: float
+    low: float
+    high: float
+    se: float
+    df: float
+    t: float
+
+
+def welch(new: Sequence[float], base: Sequence[float], confidence: float = CONFIDENCE,
+          extra_var: float = 0.0) -> Interval:
+    """Welch's t interval of mean(new) - mean(base); each side needs two values or more. `extra_var` adds a
+    variance known from elsewhere (the two sessions' own offsets), counted with unlimited degrees of freedom."""
+    n1, n2 = len(new), len(base)
+    v1, v2 = statistics.variance(new) / n1, statistics.variance(base) / n2
+    diff = statistics.fmean(new) - statistics.fmean(base)
+    total = v1 + v2 + extra_var
+    se = math.sqrt(total)
+    # Welch-Satterthwaite degrees of freedom (no spread on either side: the pooled count)
+    spread_df = v1 * v1 / (n1 - 1) + v2 * v2 / (n2 - 1)
+    df = total * total / spread_df if spread_df > 0.0 else float(n1 + n2 - 2)
+    t = _t_crit(confidence, min(df, 1e7))
+    return Interval(diff, diff - t * se, diff + t * se, se, df, t)
+
+
+# --- verdicts ---------------------------------------------------------------------------------------------
+
+Status = Literal["ok", "regressed", "improved", "inconclusive", "insufficient", "new"]
+# The overall verdict is the first of these that any metric has.
+PRECEDENCE: tuple[Status, ...] = ("regressed", "inconclusive", "improved", "ok", "insufficient", "new")
+
+
+def _pct(x: float | None, sign: bool = True) -> str:
+    if x is None:
+        return "-"
+    return f"{x * 100:+.1f}%" if sign else f"{x * 100:.1f}%"
+
+
+def metric_label(metric: str) -> str:
+    """`sampling:high noise` -> `sampling (high noise)`."""
+    name, _, rest = metric.partition(":")
+    return f"{name} ({rest})" if rest else name
+
+
+def _value(metric: str, v: float | None) -> str:
+    if v is None:
+        return "-"
+    return f"{v / 1024:.2f} GiB" if metric == "vram" else f"{v:.3f} s"
 
 
 @dataclass(frozen=True)
 class Check:
-    """One metric compared against its baseline."""
+    """One metric compared against its baseline. Relative figures are fractions of the baseline's mean."""
 
     metric: str
     status: Status
-    value: float | None
-    base: float | None
-    limit: float | None
+    estimate: float | None = None  # relative change new/base - 1 (vram: of the peaks)
+    ci_low: float | None = None  # 95% interval of the relative change (None for vram)
+    ci_high: float | None = None
+    mdc: float | None = None  # smallest change this run would catch 80% of the time (relative)
+    value: float | None = None  # this run's median of round means (vram: largest peak)
+    base: float | None = None  # the baseline's
+    tolerance: float | None = None  # the allowance used, relative (machine spread included)
     note: str = ""
+    rounds: int = 0  # rounds on the new side
+    base_rounds: int = 0
+
+    @property
+    def clear(self) -> bool:
+        """A regression whose whole interval lies beyond the tolerance (vram: any regression)."""
+        if self.status != "regressed":
+            return False
+        if self.ci_low is None:
+            return True
+        return self.tolerance is not None and self.ci_low > self.tolerance
+
+    @property
+    def change(self) -> str:
+        """'4.3% slower', '2.0% faster', 'unchanged' (vram: 'more' / 'less')."""
+        if self.estimate is None:
+            return "unchanged" if self.status == "ok" else self.status
+        if self.status == "ok" and (self.ci_low is None or self.ci_low <= 0.0 <= (self.ci_high or 0.0)):
+            return "unchanged"
+        more, less = ("more", "less") if self.metric == "vram" else ("slower", "faster")
+        return f"{abs(self.estimate) * 100:.1f}% {more if self.estimate > 0 else less}"
+
+    def headline(self) -> str:
+        """A few words for the verdict's first line: 'step 4.3% slower (95% CI 3.9 to 4.8%)'."""
+        head = f"{metric_label(self.metric)} {self.change}"
+        if self.status in ("regressed", "improved", "inconclusive") and self.ci_low is not None:
+            head += f" (95% CI {self.ci_low * 100:.1f} to {_pct(self.ci_high, sign=False)})"
+        if self.status == "inconclusive":
+            head += " inconclusive"
+        return head
 
     def describe(self) -> str:
-        """One line for a failure message or a report."""
-        unit = "MiB" if self.metric == "vram" else "s"
-        if self.value is None or self.base is None:
-            return f"{self.metric}: {self.status} {self.note}".rstrip()
-        change = (self.value / self.base - 1.0) * 100 if self.base else math.inf
-        lim = f", limit {self.limit:.3f} {unit}" if self.limit is not None else ""
-        return (f"{self.metric}: {self.value:.3f} {unit} vs baseline {self.base:.3f} {unit} "
-                f"({change:+.1f}%{lim}) {self.status} {self.note}").rstrip()
+        """One line: status, change, interval, tolerance, the values and rounds, and what could be seen."""
+        name = metric_label(self.metric)
+        if self.status in ("insufficient", "new"):
+            return f"{name}: {self.status} {self.note}".rstrip()
+        parts = [f"{_pct(self.estimate)}"]
+        if self.ci_low is not None:
+            parts.append(f"95% CI {_pct(self.ci_low)} to {_pct(self.ci_high)}")
+        if self.tolerance is not None:
+            parts.append(f"tolerance {_pct(self.tolerance, sign=False)}")
+        sides = f"{_value(self.metric, self.value)} vs {_value(self.metric, self.base)}"
+        if self.metric != "vram":
+            sides += f", {self.rounds} vs {self.base_rounds} rounds"
+        parts.append(sides)
+        if self.mdc is not None:
+            parts.append(f"could detect >= {_pct(self.mdc, sign=False)}")
+        return f"{name}: {self.status}, {'; '.join(parts)} {self.note}".rstrip()
 
 
 @dataclass(frozen=True)
 class Verdict:
-    """The comparison of a variant's Summary with its baseline."""
+    """A variant's Summary judged against its baseline (or B against A), metric by metric."""
 
     variant_id: str
     status: Status
     checks: tuple[Check, ...] = field(default_factory=tuple)
+    label: str = "vs baseline"  # what was compared: 'vs baseline', 'B vs A'
+    notes: tuple[str, ...] = ()
 
     @property
     def failed(self) -> bool:
@@ -153,51 +457,199 @@ class Verdict:
         return self.status == "regressed"
 
     @property
+    def decided(self) -> bool:
+        """Whether more rounds are pointless: ok or improved, or a regression beyond doubt (its whole interval
+        past the tolerance). False while inconclusive, insufficient or new, and while a regression's interval
+        still reaches into the tolerance: the remaining rounds confirm it (see the module's docstring)."""
+        if self.status == "regressed":
+            return any(c.clear for c in self.checks)
+        return self.status in ("improved", "ok")
+
+    def check(self, metric: str) -> Check | None:
+        """The check of one metric, if any."""
+        return next((c for c in self.checks if c.metric == metric), None)
+
+    @property
+    def headline(self) -> str:
+        """'step 4.3% slower (95% CI 3.9 to 4.8%), sampling (high noise) 4.1% slower, 8 others unchanged'."""
+        judged = [c for c in self.checks if c.status not in ("insufficient", "new")]
+        loud = sorted((c for c in judged if c.status != "ok" or c.change != "unchanged"),
+                      key=lambda c: PRECEDENCE.index(c.status))
+        quiet = [c for c in judged if c not in loud]
+        words = [c.headline() for c in loud]
+        if quiet:
+            words.append(f"{metric_label(quiet[0].metric)} unchanged" if len(quiet) == 1
+                         else f"{len(quiet)} others unchanged" if loud else f"{len(quiet)} metrics unchanged")
+        return ", ".join(words)
+
+    @property
+    def detection(self) -> str:
+        """What this run could have seen on its steadiest metric: 'could detect >= 1.2% on step with 3 rounds'."""
+        c = self.check("step") or next((c for c in self.checks if c.mdc is not None), None)
+        if c is None or c.mdc is None:
+            return ""
+        return f"could detect >= {c.mdc * 100:.1f}% on {metric_label(c.metric)} with {c.rounds} rounds"
+
+    @property
     def message(self) -> str:
-        """All checks, one per line."""
-        head = f"{self.variant_id}: {self.status}"
-        return "\n".join([head, *("  " + c.describe() for c in self.checks)])
+        """The verdict and its headline, then one line per metric and the notes."""
+        head = f"{self.variant_id}: {self.status} ({self.label})"
+        if self.headline:
+            head += f": {self.headline}"
+        shown = [c for c in self.checks if not (c.value == 0.0 and c.base == 0.0)]  # phases cached on both sides
+        lines = [head, *("  " + c.describe() for c in shown), *("  " + n for n in self.notes)]
+        if self.detection:
+            lines.append("  " + self.detection)
+        return "\n".join(lines)
 
 
-def _judge(metric: str, new: Sequence[float], base: Sequence[float], tol: Tolerance) -> Check:
-    """Regressed only when the best new value is beyond the tolerance of the worst baseline value too.
-
-    A median past the limit with a best value inside it is 'suspicious': noise or a real change that
-    more rounds would settle.
-    """
-    if not new or not base:
-        return Check(metric, "insufficient", None, None, None, "(no data)")
-    new_med, base_med = statistics.median(new), statistics.median(base)
-    limit = tol.limit(base_med)
-    if new_med <= limit:
-        floor = base_med / (1.0 + tol.ratio) if tol.ratio else base_med - (tol.absolute or 0.0)
-        status: Status = "improved" if max(new) < floor else "ok"
-        return Check(metric, status, new_med, base_med, limit)
-    if min(new) > tol.limit(max(base)):
-        return Check(metric, "regressed", new_med, base_med, limit)
-    return Check(metric, "suspicious", new_med, base_med, limit, "(rounds overlap the baseline's spread)")
-
-
-def compare(summary: Summary, baseline: Summary | None, tols: Mapping[str, Tolerance]) -> Verdict:
-    """Judge a Summary against its baseline: time, seconds per step and peak VRAM."""
-    if baseline is None:
-        return Verdict(summary.variant_id, "new")
-    checks = [
-        _judge("time", summary.wall_s, baseline.wall_s, tols["time"]),
-        _judge("step", summary.step_s, baseline.step_s, tols["step"]),
-    ]
-    if summary.peak_vram_mib is not None and baseline.peak_vram_mib is not None:
-        checks.append(_judge("vram", [summary.peak_vram_mib], [baseline.peak_vram_mib], tols["vram"]))
-    statuses = {c.status for c in checks}
-    status: Status
-    if "regressed" in statuses:
+def _judge(metric: str, new: Summary, base: Summary, tol: Tolerance, spread: float, session: float) -> Check:
+    new_means, base_means = new.round_means(metric), base.round_means(metric)
+    value, ref = new.median(metric), base.median(metric)
+    if not base_means:
+        return Check(metric, "new", value=value, note="(not in the baseline)", rounds=len(new_means))
+    if not new_means:
+        return Check(metric, "insufficient", base=ref, note="(not measured in this run)",
+                     base_rounds=len(base_means))
+    if metric == "vram":  # a peak: the largest of each side, against the tolerance alone
+        assert value is not None
+        assert ref is not None
+        allowance = tol.allowance(ref) + spread * ref
+        rel = allowance / ref if ref else None
+        est = value / ref - 1.0 if ref else None
+        status: Status = ("regressed" if value - ref > allowance else
+                          "improved" if ref - value > allowance else "ok")
+        return Check(metric, status, est, value=value, base=ref, tolerance=rel, rounds=len(new_means),
+                     base_rounds=len(base_means))
+    n, nb = len(new_means), len(base_means)
+    if n < MIN_ROUNDS or nb < MIN_ROUNDS:
+        return Check(metric, "insufficient", value=value, base=ref, rounds=n, base_rounds=nb,
+                     note=f"(rounds {n} vs {nb}: {MIN_ROUNDS} a side are needed for a spread)")
+    mean_base = statistics.fmean(base_means)
+    allowance = tol.allowance(mean_base) + spread * mean_base
+    iv = welch(new_means, base_means, extra_var=2.0 * (session * mean_base) ** 2)
+    if iv.low > 0.0 and iv.diff > allowance:
         status = "regressed"
-    elif "suspicious" in statuses:
-        status = "suspicious"
-    elif statuses <= {"insufficient"}:
-        status = "insufficient"
-    elif "improved" in statuses and statuses <= {"improved", "ok", "insufficient"}:
+    elif iv.high < 0.0 and iv.diff < -allowance:
         status = "improved"
-    else:
+    elif iv.high <= allowance:
         status = "ok"
-    return Verdict(summary.variant_id, status, tuple(checks))
+    else:
+        status = "inconclusive"
+    mdc = max(allowance, iv.t * iv.se) + statistics.NormalDist().inv_cdf(POWER) * iv.se
+    if mean_base <= 0.0:  # a phase cached to nothing: no relative figures
+        note = f"(mean {statistics.fmean(new_means):.3f} s vs {mean_base:.3f} s)"
+        return Check(metric, status, value=value, base=ref, note=note, rounds=n, base_rounds=nb)
+    return Check(metric, status, iv.diff / mean_base, iv.low / mean_base, iv.high / mean_base, mdc / mean_base,
+                 value, ref, allowance / mean_base, rounds=n, base_rounds=nb)
+
+
+def compare(summary: Summary, baseline: Summary | None, tols: Mapping[str, Tolerance], *,
+            machine_spread: float | Mapping[str, float] = 0.0, session_spread: Mapping[str, float] | None = None,
+            label: str = "vs baseline") -> Verdict:
+    """Judge a Summary against its baseline, every metric that either holds.
+
+    `machine_spread`: when the baseline comes from another physical GPU of the same model, the
+    machine-to-machine spread widens each band: a fraction for every time metric, or one per metric
+    with '*' for the rest (MACHINE_SPREAD holds the measured defaults).
+    `session_spread`: per metric, the standard deviation of a whole session's mean relative to it, as the
+    history of recorded sessions shows it (baselines.session_spread); it widens the intervals, since the
+    baseline's session and this one each carry their own offset.
+    `label` names the comparison in the message: 'vs baseline', or 'B vs A' for two environments in one
+    session (then `baseline` is A's summary).
+    """
+    if baseline is None:
+        return Verdict(summary.variant_id, "new", label=label)
+    metrics = sorted(set(summary.samples) | set(baseline.samples), key=_metric_order)
+    defaults = {t.metric: t for t in map(parse_tolerance, DEFAULT_TOLERANCES)}
+
+    def spread(metric: str) -> float:
+        if isinstance(machine_spread, Mapping):
+            return machine_spread.get(base_metric(metric), machine_spread.get("*", 0.0))
+        return 0.0 if metric == "vram" else machine_spread
+
+    sessions = {m: v for m, v in (session_spread or {}).items() if v > 0.0 and m != "vram"}
+    checks = tuple(_judge(m, summary, baseline, tols.get(base_metric(m)) or defaults[base_metric(m)], spread(m),
+                          sessions.get(m, 0.0)) for m in metrics)
+    statuses = {c.status for c in checks}
+    status: Status = next((s for s in PRECEDENCE if s in statuses), "new")
+    notes: tuple[str, ...] = ()
+    widened: dict[float, list[str]] = {}
+    for m in metrics:
+        if spread(m) and not m.startswith("sampling:"):
+            widened.setdefault(spread(m), []).append(metric_label(m))
+    if widened:
+        text = "; ".join(f"{', '.join(names)} {value * 100:g}%" for value, names in widened.items())
+        notes = (f"the baseline comes from another GPU of this model: bands widened by the machine-to-machine "
+                 f"spread ({text}); record this GPU's own baseline with --wan22-update-baselines",)
+    judged = [m for m in metrics if m in sessions and m in baseline.samples]
+    if judged:
+        text = ", ".join(f"{metric_label(m)} {sessions[m] * 100:.1f}%" for m in judged)
+        notes += (f"intervals include the session-to-session spread the recorded sessions show ({text})",)
+    return Verdict(summary.variant_id, status, checks, label, notes)
+
+
+def more_rounds(verdict: Verdict, done: int, min_rounds: int, max_rounds: int) -> bool:
+    """Whether to run another timed round: always up to the minimum, then until the verdict is decided or the
+    maximum is reached. A baseline being recorded (`new`) runs to the maximum: its precision is what later
+    comparisons can see."""
+    if done < min_rounds:
+        return True
+    return done < max_rounds and not verdict.decided
+
+
+# --- history ----------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ChangePoint:
+    """A level shift in a series: the first index of the new level, the means either side, and its p-value."""
+
+    index: int
+    before: float
+    after: float
+    p_value: float
+
+    @property
+    def change(self) -> float:
+        """Relative change after/before - 1."""
+        return self.after / self.before - 1.0 if self.before else math.inf
+
+
+def change_points(series: Sequence[float], *, min_size: int = 3, alpha: float = 0.01,
+                  min_change: float = 0.0) -> list[ChangePoint]:
+    """Level shifts in a series by binary segmentation: in each segment the split with the largest two-sample
+    t statistic, kept when its p-value, Bonferroni-corrected for the splits tried, is under alpha and the
+    shift is at least `min_change` (relative); then both halves are searched again."""
+    found: list[ChangePoint] = []
+
+    def search(lo: int, hi: int) -> None:
+        best: tuple[float, int] | None = None
+        splits = range(lo + min_size, hi - min_size + 1)
+        for k in splits:
+            t = _pooled_t(series[lo:k], series[k:hi])
+            if best is None or t > best[0]:
+                best = (t, k)
+        if best is None:
+            return
+        t, k = best
+        p = min(1.0, 2.0 * t_sf(t, hi - lo - 2) * len(splits)) if math.isfinite(t) else 0.0
+        before, after = statistics.fmean(series[lo:k]), statistics.fmean(series[k:hi])
+        if p < alpha and (not before or abs(after / before - 1.0) >= min_change):
+            found.append(ChangePoint(k, before, after, p))
+            search(lo, k)
+            search(k, hi)
+
+    search(0, len(series))
+    return sorted(found, key=lambda c: c.index)
+
+
+def _pooled_t(a: Sequence[float], b: Sequence[float]) -> float:
+    """|t| of the pooled-variance two-sample test (inf for a shift with no spread)."""
+    ma, mb = statistics.fmean(a), statistics.fmean(b)
+    ss = sum((x - ma) ** 2 for x in a) + sum((x - mb) ** 2 for x in b)
+    df = len(a) + len(b) - 2
+    se = math.sqrt(ss / df * (1 / len(a) + 1 / len(b))) if df > 0 else 0.0
+    if se == 0.0:
+        return math.inf if ma != mb else 0.0
+    return abs(ma - mb) / se
+

@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from . import benchmarking, preflight
-from .baselines import BaselineStore, machine_mismatch, version_changes
+from .baselines import BaselineStore, drift, machine_mismatch, same_gpu, session_spread, version_changes
 from .client import ComfyClient
-from .compare import Summary, Verdict, compare, summarise
+from .compare import MACHINE_SPREAD, Summary, Verdict, compare, more_rounds, summarise
 from .errors import ServerStartError, Wan22Error
 from .launcher import ComfyServer, ServerHandle, ServerSpec, public_argv
 from .records import Environment, RunRecord
@@ -557,10 +557,6 @@ class SideRunner:
         return record
 
 
-def _decided(verdict: Verdict) -> bool:
-    return verdict.status not in ("inconclusive", "insufficient", "suspicious")
-
-
 @pytest.fixture
 def wan22_run(request: pytest.FixtureRequest, wan22_servers: ServerPool, wan22_tier: Tier,
               wan22_models: SyntheticModels | None) -> Callable[..., VariantResult]:
@@ -630,8 +626,14 @@ def _run_one(config: pytest.Config, pool: ServerPool, tier: Tier, v: Variant, va
             return Verdict(key, "new")
         if server.environment.emulated_tier:
             return Verdict(key, "insufficient")  # emulated timings are never compared
-        return config.hook.pytest_wan22_compare(config=config, summary=summary, baseline=stored) or compare(
-            summary, stored, s.tolerances)
+        base = stored.summary if stored else None
+        found = config.hook.pytest_wan22_compare(config=config, summary=summary, baseline=base)
+        if found is not None:
+            return found  # type: ignore[no-any-return]
+        if stored is None:
+            return compare(summary, None, s.tolerances)
+        return compare(summary, stored.summary, s.tolerances, machine_spread=stored.spread,
+                       session_spread=stored.sessions)
 
     with ComfyClient(server.handle.url) as client:
         _empty_queue(client)
@@ -644,34 +646,53 @@ def _run_one(config: pytest.Config, pool: ServerPool, tier: Tier, v: Variant, va
         else:
             for _ in range(n_warm):
                 side.round(warmup=True)
-        while len(side.timed) < most:
-            if len(side.timed) >= fewest and (stored is None or _decided(verdict_now(side.timed))):
-                break
+        while len(side.timed) < most and (
+                len(side.timed) < fewest or (stored is not None and not s.update_baselines
+                                             and more_rounds(verdict_now(side.timed), len(side.timed), fewest,
+                                                             most))):
             side.round(warmup=False)
     records = side.records
     summary = summarise(key, records, variant.digest)
     verdict = verdict_now(side.timed)
     if s.update_baselines:
         state.summaries[(variant.workflow.name, key)] = summary
-    changes = version_changes(state.baseline_machine, server.environment) if state.baseline_machine else []
-    return records, summary, verdict, f"changed since the baseline: {', '.join(changes)}" if changes else ""
+    if stored is not None:
+        if shifts := drift(stored.history, summary, s.tolerances):
+            verdict = replace(verdict, notes=(*verdict.notes, *shifts))
+        changes = version_changes(stored.machine, server.environment)
+        return records, summary, verdict, f"changed since the baseline: {', '.join(changes)}" if changes else ""
+    return records, summary, verdict, ""
 
 
-def _stored_baseline(state: State, tier: Tier, workflow: str, key: str, env: Environment) -> Summary | None:
-    """The variant's stored baseline (None when recording or there is none); another GPU fails the test here,
-    before any round runs."""
+@dataclass(frozen=True)
+class StoredBaseline:
+    """A variant's stored baseline as a comparison uses it: the summary, the machine it was recorded on, the
+    spread added for another GPU of the same model, and the spread of its recorded sessions."""
+
+    summary: Summary
+    machine: Environment
+    spread: float | Mapping[str, float]
+    sessions: Mapping[str, float]
+    history: tuple[Any, ...]
+
+
+def _stored_baseline(state: State, tier: Tier, workflow: str, key: str, env: Environment) -> StoredBaseline | None:
+    """The variant's stored baseline (None when recording or there is none); another GPU model fails the test
+    here, before any round runs."""
     s = state.settings
-    state.baseline_machine = None
     if s.update_baselines or env.emulated_tier:
         return None
     stored = BaselineStore(s.baselines_dir).load(tier.name, workflow)
-    base = stored.variants.get(key) if stored else None
-    if stored is not None and base is not None:
-        why = machine_mismatch(stored.machine, env)
-        if why:
-            pytest.fail(f"{key}: {why}", pytrace=False)
-        state.baseline_machine = stored.machine
-    return base
+    entry = stored.entries.get(key) if stored else None
+    if stored is None or entry is None:
+        return None
+    machine = stored.machine_of(key)
+    why = machine_mismatch(machine, env)
+    if why:
+        pytest.fail(f"{key}: {why}", pytrace=False)
+    spread = 0.0 if same_gpu(machine, env) else MACHINE_SPREAD  # another GPU of the same model
+    return StoredBaseline(entry.summary, machine, spread, session_spread(entry.history, entry.summary),
+                          tuple(entry.history))
 
 
 def _fits_both(state: State, first: list[RunRecord]) -> bool:
@@ -707,10 +728,11 @@ def _run_ab(config: pytest.Config, pool: ServerPool, tier: Tier, v: Variant, var
 
         def verdict_now() -> Verdict:
             return compare(summarise(key, b.timed, variant.digest), summarise(key, a.timed, variant.digest),
-                           s.tolerances)
+                           s.tolerances, label="B vs A")
 
         def more() -> bool:
-            return len(b.timed) < most and not (len(b.timed) >= fewest and _decided(verdict_now()))
+            return len(b.timed) < fewest or (len(b.timed) < most and more_rounds(verdict_now(), len(b.timed),
+                                                                               fewest, most))
 
         for _ in range(a.warmups_needed(*warm)):
             a.round(warmup=True)

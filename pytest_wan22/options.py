@@ -119,10 +119,11 @@ OPTIONS: tuple[Option, ...] = (
            default="baselines"),
     Option("update_baselines", "Record this session's results as the new baselines (nothing else writes them).",
            parse=_bool, default=False, flag=True),
-    Option("tolerance", "Allowed change before a test fails, as METRIC:LIMIT, e.g. time:10% or vram:512MiB; "
-           "may be repeated.", parse=parse_tolerance, multiple=True, metavar="METRIC:LIMIT"),
+    Option("tolerance", "Allowed change before a test fails, as METRIC:LIMIT (METRIC: step, sampling, wall, a "
+           "phase such as decode or save, vram), e.g. step:2%, wall:10%+0.5s or vram:512MiB; may be repeated.",
+           parse=parse_tolerance, multiple=True, metavar="METRIC:LIMIT"),
     Option("rounds", "Most timed rounds per variant: rounds stop earlier once the verdict is decided.",
-           parse=_rounds, default=6, metavar="N"),
+           parse=_rounds, default=10, metavar="N"),
     Option("min_rounds", "Fewest timed rounds per variant before a verdict may stop them (all of --wan22-rounds "
            "when recording baselines).", parse=_rounds, default=3, metavar="N"),
     Option("warmup_rounds", "Untimed rounds before the timed ones (model loads, compilation).",

@@ -16,7 +16,7 @@ from . import hookspecs
 from ._xdist import pytest_xdist_auto_num_workers  # noqa: F401 - found through this module, before configure
 from .baselines import BaselineStore
 from .compare import Summary, Verdict
-from .errors import NvmlUnavailable, Wan22Error
+from .errors import BaselineError, NvmlUnavailable, Wan22Error
 from .fixtures import (  # noqa: F401 - fixtures are found through this module
     wan22_client,
     wan22_device,
@@ -53,8 +53,9 @@ class State:
     machine: Environment | None = None
     server: Any = None
     server_start_s: float = 0.0
-    baseline_machine: Environment | None = None
     skipped_warmups: list[str] = field(default_factory=list)
+    baseline_notes: list[str] = field(default_factory=list)  # files set aside at session start
+    written_notes: list[str] = field(default_factory=list)  # ... and when baselines were written
 
 
 STATE_KEY = pytest.StashKey[State]()
@@ -166,7 +167,13 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("markers", line)
     config.addinivalue_line("markers", "wan22_budget(gib): peak-VRAM budget for this test's variants, "
                             "instead of the tier table's")
-    config.stash[STATE_KEY] = _detect(config, settings)
+    state = config.stash[STATE_KEY] = _detect(config, settings)
+    if state.tier is not None and not hasattr(config, "workerinput"):  # once, before any ComfyUI starts
+        try:
+            state.baseline_notes = BaselineStore(settings.baselines_dir).check(state.tier.name,
+                                                                              settings.update_baselines)
+        except BaselineError as exc:
+            raise pytest.UsageError(str(exc)) from None
     if config.pluginmanager.hasplugin("benchmark"):
         from .benchmarking import BenchmarkHooks
 
@@ -199,6 +206,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     lines = [f"wan22: tier {state.detection}; ComfyUI: {where}"]
     if state.nvml is None and (config.option.verbose > 0 or (state.tier and state.tier.is_gpu)):
         lines.append(f"wan22: VRAM not measured: {state.nvml_reason}")
+    lines.extend(f"wan22: {note}" for note in state.baseline_notes)
     return lines
 
 
@@ -235,6 +243,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         terminalreporter.write_line(line)
     if state.settings.update_baselines and state.summaries:
         terminalreporter.write_line(f"wan22: baselines written under {state.settings.baselines_dir}")
+        for note in state.written_notes:
+            terminalreporter.write_line(f"wan22: {note}")
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -292,3 +302,5 @@ def write_baselines(state: State) -> None:
             by_workflow.setdefault(workflow, {})[variant_id] = summary
     for workflow, summaries in by_workflow.items():
         store.update(state.tier.name, workflow, state.machine or Environment(), summaries)
+    state.written_notes.extend(f"baseline {old} was unreadable when written; kept as {kept.name}"
+                                for old, kept in store.set_aside)

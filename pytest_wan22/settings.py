@@ -35,7 +35,7 @@ class Settings:
     baselines_dir: Path = Path("baselines")
     update_baselines: bool = False
     tolerances: Mapping[str, Tolerance] = field(default_factory=dict)
-    rounds: int = 6
+    rounds: int = 10
     min_rounds: int = 3
     warmup_rounds: int = 1
     log_dir: Path | None = None

@@ -162,7 +162,8 @@ def test_baselines_are_written_only_on_request_then_a_slowdown_fails(wan22_proje
     p.runpytest("--wan22-update-baselines").assert_outcomes(passed=1)
     stored = json.loads((p.path / "baselines" / "rtx5090" / "wan22_i2v_a14b.json").read_text())
     assert list(stored["variants"]) == ["high_low-5s-640p-lightx2v_4step"]
-    assert stored["machine"]["gpu_name"] == "NVIDIA GeForce RTX 5090"
+    assert stored["variants"]["high_low-5s-640p-lightx2v_4step"]["summary"]["machine"]["gpu_name"] == (
+        "NVIDIA GeForce RTX 5090")
     p.runpytest().assert_outcomes(passed=1)
     # A hundred times slower sampler steps: a slowdown far beyond any noise band.
     with pytest.MonkeyPatch.context() as mp:

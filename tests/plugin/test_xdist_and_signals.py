@@ -96,7 +96,7 @@ def test_two_workers_two_gpus_two_servers_one_baseline_file(wan22_project: Proje
     assert files == [p.path / "baselines" / "rtx5090" / "wan22_i2v_a14b.json"]
     stored = json.loads(files[0].read_text())
     assert sorted(stored["variants"]) == sorted(_variant(n) for n in SECONDS)
-    assert all(v["rounds"] == 2 for v in stored["variants"].values())
+    assert all(v["summary"]["rounds"] == 2 for v in stored["variants"].values())
 
 
 def test_more_workers_than_gpus_is_refused_before_any_worker_starts(wan22_project: Project) -> None:

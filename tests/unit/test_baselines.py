@@ -1,49 +1,202 @@
 from __future__ import annotations
 
 import json
+import math
 import os
+import subprocess
+import sys
+import textwrap
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from pytest_wan22.baselines import Baseline, BaselineStore, machine_mismatch, version_changes
-from pytest_wan22.compare import Summary
+from pytest_wan22.baselines import (
+    HISTORY_LENGTH,
+    SCHEMA_VERSION,
+    Baseline,
+    BaselineStore,
+    Entry,
+    Session,
+    drift,
+    machine_mismatch,
+    same_gpu,
+    session_of,
+    session_spread,
+    version_changes,
+)
+from pytest_wan22.compare import Summary, tolerances
 from pytest_wan22.errors import BaselineError
 from pytest_wan22.records import Environment
 
-ENV = Environment(gpu_name="NVIDIA H200", driver="580.159.04", torch="2.11.0", comfyui="0.8.0", models="user")
+REPO = Path(__file__).resolve().parents[2]
+ENV = Environment(gpu_name="NVIDIA H200", gpu_uuid="GPU-1", driver="580.159.04", torch="2.11.0", comfyui="0.8.0",
+                  models="user", gpu_state={"sm_clock_mhz": 1980.0})
 
 
-def test_round_trip_and_merge(tmp_path: Path) -> None:
+def _summary(variant: str = "v", step: float = 2.7, machine: Environment | None = ENV, at: float = 1.0) -> Summary:
+    return Summary(variant, 3, {"step": ((step, step + 0.01), (step,), (step,)), "wall": ((15.3,), (15.4,), (15.3,)),
+                                "vram": ((40800.0,),)}, "abc", machine=machine, recorded_at=at)
+
+
+def test_round_trip_merge_and_history(tmp_path: Path) -> None:
     store = BaselineStore(tmp_path)
-    a = Summary("high_low-5s", 3, (15.3, 15.4, 15.3), (2.68, 2.69), 40800.0, "abc")
+    a = _summary("high_low-5s")
     store.update("h200", "wan22_i2v_a14b", ENV, {a.variant_id: a})
-    b = Summary("low_high-5s", 3, (15.6,), (2.68,), 40900.0)
+    b = _summary("low_high-5s", machine=None)  # gets the machine passed in
     path = store.update("h200", "wan22_i2v_a14b", ENV, {b.variant_id: b})
     assert path == tmp_path / "h200" / "wan22_i2v_a14b.json"
-    loaded = store.load("h200", "wan22_i2v_a14b")
+    loaded = BaselineStore(tmp_path).load("h200", "wan22_i2v_a14b")
     assert loaded is not None
-    assert loaded.variants == {a.variant_id: a, b.variant_id: b}
-    assert loaded.machine == ENV
+    assert loaded.schema_version == SCHEMA_VERSION
+    assert loaded.variants == {a.variant_id: a, b.variant_id: replace(b, machine=ENV)}
+    assert loaded.machine_of("high_low-5s") == ENV
+    assert loaded.machine_of("high_low-5s").gpu_state == {"sm_clock_mhz": 1980.0}  # clocks at record time
+    assert loaded.entries["high_low-5s"].history == (session_of(a),)
+    data = json.loads(path.read_text())
+    assert data["schema_version"] == 2
+    assert data["variants"]["high_low-5s"]["summary"]["samples"]["step"] == [[2.7, 2.71], [2.7], [2.7]]
+    assert '[2.7, 2.71]' in path.read_text()  # a round's samples on one line
 
 
-def test_missing_file_is_none_and_bad_file_names_the_fix(tmp_path: Path) -> None:
+def test_history_is_bounded_and_keeps_the_latest(tmp_path: Path) -> None:
     store = BaselineStore(tmp_path)
-    assert store.load("h200", "w") is None
-    p = store.path("h200", "w")
-    p.parent.mkdir(parents=True)
-    p.write_text("{not json")
-    with pytest.raises(BaselineError, match="--wan22-update-baselines"):
+    for i in range(HISTORY_LENGTH + 5):
+        store.update("h200", "w", ENV, {"v": _summary(step=2.7 + i / 1000, at=float(i))})
+    entry = BaselineStore(tmp_path).load("h200", "w")
+    assert entry is not None
+    history = entry.entries["v"].history
+    assert len(history) == HISTORY_LENGTH
+    assert [s.recorded_at for s in history] == [float(i) for i in range(5, HISTORY_LENGTH + 5)]
+    assert entry.variants["v"].recorded_at == HISTORY_LENGTH + 4
+
+
+def test_session_of_keeps_medians_versions_and_gpu() -> None:
+    s = session_of(_summary())
+    assert s.medians == {"step": 2.7, "wall": 15.3, "vram": 40800.0}
+    assert s.versions == {"driver": "580.159.04", "torch": "2.11.0", "comfyui": "0.8.0"}
+    assert (s.gpu_uuid, s.rounds, s.recorded_at) == ("GPU-1", 3, 1.0)
+
+
+V1 = {
+    "schema_version": 1, "tier": "h200", "workflow": "wan22_i2v_a14b",
+    "machine": {"gpu_name": "NVIDIA H200", "gpu_uuid": "GPU-192a", "driver": "580.159.04", "torch": "2.11.0+cu130",
+                "gpu_state": {"sm_clock_mhz": 1980.0}},
+    "variants": {"high_low-5s": {"variant_id": "high_low-5s", "rounds": 2, "wall_s": [15.25, 15.24],
+                                 "step_s": [2.657, 2.662, 2.660, 2.661], "peak_vram_mib": 81654.0,
+                                 "digest": "64a1", "outcome": "success"}},
+}
+
+
+def test_schema_1_files_are_migrated_and_rewritten_as_2(tmp_path: Path) -> None:
+    store = BaselineStore(tmp_path)
+    path = store.path("h200", "wan22_i2v_a14b")
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(V1))
+    old = store.load("h200", "wan22_i2v_a14b")
+    assert old is not None
+    assert old.schema_version == 1
+    s = old.variants["high_low-5s"]
+    assert s.samples == {"wall": ((15.25,), (15.24,)), "step": ((2.657, 2.662), (2.660, 2.661)),
+                         "vram": ((81654.0,),)}
+    assert s.machine is not None
+    assert s.machine.gpu_uuid == "GPU-192a"
+    assert (s.rounds, s.digest) == (2, "64a1")
+    store.update("h200", "wan22_i2v_a14b", ENV, {"other": _summary("other")})
+    data = json.loads(path.read_text())
+    assert data["schema_version"] == 2
+    assert sorted(data["variants"]) == ["high_low-5s", "other"]  # the migrated variant is kept
+
+
+def test_the_repositorys_own_baseline_file_reads() -> None:
+    files = sorted((REPO / "baselines").glob("*/*.json"))
+    assert files
+    store = BaselineStore(REPO / "baselines")
+    for f in files:
+        b = store.load(f.parent.name, f.stem)
+        assert b is not None
+        assert all(s.rounds and s.samples.get("step") for s in b.variants.values())
+
+
+def _write(store: BaselineStore, text: str, tier: str = "h200", workflow: str = "w") -> Path:
+    path = store.path(tier, workflow)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+GOOD = json.dumps({"schema_version": 2, "tier": "h200", "workflow": "w", "variants": {}})
+
+
+@pytest.mark.parametrize(("text", "kind", "cause"), [
+    ("{not json", "corrupt", "not valid JSON"),
+    (GOOD[: len(GOOD) // 2], "corrupt", "not valid JSON"),  # truncated
+    ("<<<<<<< HEAD\n" + GOOD + "\n=======\n" + GOOD + "\n>>>>>>> other\n", "corrupt", "not valid JSON"),
+    (json.dumps({"schema_version": 2, "tier": "h200", "workflow": "w", "variants": []}), "corrupt", "malformed"),
+    (json.dumps({"schema_version": 2, "tier": "h200", "workflow": "w", "variants": {"v": {"history": []}}}),
+     "corrupt", "malformed"),
+    (json.dumps({"schema_version": 99, "tier": "h200", "workflow": "w"}), "foreign", "schema_version 99"),
+    (json.dumps({"schema_version": 2, "tier": "rtx4090", "workflow": "w", "variants": {}}), "foreign",
+     "tier 'rtx4090'"),
+    (json.dumps({"schema_version": 2, "tier": "h200", "workflow": "other", "variants": {}}), "foreign",
+     "workflow 'other'"),
+    (json.dumps({"name": "package"}), "foreign", "not a pytest-wan22 baseline"),
+    (json.dumps([1, 2]), "foreign", "not a pytest-wan22 baseline"),
+])
+def test_unusable_files_are_told_apart(tmp_path: Path, text: str, kind: str, cause: str) -> None:
+    store = BaselineStore(tmp_path)
+    path = _write(store, text)
+    (problem,) = store.problems("h200")
+    assert (problem.path, problem.kind) == (path, kind)
+    assert cause in problem.reason
+    with pytest.raises(BaselineError, match=f"{path}.* is {kind}: .*{cause.split()[0]}"):
         store.load("h200", "w")
-    p.write_text(json.dumps({"schema_version": 99}))
-    with pytest.raises(BaselineError, match="schema_version 99"):
-        store.load("h200", "w")
+
+
+def test_check_at_session_start_stops_on_a_corrupt_file_with_the_fix(tmp_path: Path) -> None:
+    store = BaselineStore(tmp_path)
+    _write(store, GOOD)
+    bad = _write(store, "{trunc", workflow="x")
+    with pytest.raises(BaselineError, match=r"x\.json is corrupt: not valid JSON.*--wan22-update-baselines"):
+        store.check("h200")
+    assert bad.read_text() == "{trunc"  # nothing touched without the update flag
+    assert store.check("rtx4090") == []  # another tier's folder is not this session's business
+
+
+def test_check_with_update_sets_a_corrupt_file_aside_but_never_a_foreign_one(tmp_path: Path) -> None:
+    store = BaselineStore(tmp_path)
+    bad = _write(store, "{trunc", workflow="x")
+    (line,) = store.check("h200", update=True)
+    kept = [p for p in bad.parent.iterdir() if p.name.startswith("x.json.corrupt-")]
+    assert len(kept) == 1
+    assert kept[0].read_text() == "{trunc"
+    assert not bad.exists()
+    assert kept[0].name in line
+    assert "rewritten from this run" in line
+    assert store.set_aside == [(bad, kept[0])]
+    _write(store, json.dumps({"schema_version": 7, "tier": "h200", "workflow": "y"}), workflow="y")
+    with pytest.raises(BaselineError, match="is foreign"):
+        store.check("h200", update=True)
+
+
+def test_update_over_a_corrupt_file_keeps_it_aside_and_writes_the_new(tmp_path: Path) -> None:
+    store = BaselineStore(tmp_path)
+    path = _write(store, "{trunc")
+    store.update("h200", "w", ENV, {"v": _summary()})
+    loaded = store.load("h200", "w")
+    assert loaded is not None
+    assert list(loaded.variants) == ["v"]
+    ((old, kept),) = store.set_aside
+    assert old == path
+    assert kept.read_text() == "{trunc"
+    _write(store, json.dumps({"schema_version": 7, "tier": "h200", "workflow": "w"}))
+    with pytest.raises(BaselineError, match="foreign"):
+        store.update("h200", "w", ENV, {"v": _summary()})
 
 
 def test_failed_write_keeps_the_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     store = BaselineStore(tmp_path)
-    s = Summary("v", 1, (1.0,), (), None)
-    path = store.save(Baseline("cpu", "w", ENV, {"v": s}))
+    path = store.save(Baseline("cpu", "w", {"v": Entry(_summary())}))
     before = path.read_text()
 
     def boom(*args: object) -> None:
@@ -51,9 +204,47 @@ def test_failed_write_keeps_the_old_file(tmp_path: Path, monkeypatch: pytest.Mon
 
     monkeypatch.setattr(os, "replace", boom)
     with pytest.raises(OSError, match="disk full"):
-        store.save(Baseline("cpu", "w", ENV, {"v": Summary("v", 1, (2.0,), (), None)}))
+        store.save(Baseline("cpu", "w", {"v": Entry(_summary(step=3.0))}))
     assert path.read_text() == before
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temp file left behind
+
+
+def test_load_is_read_once_until_the_file_changes(tmp_path: Path) -> None:
+    store = BaselineStore(tmp_path)
+    store.update("h200", "w", ENV, {"v": _summary()})
+    first = store.load("h200", "w")
+    assert store.load("h200", "w") is first
+    BaselineStore(tmp_path).update("h200", "w", ENV, {"u": _summary("u")})  # another writer
+    again = store.load("h200", "w")
+    assert again is not None
+    assert sorted(again.variants) == ["u", "v"]
+
+
+WRITER = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+    from pytest_wan22.baselines import BaselineStore
+    from pytest_wan22.compare import Summary
+    from pytest_wan22.records import Environment
+
+    root, name, n = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+    store = BaselineStore(root)
+    for i in range(n):
+        s = Summary(f"{name}-{i}", 1, {"wall": ((float(i),),)})
+        store.update("h200", "w", Environment(), {s.variant_id: s})
+""")
+
+
+def test_two_sessions_updating_one_file_at_once_both_land(tmp_path: Path) -> None:
+    script = tmp_path / "writer.py"
+    script.write_text(WRITER)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    procs = [subprocess.Popen([sys.executable, str(script), str(tmp_path / "b"), name, "25"], env=env)
+             for name in ("a", "b")]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    loaded = BaselineStore(tmp_path / "b").load("h200", "w")
+    assert loaded is not None
+    assert sorted(loaded.variants) == sorted(f"{n}-{i}" for n in "ab" for i in range(25))
 
 
 def test_machine_checks() -> None:
@@ -64,3 +255,54 @@ def test_machine_checks() -> None:
     assert "synthetic:a14b" in (machine_mismatch(ENV, synthetic) or "")
     newer = Environment(gpu_name="NVIDIA H200", driver="590.1", torch="2.12.0", comfyui="0.8.0")
     assert version_changes(ENV, newer) == ["driver 580.159.04 -> 590.1", "torch 2.11.0 -> 2.12.0"]
+    assert same_gpu(ENV, ENV)
+    assert not same_gpu(ENV, replace(ENV, gpu_uuid="GPU-2"))
+    assert same_gpu(ENV, replace(ENV, gpu_uuid=None))  # unknown: nothing to widen the band for
+
+
+def _history(values: list[float], gpu: str = "GPU-1", torch_from: int | None = None) -> list[Session]:
+    return [Session(1.7e9 + i * 86400, 3, {"step": v, "wall": 15.0}, gpu,
+                    {"torch": "2.12.0" if torch_from is not None and i >= torch_from else "2.11.0"})
+            for i, v in enumerate(values)]
+
+
+def test_drift_names_the_shift_its_date_and_what_changed() -> None:
+    values = [2.70, 2.71, 2.70, 2.69, 2.70, 2.71, 2.79, 2.80, 2.79, 2.80, 2.81]
+    (line,) = drift(_history(values, torch_from=6), None, tolerances([]))
+    assert line.startswith("step shifted +3.6% from 2023-11-20 on (torch 2.11.0 -> 2.12.0)")
+    assert "across 11 sessions of this GPU" in line
+
+
+def test_drift_is_quiet_on_noise_small_shifts_and_other_gpus() -> None:
+    tols = tolerances([])
+    assert drift(_history([2.70, 2.71, 2.70, 2.69, 2.70, 2.71, 2.70, 2.71]), None, tols) == []
+    small = [2.700, 2.701, 2.700, 2.701, 2.720, 2.721, 2.720, 2.721]  # +0.7%: real, under the 1.3% tolerance
+    assert drift(_history(small), None, tols) == []
+    assert drift(_history(small), None, tolerances(["step:0.5%"]))
+    mixed = _history([2.70] * 4, gpu="GPU-0") + _history([2.80] * 4)  # another GPU's sessions are left out
+    assert drift(mixed, None, tols) == []
+
+
+def test_drift_counts_this_session_last() -> None:
+    history = _history([2.70, 2.71, 2.70, 2.79, 2.80])
+    current = Summary("v", 3, {"step": ((2.80,), (2.81,), (2.80,))}, machine=Environment(gpu_uuid="GPU-1"))
+    (line,) = drift(history, current, tolerances([]))
+    assert "across 6 sessions" in line
+
+
+def test_session_spread_from_the_history_of_one_gpu() -> None:
+    values = [2.70, 2.727, 2.70, 2.727, 2.70]  # sessions alternating by 1%
+    spread = session_spread(_history(values))
+    assert spread["step"] == pytest.approx(math.sqrt((0.01**2 + 0.0099**2 * 3) / 4 / 2), rel=0.02)
+    assert "wall" not in spread  # no wander at all
+    assert session_spread(_history(values[:4])) == {}  # too few sessions to trust
+    other = _history([2.9, 3.1, 2.8, 3.2, 2.9], gpu="GPU-0") + _history([2.70, 2.70, 2.70, 2.70, 2.71])
+    assert session_spread(other)["step"] < 0.003  # the other GPU's sessions are left out
+    shifted = session_spread(_history([2.70, 2.70, 2.70, 2.80, 2.80, 2.80]))["step"]  # a level shift counts once
+    assert shifted == pytest.approx(math.sqrt((2.80 / 2.70 - 1) ** 2 / 5 / 2), rel=0.01)
+
+
+def test_session_spread_leaves_out_what_the_baselines_rounds_explain() -> None:
+    values = [2.70, 2.727, 2.70, 2.727, 2.70]
+    noisy = Summary("v", 3, {"step": ((2.6,), (2.7,), (2.8,))})
+    assert session_spread(_history(values), noisy) == {}  # rounds that scatter this much explain it all

@@ -1,73 +1,476 @@
 from __future__ import annotations
 
+import dataclasses
+import math
+from collections.abc import Sequence
+
+import numpy as np
 import pytest
 
-from pytest_wan22.compare import Summary, compare, parse_tolerance, summarise, tolerances
-from pytest_wan22.records import RunRecord, SamplerPass, VramReport
+from pytest_wan22.compare import (
+    MACHINE_SPREAD,
+    METRICS,
+    Check,
+    Summary,
+    Tolerance,
+    Verdict,
+    change_points,
+    compare,
+    more_rounds,
+    parse_tolerance,
+    summarise,
+    t_quantile,
+    t_sf,
+    tolerances,
+    welch,
+)
+from pytest_wan22.records import Environment, RunRecord, SamplerPass, VramReport
+
+# --- tolerances -------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
-    ("text", "ratio", "absolute"),
-    [("time:10%", 0.10, None), ("vram:512MiB", None, 512.0), ("vram:1GiB", None, 1024.0),
-     ("step:5%+0.05s", 0.05, 0.05), ("time:250ms", None, 0.25)],
+    ("text", "metric", "ratio", "absolute"),
+    [("time:10%", "wall", 0.10, None), ("wall:10%", "wall", 0.10, None), ("vram:512MiB", "vram", None, 512.0),
+     ("vram:1GiB", "vram", None, 1024.0), ("step:5%+0.05s", "step", 0.05, 0.05), ("time:250ms", "wall", None, 0.25),
+     ("sampling:2%", "sampling", 0.02, None), ("save:10%+0.5s", "save", 0.10, 0.5),
+     ("Decode:5%", "decode", 0.05, None)],
 )
-def test_parse_tolerance(text: str, ratio: float | None, absolute: float | None) -> None:
+def test_parse_tolerance(text: str, metric: str, ratio: float | None, absolute: float | None) -> None:
     t = parse_tolerance(text)
+    assert t.metric == metric
     assert t.ratio == (pytest.approx(ratio) if ratio is not None else None)
     assert t.absolute == (pytest.approx(absolute) if absolute is not None else None)
 
 
-@pytest.mark.parametrize("text", ["10%", "speed:10%", "time:ten", "vram:5s", "time:5MiB", "time:"])
+@pytest.mark.parametrize("text", ["10%", "speed:10%", "time:ten", "vram:5s", "time:5MiB", "time:",
+                                  "sampling:high noise:2%"])
 def test_bad_tolerance_says_what_is_expected(text: str) -> None:
     with pytest.raises(ValueError, match="tolerance"):
         parse_tolerance(text)
 
 
-def _s(wall: tuple[float, ...], step: tuple[float, ...] = (), vram: float | None = None) -> Summary:
-    return Summary("v", len(wall), wall, step, vram)
+def test_limit_is_the_larger_allowance_of_ratio_and_absolute() -> None:
+    t = Tolerance("step", ratio=0.02, absolute=0.1)
+    assert t.limit(1.0) == pytest.approx(1.1)  # the absolute part is larger here
+    assert t.limit(10.0) == pytest.approx(10.2)  # the ratio here
+    assert t.allowance(10.0) == pytest.approx(0.2)
+    assert Tolerance("vram", absolute=512).limit(1000) == 1512
+    assert str(t) == "step:2%+0.1s"
 
+
+def test_every_metric_has_a_default_and_users_override_one() -> None:
+    tols = tolerances(["time:20%"])
+    assert set(tols) == set(METRICS)
+    assert tols["wall"] == Tolerance("wall", 0.2)
+    assert tols["step"].ratio == pytest.approx(0.013)
+    assert tols["vram"].ratio is None
+    assert tols["vram"].absolute == 1024
+
+
+# --- Student's t ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("p", "df", "q"), [(0.975, 1, 12.706), (0.975, 2, 4.303), (0.975, 3, 3.182),
+                                            (0.975, 10, 2.228), (0.975, 30, 2.042), (0.995, 5, 4.032),
+                                            (0.9, 3, 1.638), (0.975, 1e9, 1.960)])
+def test_t_quantiles_match_the_tables(p: float, df: float, q: float) -> None:
+    assert t_quantile(p, df) == pytest.approx(q, abs=1e-3)
+    if df < 1e6:
+        assert t_sf(q, df) == pytest.approx(1 - p, abs=1e-4)
+        assert t_sf(-q, df) == pytest.approx(p, abs=1e-4)
+
+
+def test_welch_interval_by_hand() -> None:
+    new, base = [10.0, 12.0, 14.0], [9.0, 10.0, 11.0, 10.0]
+    iv = welch(new, base)
+    v1, v2 = 4.0 / 3, (2 / 3) / 4
+    assert iv.diff == pytest.approx(2.0)
+    assert iv.se == pytest.approx(math.sqrt(v1 + v2))
+    assert iv.df == pytest.approx((v1 + v2) ** 2 / (v1**2 / 2 + v2**2 / 3))
+    assert iv.low == pytest.approx(2.0 - iv.t * iv.se)
+    assert iv.t == pytest.approx(t_quantile(0.975, math.floor(iv.df * 100) / 100))
+
+
+# --- summaries --------------------------------------------------------------------------------------------
+
+ENV = Environment(gpu_name="NVIDIA H200", gpu_uuid="GPU-1", torch="2.11.0")
+
+
+def _record(wall: float, *, warmup: bool = False, ok: bool = True, peak: float | None = 900.0,
+            frames: tuple[float, ...] = (1.0, 3.0, 5.5), started: float = 0.0) -> RunRecord:
+    passes = (SamplerPass("11", "high noise", 3, frames, 6.0), SamplerPass("12", "low noise", 2, (9.0,), 4.0))
+    return RunRecord("v", "w", "h200", "success" if ok else "oom", warmup=warmup, wall_s=wall, passes=passes,
+                     phases={"load": 0.0, "decode": 2.0, "save": 2.5, "sampling": 10.0, "other": 0.1},
+                     vram=VramReport(True, peak_process_mib=peak) if peak else None, environment=ENV,
+                     started_at=started)
+
+
+def test_summarise_keeps_each_rounds_samples_per_metric() -> None:
+    recs = [_record(30.0, warmup=True, peak=2000.0), _record(10.0, started=1.0), _record(11.0, ok=False),
+            _record(12.0, peak=950.0, started=3.0)]
+    s = summarise("v", recs, "abc")
+    assert s.rounds == 2
+    # intervals from step 2 on (2.0, 2.5) for the pass with frames; the pass with one frame gives seconds/steps
+    assert s.samples["step"] == ((2.0, 2.5, 2.0), (2.0, 2.5, 2.0))
+    assert s.samples["sampling:high noise"] == ((6.0,), (6.0,))
+    assert s.samples["sampling:low noise"] == ((4.0,), (4.0,))
+    assert s.samples["wall"] == ((10.0,), (12.0,))
+    assert s.samples["decode"] == ((2.0,), (2.0,))
+    assert s.samples["load"] == ((0.0,), (0.0,))
+    assert "sampling" not in s.samples
+    assert "other" not in s.samples
+    assert s.samples["vram"] == ((2000.0,), (900.0,), (950.0,))  # the warm-up's loading peak counts
+    assert s.peak_vram_mib == 2000.0
+    assert s.wall_s == (10.0, 12.0)
+    assert s.wall_median == 11.0
+    assert s.step_median == pytest.approx(6.5 / 3)
+    assert (s.machine, s.recorded_at, s.digest) == (ENV, 3.0, "abc")
+    assert s.metrics[:4] == ["step", "sampling:high noise", "sampling:low noise", "wall"]
+
+
+def test_passes_with_one_title_are_told_apart() -> None:
+    r = _record(1.0)
+    r = dataclasses.replace(r, passes=tuple(dataclasses.replace(p, title="KSamplerAdvanced") for p in r.passes))
+    s = summarise("v", [r])
+    assert {"sampling:KSamplerAdvanced #11", "sampling:KSamplerAdvanced #12"} <= set(s.samples)
+
+
+def test_no_successful_round_keeps_the_outcome() -> None:
+    s = summarise("v", [_record(1.0, ok=False)])
+    assert (s.rounds, s.outcome, s.wall_median) == (0, "oom", None)
+
+
+# --- verdicts ---------------------------------------------------------------------------------------------
 
 TOLS = tolerances([])
 
 
-def test_within_noise_is_ok() -> None:
-    v = compare(_s((10.3, 10.4, 10.2)), _s((10.0, 10.1, 10.2)), TOLS)
+def _s(**metrics: Sequence[float]) -> Summary:
+    """A summary with one value per round for each metric (step given as round means)."""
+    samples = {k.replace("__", ":"): tuple((float(v),) for v in vs) for k, vs in metrics.items()}
+    return Summary("v", max(len(v) for v in samples.values()), samples)
+
+
+BASE_STEP = (2.70, 2.72, 2.69, 2.71, 2.70, 2.73, 2.70, 2.71, 2.69, 2.72)
+
+
+def test_within_noise_is_ok_and_says_what_it_could_detect() -> None:
+    v = compare(_s(step=(2.71, 2.70, 2.72), wall=(15.0, 15.2, 15.1)),
+                _s(step=BASE_STEP, wall=(15.1, 15.0, 15.2)), TOLS)
     assert v.status == "ok"
+    assert v.decided
     assert not v.failed
+    step = v.check("step")
+    assert step is not None
+    assert step.mdc is not None
+    assert step.ci_low is not None
+    assert step.ci_high is not None
+    assert step.ci_low < 0 < step.ci_high
+    assert f"could detect >= {step.mdc * 100:.1f}% on step with 3 rounds" in v.message
+    assert "2 metrics unchanged" in v.message
 
 
-def test_clear_slowdown_regresses_and_says_by_how_much() -> None:
-    v = compare(_s((12.0, 12.1, 12.2), (1.2,)), _s((10.0, 10.1, 10.2), (1.0,)), TOLS)
+def test_a_real_slowdown_regresses_with_its_interval_in_the_message() -> None:
+    new = tuple(x * 1.043 for x in BASE_STEP[:3])
+    v = compare(_s(step=new, decode=(2.0, 2.01, 2.0)), _s(step=BASE_STEP, decode=(2.0, 2.0, 2.01)), TOLS)
+    assert v.status == "regressed"
     assert v.failed
-    assert "time: 12.100 s vs baseline 10.100 s (+19.8%" in v.message
+    c = v.check("step")
+    assert c is not None
+    assert c.status == "regressed"
+    assert c.estimate == pytest.approx(0.043, abs=0.005)
+    assert c.ci_low is not None
+    assert c.ci_low > 0
+    assert c.tolerance == pytest.approx(0.013)
+    assert v.message.startswith(f"v: regressed (vs baseline): step {c.estimate * 100:.1f}% slower (95% CI "
+                                f"{c.ci_low * 100:.1f} to {c.ci_high * 100:.1f}%), decode unchanged")
+    assert "step: regressed, +4." in v.message
 
 
-def test_overlapping_rounds_are_suspicious_not_failed() -> None:
-    v = compare(_s((11.5, 11.6, 10.0)), _s((10.0, 10.1, 10.2)), TOLS)
-    assert v.status == "suspicious"
-    assert not v.failed
+def test_regressed_needs_the_estimate_beyond_the_tolerance_not_only_significance() -> None:
+    base = (10.0, 10.01, 9.99, 10.0)
+    v = compare(_s(wall=(10.5, 10.51, 10.49)), _s(wall=base), TOLS)  # +5%, significant, under 8%
+    c = v.check("wall")
+    assert c is not None
+    assert c.ci_low is not None
+    assert c.ci_low > 0
+    assert c.status == "ok"
+    assert c.change == "5.0% slower"  # a real change, inside the tolerance
+    v = compare(_s(wall=(10.9, 10.91, 10.89)), _s(wall=base), TOLS)  # +9%
+    assert v.status == "regressed"
 
 
-def test_vram_growth_is_judged_on_its_own() -> None:
-    v = compare(_s((10.0,), vram=30000), _s((10.0,), vram=20000), TOLS)
-    assert v.failed
-    assert any(c.metric == "vram" and c.status == "regressed" for c in v.checks)
+def test_regressed_needs_significance_not_only_the_estimate() -> None:
+    # the mean is 10% up, but one round in three carries it: the interval spans zero
+    v = compare(_s(wall=(10.0, 10.0, 13.0)), _s(wall=(10.0, 10.01, 9.99)), TOLS)
+    c = v.check("wall")
+    assert c is not None
+    assert c.estimate is not None
+    assert c.estimate > 0.08
+    assert c.ci_low is not None
+    assert c.ci_low < 0
+    assert (c.status, v.status, v.failed, v.decided) == ("inconclusive", "inconclusive", False, False)
 
 
-def test_faster_is_improved_and_no_baseline_is_new() -> None:
-    assert compare(_s((5.0, 5.1)), _s((10.0, 10.1)), TOLS).status == "improved"
-    assert compare(_s((5.0,)), None, TOLS).status == "new"
+def test_estimate_is_the_mean_of_round_means_against_the_baselines_mean() -> None:
+    v = compare(_s(wall=(11.0, 11.0)), _s(wall=(9.0, 11.0)), TOLS)
+    c = v.check("wall")
+    assert c is not None
+    assert c.estimate == pytest.approx(0.1)
+    assert (c.value, c.base) == (11.0, 10.0)
 
 
-def test_summarise_drops_warmup_and_failed_rounds() -> None:
-    p = SamplerPass("11", "high", 2, (1.0, 2.0), 4.0)
-    recs = [
-        RunRecord("v", "w", "cpu", "success", warmup=True, wall_s=30.0, passes=(p,)),
-        RunRecord("v", "w", "cpu", "success", wall_s=10.0, passes=(p,), vram=VramReport(True, peak_process_mib=900)),
-        RunRecord("v", "w", "cpu", "success", wall_s=11.0, passes=(p,), vram=VramReport(True, peak_process_mib=950)),
-    ]
-    s = summarise("v", recs)
-    assert s.rounds == 2
-    assert s.wall_s == (10.0, 11.0)
-    assert s.step_s == (2.0, 2.0)
-    assert s.peak_vram_mib == 950
+def test_boundary_of_the_tolerance_is_ok_and_just_past_it_regressed() -> None:
+    tols = {"wall": Tolerance("wall", ratio=0.05)}
+    at = compare(_s(wall=(1.05, 1.05)), _s(wall=(1.0, 1.0)), tols)
+    assert at.status == "ok"
+    past = compare(_s(wall=(1.06, 1.06)), _s(wall=(1.0, 1.0)), tols)
+    assert past.status == "regressed"
+    absolute = {"wall": Tolerance("wall", ratio=0.05, absolute=0.1)}  # the larger allowance holds
+    assert compare(_s(wall=(1.09, 1.09)), _s(wall=(1.0, 1.0)), absolute).status == "ok"
+
+
+def test_inconclusive_when_the_interval_reaches_past_the_tolerance() -> None:
+    v = compare(_s(step=(2.70, 2.74, 2.72)), _s(step=(2.70, 2.69, 2.71)), TOLS)
+    c = v.check("step")
+    assert c is not None
+    assert c.estimate is not None
+    assert 0 < c.estimate < 0.013
+    assert c.ci_high is not None
+    assert c.ci_high > 0.013
+    assert v.status == "inconclusive"
+    assert "inconclusive" in v.message
+    assert more_rounds(v, 3, 3, 10)
+
+
+def test_faster_is_improved_and_the_mirror_of_regressed() -> None:
+    v = compare(_s(step=(2.50, 2.51, 2.49)), _s(step=BASE_STEP), TOLS)
+    assert v.status == "improved"
+    assert v.decided
+    assert v.check("step") is not None
+    assert "step 7.6% faster" in v.message
+
+
+def test_a_small_real_speed_up_is_ok_not_improved() -> None:
+    v = compare(_s(wall=(9.8, 9.81, 9.79)), _s(wall=(10.0, 10.01, 9.99)), TOLS)  # -2%, significant, within 8%
+    c = v.check("wall")
+    assert c is not None
+    assert c.ci_high is not None
+    assert c.ci_high < 0
+    assert (c.status, c.change) == ("ok", "2.0% faster")
+
+
+def test_too_few_rounds_is_insufficient_and_no_baseline_is_new() -> None:
+    v = compare(_s(step=(2.7,)), _s(step=BASE_STEP), TOLS)
+    assert (v.status, v.decided) == ("insufficient", False)
+    assert "2 a side are needed" in v.message
+    assert compare(_s(step=(2.7, 2.71, 2.7)), _s(step=(2.6,)), TOLS).status == "insufficient"
+    new = compare(_s(step=(2.7, 2.7)), None, TOLS)
+    assert (new.status, new.decided, new.failed) == ("new", False, False)
+
+
+def test_a_metric_missing_from_the_baseline_is_new_and_does_not_decide() -> None:
+    v = compare(_s(step=(2.7, 2.71, 2.7), decode=(2.0, 2.0, 2.0)), _s(step=BASE_STEP), TOLS)
+    assert v.status == "ok"
+    decode = v.check("decode")
+    assert decode is not None
+    assert decode.status == "new"
+    gone = compare(_s(step=(2.7, 2.71, 2.7)), _s(step=BASE_STEP, save=(2.5, 2.6)), TOLS).check("save")
+    assert gone is not None
+    assert gone.status == "insufficient"
+
+
+@pytest.mark.parametrize(("statuses", "overall"), [
+    (("regressed", "inconclusive", "improved", "ok"), "regressed"),
+    (("inconclusive", "improved", "ok"), "inconclusive"),
+    (("improved", "ok", "insufficient"), "improved"),
+    (("ok", "insufficient", "new"), "ok"),
+    (("insufficient", "new"), "insufficient"),
+])
+def test_the_overall_verdict_follows_the_precedence(statuses: tuple[str, ...], overall: str) -> None:
+    data = {  # (new, base) per status, on separate metrics
+        "regressed": ((3.0, 3.01, 3.0), BASE_STEP),
+        "inconclusive": ((15.0, 15.0, 19.0), (15.0, 15.01, 14.99)),
+        "improved": ((1.5, 1.5, 1.51), (2.0, 2.0, 2.01)),
+        "ok": ((2.5, 2.5, 2.51), (2.5, 2.51, 2.5)),
+        "insufficient": ((1.0,), (1.0, 1.01)),
+        "new": ((1.0, 1.0, 1.0), None),
+    }
+    names = {"regressed": "step", "inconclusive": "wall", "improved": "decode", "ok": "save",
+             "insufficient": "text", "new": "encode"}
+    new = {names[s]: data[s][0] for s in statuses}
+    base = {names[s]: data[s][1] for s in statuses if data[s][1] is not None}
+    v = compare(_s(**new), _s(**base), TOLS)
+    assert {c.metric: c.status for c in v.checks} == {names[s]: s for s in statuses}
+    assert v.status == overall
+    assert v.failed == (overall == "regressed")
+
+
+def test_decided_stops_only_on_a_verdict_more_rounds_cannot_overturn() -> None:
+    clear = compare(_s(step=(3.0, 3.01, 3.0)), _s(step=BASE_STEP), TOLS)  # +11%, interval far past 1.3%
+    assert (clear.status, clear.decided) == ("regressed", True)
+    # regressed by the rule, but the interval still reaches inside the tolerance: confirm with more rounds
+    near = compare(_s(step=(2.74, 2.76, 2.75)), _s(step=BASE_STEP), TOLS)
+    c = near.check("step")
+    assert c is not None
+    assert c.status == "regressed"
+    assert c.ci_low is not None
+    assert c.tolerance is not None
+    assert 0 < c.ci_low < c.tolerance
+    assert (near.status, near.decided, near.failed) == ("regressed", False, True)
+    assert more_rounds(near, 3, 3, 10)
+    assert not more_rounds(near, 10, 3, 10)
+
+
+def test_more_rounds_runs_the_minimum_then_until_decided_or_the_maximum() -> None:
+    ok = Verdict("v", "ok")
+    open_ = Verdict("v", "inconclusive")
+    assert more_rounds(ok, 2, 3, 10)
+    assert not more_rounds(ok, 3, 3, 10)
+    assert more_rounds(open_, 3, 3, 10)
+    assert more_rounds(open_, 9, 3, 10)
+    assert not more_rounds(open_, 10, 3, 10)
+    assert more_rounds(Verdict("v", "new"), 5, 3, 10)  # a baseline is recorded at the maximum
+
+
+def test_vram_is_a_peak_judged_against_an_absolute_allowance() -> None:
+    base = _s(vram=(40000.0, 40100.0))
+    assert compare(_s(vram=(40900.0,)), base, TOLS).status == "ok"  # 800 MiB more: within 1 GiB
+    up = compare(_s(vram=(41200.0, 39000.0)), base, TOLS)  # the larger peak counts
+    assert up.status == "regressed"
+    c = up.check("vram")
+    assert c is not None
+    assert (c.value, c.base, c.ci_low) == (41200.0, 40100.0, None)
+    assert up.decided
+    assert "vram 2.7% more" in up.message
+    assert compare(_s(vram=(38000.0,)), base, TOLS).status == "improved"
+    assert compare(_s(vram=(40100.0 + 1024,)), base, TOLS).status == "ok"  # exactly the allowance
+    assert compare(_s(vram=(40100.0 + 1024.5,)), base, TOLS).status == "regressed"
+
+
+def test_a_baseline_from_another_gpu_widens_the_band_and_says_so() -> None:
+    new, base = _s(wall=(15.9, 16.0, 16.1)), _s(wall=(15.0, 15.01, 14.99))  # +6.7%... with wall at 5%
+    tols = tolerances(["wall:5%"])
+    assert compare(new, base, tols).status == "regressed"
+    v = compare(new, base, tols, machine_spread=MACHINE_SPREAD)
+    assert v.status == "ok"
+    c = v.check("wall")
+    assert c is not None
+    assert c.tolerance == pytest.approx(0.05 + 0.11)
+    assert "another GPU of this model" in v.message
+    assert "wall 11%" in v.message
+    assert compare(new, base, tols, machine_spread=0.11).status == "ok"  # one spread for every time metric
+    step = compare(_s(step=(2.80, 2.81, 2.8)), _s(step=BASE_STEP), TOLS, machine_spread=MACHINE_SPREAD)
+    assert step.status == "ok"  # +3.7% is within 1.3% + 3%
+    assert compare(_s(vram=(42000.0,)), _s(vram=(40000.0,)), TOLS, machine_spread=0.2).status == "regressed"
+
+
+def test_the_spread_between_sessions_widens_the_interval() -> None:
+    new, base = _s(step=(2.77, 2.76, 2.77, 2.76)), _s(step=BASE_STEP)  # +2.2%
+    assert compare(new, base, TOLS).status == "regressed"
+    v = compare(new, base, TOLS, session_spread={"step": 0.015, "wall": 0.01})
+    c = v.check("step")
+    assert c is not None
+    plain = compare(new, base, TOLS).check("step")
+    assert plain is not None
+    assert c.estimate == plain.estimate
+    assert c.ci_low is not None
+    assert plain.ci_low is not None
+    # sd of the difference grows by sqrt(2) * 1.5% of the mean; the known part has unlimited degrees of freedom
+    assert c.estimate is not None
+    assert c.ci_low < 0 < c.estimate
+    assert v.status == "inconclusive"
+    assert "session-to-session spread the recorded sessions show (step 1.5%)" in v.message  # wall not judged
+    assert compare(new, base, TOLS, session_spread={"vram": 0.5}).status == "regressed"
+
+
+def test_welch_with_a_known_extra_variance() -> None:
+    iv = welch([10.0, 12.0, 14.0], [9.0, 10.0, 11.0, 10.0], extra_var=1.0)
+    v1, v2 = 4.0 / 3, (2 / 3) / 4
+    assert iv.se == pytest.approx(math.sqrt(v1 + v2 + 1.0))
+    assert iv.df == pytest.approx((v1 + v2 + 1.0) ** 2 / (v1**2 / 2 + v2**2 / 3))
+    flat = welch([1.0, 1.0], [1.0, 1.0], extra_var=0.01)
+    assert (flat.se, flat.df) == (pytest.approx(0.1), 2.0)
+
+
+def test_b_against_a_says_so() -> None:
+    v = compare(_s(step=(3.0, 3.01, 3.0)), _s(step=BASE_STEP), TOLS, label="B vs A")
+    assert v.message.startswith("v: regressed (B vs A): step")
+
+
+def test_a_phase_cached_to_zero_is_unchanged() -> None:
+    v = compare(_s(load=(0.0, 0.0, 0.0)), _s(load=(0.0, 0.0)), TOLS)
+    c = v.check("load")
+    assert c is not None
+    assert (c.status, c.estimate) == ("ok", None)
+    assert v.headline == "load unchanged"
+    assert "load:" not in v.message  # nothing ran on either side: no line for it
+    assert compare(_s(load=(0.8, 0.8, 0.8)), _s(load=(0.0, 0.0)), TOLS).status == "regressed"  # past 0.5 s
+
+
+def test_check_fields_are_a_stable_interface() -> None:
+    assert [f.name for f in dataclasses.fields(Check)] == [
+        "metric", "status", "estimate", "ci_low", "ci_high", "mdc", "value", "base", "tolerance", "note", "rounds",
+        "base_rounds"]
+    assert [f.name for f in dataclasses.fields(Verdict)] == ["variant_id", "status", "checks", "label", "notes"]
+
+
+# --- simulated sessions: power and false alarms through the real rule and stopping function ---------------
+
+
+def _session(rng: np.random.Generator, shift: float, base: Summary, sigma: float = 0.01, steps: int = 4,
+             min_rounds: int = 3, max_rounds: int = 10) -> tuple[str, int]:
+    rounds = 2.7 * (1 + shift) * np.exp(rng.normal(0, sigma, (max_rounds, 1)) + rng.normal(0, 0.003, (max_rounds,
+                                                                                                     steps)))
+    done = 0
+    while True:
+        done += 1
+        verdict = compare(Summary("v", done, {"step": tuple(map(tuple, rounds[:done].tolist()))}), base, TOLS)
+        if not more_rounds(verdict, done, min_rounds, max_rounds):
+            return verdict.status, done
+
+
+def _simulate(shift: float, seed: int, sessions: int = 1000) -> tuple[float, float]:
+    """Share of sessions that fail, and mean rounds used: a fresh 10-round baseline per session, 1%
+    round-to-round noise (log-normal), four steps a round with 0.3% noise each, 3 to 10 new rounds."""
+    rng = np.random.default_rng(seed)
+    failed = rounds = 0
+    for _ in range(sessions):
+        b = 2.7 * np.exp(rng.normal(0, 0.01, (10, 1)) + rng.normal(0, 0.003, (10, 4)))
+        base = Summary("v", 10, {"step": tuple(map(tuple, b.tolist()))})
+        status, done = _session(rng, shift, base)
+        failed += status == "regressed"
+        rounds += done
+    return failed / sessions, rounds / sessions
+
+
+def test_simulated_two_percent_shift_is_caught_at_least_90_percent_of_the_time() -> None:
+    caught, _ = _simulate(0.02, seed=20261202)
+    assert caught >= 0.90
+
+
+def test_simulated_unchanged_reruns_fail_at_most_1_percent_of_the_time() -> None:
+    failed, rounds = _simulate(0.0, seed=20261203)
+    assert failed <= 0.01
+    assert rounds < 7  # most unchanged reruns stop early
+
+
+# --- change points ----------------------------------------------------------------------------------------
+
+
+def test_change_points_find_a_level_shift_and_nothing_in_noise() -> None:
+    rng = np.random.default_rng(7)
+    flat = (2.7 * np.exp(rng.normal(0, 0.004, 20))).tolist()
+    assert change_points(flat) == []
+    shifted = flat[:12] + [x * 1.03 for x in flat[12:]]
+    (cp,) = change_points(shifted)
+    assert cp.index == 12
+    assert cp.change == pytest.approx(0.03, abs=0.005)
+    assert cp.p_value < 0.01
+    assert change_points(shifted, min_change=0.05) == []  # smaller than what matters
+
+
+def test_change_points_need_enough_sessions_on_each_side() -> None:
+    assert change_points([1.0, 1.0, 2.0, 2.0]) == []
+    assert [c.index for c in change_points([1.0, 1.0, 1.0, 2.0, 2.0, 2.0])] == [3]

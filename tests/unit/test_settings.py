@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from pytest_wan22.compare import METRICS
 from pytest_wan22.errors import ConfigError
 from pytest_wan22.options import OPTIONS, Option
 from pytest_wan22.settings import resolve
@@ -21,14 +22,14 @@ def test_defaults(tmp_path: Path) -> None:
     s = _resolve(tmp_path)
     assert s.python == sys.executable
     assert s.port == 0
-    assert s.rounds == 6
+    assert s.rounds == 10
     assert s.min_rounds == 3
     assert s.fewest_rounds == 3
     assert s.warmup_rounds == 1
     assert s.ab is None
     assert s.missing == "fail"
     assert s.workflows_dir == tmp_path / "workflows"
-    assert set(s.tolerances) == {"time", "step", "vram"}
+    assert set(s.tolerances) == set(METRICS)
     assert not s.attach
 
 
@@ -44,8 +45,8 @@ def test_zero_is_a_value_not_unset(tmp_path: Path) -> None:
 
 def test_tolerances_overlay_defaults(tmp_path: Path) -> None:
     s = _resolve(tmp_path, ini={"tolerance": ["time:20%"]})
-    assert s.tolerances["time"].ratio == pytest.approx(0.2)
-    assert s.tolerances["vram"].ratio == pytest.approx(0.05)
+    assert s.tolerances["wall"].ratio == pytest.approx(0.2)  # 'time' is the old name of wall
+    assert s.tolerances["vram"].absolute == pytest.approx(1024)
 
 
 @pytest.mark.parametrize(
