@@ -449,7 +449,8 @@ def wan22_run(request: pytest.FixtureRequest, wan22_servers: ServerPool, wan22_t
                 client=client, tier=wan22_tier.name, timeout=s.run_timeout or wan22_tier.run_timeout_s,
                 environment=server.environment, is_alive=server.alive, log_size=server.handle.log_size,
                 log_since=server.handle.log_since, output_dir=server.output_dir,
-                monitor=_vram_monitor(state, server, s.vram_interval), gpu_state=_gpu_state(state))
+                monitor=state.progress.track(_vram_monitor(state, server, s.vram_interval)),
+                gpu_state=_gpu_state(state), on_event=state.progress.on_event)
             graph = v.seed(0).build()
             if ensure_input_images(ctx, graph, v.image_size()):
                 server.object_info.pop("LoadImage", None)  # its image list has changed
@@ -461,8 +462,9 @@ def wan22_run(request: pytest.FixtureRequest, wan22_servers: ServerPool, wan22_t
             def one_round() -> None:
                 i = len(records)
                 seed = fresh_seed()
-                record = run_prompt(ctx, v.seed(seed).build(), variant_id=key, workflow=variant.workflow.name,
-                                    seed=seed, round_index=i, warmup=i < n_warm)
+                with state.progress.round(key, i, n_warm + n_timed, warmup=i < n_warm, prompt=graph):
+                    record = run_prompt(ctx, v.seed(seed).build(), variant_id=key,
+                                        workflow=variant.workflow.name, seed=seed, round_index=i, warmup=i < n_warm)
                 records.append(record)
                 state.records.append(record)
                 _save_record(server, record)

@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import signal
+import sys
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +32,7 @@ from .fixtures import (  # noqa: F401 - fixtures are found through this module
 )
 from .gpu import DeviceInfo, disable_accounting, enable_accounting, load_backend, probe
 from .options import OPTIONS
+from .progress import Progress, choose_mode
 from .records import Environment, RunRecord, from_jsonable, to_jsonable
 from .report import render
 from .settings import Settings, resolve
@@ -52,6 +54,7 @@ class State:
     summaries: dict[tuple[str, str], Summary] = field(default_factory=dict)
     machine: Environment | None = None
     server: Any = None
+    progress: Progress = field(default_factory=lambda: Progress(None))
 
 
 STATE_KEY = pytest.StashKey[State]()
@@ -164,6 +167,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "wan22_budget(gib): peak-VRAM budget for this test's variants, "
                             "instead of the tier table's")
     config.stash[STATE_KEY] = _detect(config, settings)
+    config.stash[STATE_KEY].progress = _progress(config, settings)
     if config.pluginmanager.hasplugin("benchmark"):
         from .benchmarking import BenchmarkHooks
 
@@ -174,6 +178,55 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(XdistHooks(), "wan22-xdist")
     if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
         signal.signal(signal.SIGTERM, _terminate)
+
+
+# ---------------------------------------------------------------- live progress (progress.py does the work)
+
+class _Terminal:
+    """The real terminal for progress: a copy of stdout's descriptor taken during configure, before pytest
+    captures the tests' output, so writes from a run (and the redraw thread) never land in a captured stream."""
+
+    def __init__(self, config: pytest.Config, fd: int) -> None:
+        self.config = config
+        self.file = os.fdopen(fd, "w", encoding="utf-8", errors="replace")
+
+    def write(self, text: str) -> None:
+        self.file.write(text)
+        self.file.flush()
+
+    def column(self) -> int:
+        return self.config.get_terminal_writer().width_of_current_line
+
+    def width(self) -> int:
+        return self.config.get_terminal_writer().fullwidth
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def _progress(config: pytest.Config, settings: Settings) -> Progress:
+    worker = hasattr(config, "workerinput")
+    try:
+        fd = os.dup(sys.stdout.fileno())
+    except (AttributeError, OSError, ValueError):  # no real stdout (an in-process run): no progress
+        return Progress(None)
+    mode = choose_mode(settings.progress, isatty=os.isatty(fd), verbosity=config.get_verbosity(),
+                       xdist_worker=worker, dumb=os.environ.get("TERM") == "dumb")
+    if mode == "off":
+        os.close(fd)
+        return Progress(None)
+    return Progress(_Terminal(config, fd), mode)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    state_of(item.config).progress.test_started()  # pytest has written this test's line (or path)
+
+
+def pytest_wan22_run_finished(config: pytest.Config, record: RunRecord) -> None:
+    state_of(config).progress.finished(record)
+
+# ---------------------------------------------------------------- end of live progress
 
 
 def _machine_info(config: pytest.Config) -> dict[str, Any]:
@@ -253,6 +306,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     state = config.stash.get(STATE_KEY, None)
+    terminal = state.progress.terminal if state is not None else None
+    if isinstance(terminal, _Terminal):
+        with contextlib.suppress(OSError):
+            terminal.close()
     if state is not None and state.nvml is not None:
         with contextlib.suppress(Exception):  # best effort: the session is over either way
             state.nvml.shutdown()

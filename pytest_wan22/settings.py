@@ -45,6 +45,8 @@ class Settings:
     emulate_tier: str | None = None
     gpu_index: int | None = None
     nvml_accounting: bool = False
+    progress: str = "auto"
+    report_dir: Path | None = None
 
     @property
     def attach(self) -> bool:
@@ -139,4 +141,5 @@ def resolve(rootdir: Path, cli: Getter, ini: Getter, env: Mapping[str, str] | No
         models_dir=_path(values["models_dir"], rootdir), synthetic=values["synthetic"], missing=values["missing"],
         vram_interval=values["vram_interval"], emulate_tier=values["emulate_tier"],
         gpu_index=values["gpu_index"], nvml_accounting=values["nvml_accounting"],
+        progress=values["progress"], report_dir=_path(values["report"], rootdir),
     )
