@@ -280,7 +280,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     if not state.records:
         return
     terminalreporter.write_sep("=", "wan22 runs")
-    terminalreporter.write_line(render(state.records, state.verdicts))
+    terminalreporter.write_line(render(state.records, state.verdicts, config.get_verbosity()))
     if state.settings.update_baselines and state.summaries:
         terminalreporter.write_line(f"wan22: baselines written under {state.settings.baselines_dir}")
 
