@@ -144,6 +144,8 @@ OPTIONS: tuple[Option, ...] = (
            "without one, a line per round with -q), live, lines, rounds or off.",
            parse=_choice("auto", "live", "lines", "rounds", "off"), default="auto",
            metavar="auto|live|lines|rounds|off"),
+    Option("progress_interval", "Seconds between plain progress lines when there is no terminal.",
+           parse=_positive_float, default=5.0, metavar="SECONDS"),
     Option("report", "Write a report folder: index.html (plots, opens from disk), summary.md (also appended to "
            "$GITHUB_STEP_SUMMARY) and results.json.", metavar="DIR"),
 )

@@ -55,6 +55,7 @@ class State:
     machine: Environment | None = None
     server: Any = None
     progress: Progress = field(default_factory=lambda: Progress(None))
+    report_path: Any = None
 
 
 STATE_KEY = pytest.StashKey[State]()
@@ -215,7 +216,7 @@ def _progress(config: pytest.Config, settings: Settings) -> Progress:
     if mode == "off":
         os.close(fd)
         return Progress(None)
-    return Progress(_Terminal(config, fd), mode)
+    return Progress(_Terminal(config, fd), mode, interval=settings.progress_interval if mode == "lines" else None)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -283,6 +284,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     terminalreporter.write_line(render(state.records, state.verdicts, config.get_verbosity()))
     if state.settings.update_baselines and state.summaries:
         terminalreporter.write_line(f"wan22: baselines written under {state.settings.baselines_dir}")
+    if state.report_path is not None:
+        terminalreporter.write_line(f"wan22: report written to {state.report_path}")
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -302,6 +305,19 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             "machine": to_jsonable(state.machine) if state.machine else None})
         return
     write_baselines(state)
+    write_report(state)
+
+
+def write_report(state: State) -> None:
+    """With --wan22-report=DIR: index.html, summary.md and results.json, from the controller only."""
+    s = state.settings
+    if s.report_dir is None or not state.records:
+        return
+    from .report_html import collect
+    from .report_html import write_report as write
+
+    data = collect(state.records, state.verdicts, state.tier, state.machine, s.baselines_dir)
+    state.report_path = write(data, s.report_dir)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -135,9 +135,7 @@ class Progress:
             self._round = _Round(variant_id, index, rounds, warmup, node_titles(prompt), self.clock(),
                                  vram=self._vram)
             self._column = 0 if self._own_line else self._safe(lambda t: t.column(), 0)
-            self._last = self._round.started
-            if self.mode == "lines":
-                self._line(self.status())
+            self._last = self._round.started  # lines mode: the first line after one interval
         if self.mode in ("live", "lines") and self.ticker:
             self._stop.clear()
             self._thread = threading.Thread(target=self._tick, name="wan22-progress", daemon=True)

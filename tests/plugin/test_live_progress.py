@@ -77,13 +77,14 @@ def test_live_line_on_a_terminal_counts_steps_and_leaves_pytest_output_intact(wa
 
 def test_without_a_terminal_plain_lines_and_one_per_round(wan22_project: Project) -> None:
     p = wan22_project(RUN, fake_env=SLOW)
-    result = p.runpytest_subprocess(*ONE_ROUND)
+    result = p.runpytest_subprocess(*ONE_ROUND, "--wan22-progress-interval=0.5")
     result.assert_outcomes(passed=1)
     out = result.stdout.str()
     assert "\x1b[" not in out
     result.stdout.fnmatch_lines([
         "test_suite.py ",
-        "wan22 high_low-5s-640p-lightx2v_4step | round 1/1 | 0:00",
+        "wan22 high_low-5s-640p-lightx2v_4step | round 1/1 | * | 0:00",
+        "wan22 high_low-5s-640p-lightx2v_4step | round 1/1 | KSampler * | step */2 | * | 0:01",
         "wan22 high_low-5s-640p-lightx2v_4step | round 1/1: success | * s | *0.* s/step | peak 5.9 GiB",
         ".*",
     ])
