@@ -189,6 +189,7 @@ class _Terminal:
 
     def __init__(self, config: pytest.Config, fd: int) -> None:
         self.config = config
+        self.fd = fd
         self.file = os.fdopen(fd, "w", encoding="utf-8", errors="replace")
 
     def write(self, text: str) -> None:
@@ -198,8 +199,11 @@ class _Terminal:
     def column(self) -> int:
         return self.config.get_terminal_writer().width_of_current_line
 
-    def width(self) -> int:
-        return self.config.get_terminal_writer().fullwidth
+    def width(self) -> int:  # asked of our descriptor: during a test, pytest's stdout is a capture file
+        try:
+            return os.get_terminal_size(self.fd).columns or 80
+        except OSError:
+            return self.config.get_terminal_writer().fullwidth
 
     def close(self) -> None:
         self.file.close()

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import pty
 import re
 import select
+import struct
 import subprocess
 import sys
+import termios
 import time
 from collections.abc import Callable
 
@@ -32,7 +35,8 @@ ERASE = re.compile(r"\r?\n\r\x1b\[2K\x1b\[1A\r(?:\x1b\[\d+C)?")
 def run_in_pty(p: pytest.Pytester, *args: str, timeout: float = 120.0) -> str:
     """Run pytest in the project on a pseudo-terminal and return everything it wrote."""
     primary, secondary = pty.openpty()
-    env = {k: v for k, v in os.environ.items() if k != "TERM"} | {"TERM": "xterm", "COLUMNS": "200"}
+    fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 200, 0, 0))  # 200 columns
+    env = {k: v for k, v in os.environ.items() if k != "TERM"} | {"TERM": "xterm"}
     proc = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args], cwd=p.path,
                             stdin=secondary, stdout=secondary, stderr=secondary, env=env, close_fds=True)
     os.close(secondary)
