@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-import fcntl
-import os
-import pty
 import re
-import select
-import struct
-import subprocess
-import sys
-import termios
-import time
 from collections.abc import Callable
 
 import pytest
+
+from tests.terminal import DRAW, ERASE, run_in_pty
 
 Project = Callable[..., pytest.Pytester]
 
@@ -27,45 +20,9 @@ def test_variant(wan22_run):
 SLOW = {"FAKE_COMFYUI_STEP_SECONDS": "0.4"}
 ONE_ROUND = ("--wan22-rounds=1", "--wan22-warmup-rounds=0")
 
-# What the live line writes: the status below pytest's line, then the cursor back; and its erasure.
-DRAW = re.compile(r"\r?\n\r([^\n]*?)\x1b\[K\x1b\[1A\r(?:\x1b\[\d+C)?")
-ERASE = re.compile(r"\r?\n\r\x1b\[2K\x1b\[1A\r(?:\x1b\[\d+C)?")
-
-
-def run_in_pty(p: pytest.Pytester, *args: str, timeout: float = 120.0) -> str:
-    """Run pytest in the project on a pseudo-terminal and return everything it wrote."""
-    primary, secondary = pty.openpty()
-    fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 200, 0, 0))  # 200 columns
-    env = {k: v for k, v in os.environ.items() if k != "TERM"} | {"TERM": "xterm"}
-    proc = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args], cwd=p.path,
-                            stdin=secondary, stdout=secondary, stderr=secondary, env=env, close_fds=True)
-    os.close(secondary)
-    chunks: list[bytes] = []
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([primary], [], [], 0.5)
-            if ready:
-                try:
-                    data = os.read(primary, 65536)
-                except OSError:  # the child closed the terminal
-                    break
-                if not data:
-                    break
-                chunks.append(data)
-            elif proc.poll() is not None:
-                break
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-        os.close(primary)
-    return b"".join(chunks).decode("utf-8", "replace")
-
-
 def test_live_line_on_a_terminal_counts_steps_and_leaves_pytest_output_intact(wan22_project: Project) -> None:
     p = wan22_project(RUN, fake_env=SLOW)
-    out = run_in_pty(p, *ONE_ROUND)
+    out = run_in_pty(p.path, *ONE_ROUND)
     drawn = DRAW.findall(out)
     assert drawn, out
     sampler = [d for d in drawn if "KSampler (high noise)" in d]
@@ -96,7 +53,7 @@ def test_without_a_terminal_plain_lines_and_one_per_round(wan22_project: Project
 
 def test_quiet_keeps_one_line_per_round(wan22_project: Project) -> None:
     p = wan22_project(RUN, fake_env={"FAKE_COMFYUI_STEP_SECONDS": "0.01"})
-    out = run_in_pty(p, "-q")
+    out = run_in_pty(p.path, "-q")
     assert not DRAW.search(out)
     rounds = re.findall(r"^wan22 \S+ \| round (\d)/3(?: \(warm-up\))?: success", out, re.MULTILINE)
     assert rounds == ["1", "2", "3"], out
