@@ -80,10 +80,13 @@ def group(records: Iterable[RunRecord]) -> dict[str, list[RunRecord]]:
 
 
 def collect(records: Sequence[RunRecord], verdicts: Mapping[str, Any], tier: Any, machine: Environment | None,
-            baselines_dir: Path) -> ReportData:
+            baselines_dir: Path, reference: Mapping[str, Any] | None = None,
+            reference_machine: Environment | None = None) -> ReportData:
     """Gather a session's records and verdicts with the stored baselines they were judged against.
 
-    `tier` is a tiers.Tier (or None): it gives each variant's VRAM budget.
+    `tier` is a tiers.Tier (or None): it gives each variant's VRAM budget. `reference` (variant id to a
+    compare.Summary) replaces the stored baseline of a variant, e.g. the current side of an A/B run, with
+    `reference_machine` as its environment.
     """
     store = BaselineStore(baselines_dir)
     name = getattr(tier, "name", None)
@@ -101,6 +104,9 @@ def collect(records: Sequence[RunRecord], verdicts: Mapping[str, Any], tier: Any
         base = baseline.variants.get(variant_id) if baseline is not None else None
         if base is not None and baseline is not None and baseline_machine is None:
             baseline_machine = baseline.machine
+        if reference is not None and variant_id in reference:
+            base = reference[variant_id]
+            baseline_machine = reference_machine or baseline_machine
         peak = getattr(base, "peak_vram_mib", None)
         budget = tier.budget_gib(variant_id) if tier is not None and hasattr(tier, "budget_gib") else None
         variants.append(VariantData(

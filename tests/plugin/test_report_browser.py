@@ -28,7 +28,12 @@ def _report(wan22_project: Project, monkeypatch: pytest.MonkeyPatch) -> Path:
     result = p.runpytest_subprocess("--wan22-report=report", "--wan22-tolerance=time:500%",
                                     "--wan22-tolerance=step:500%")
     result.assert_outcomes(passed=2)
-    result.stdout.fnmatch_lines([f"wan22: report written to {p.path / 'report' / 'index.html'}"])
+    result.stdout.fnmatch_lines([  # every judged metric in the summary, passing ones included
+        "variant*metric*baseline*now*change*verdict",
+        "high_low-10s-640p-lightx2v_4step  time * s * s *% *ok",
+        "                                  step * s * s *% *ok",
+        "                                  vram *5.86 GiB *5.86 GiB *+0.0% *ok",
+        f"wan22: report written to {p.path / 'report' / 'index.html'}"])
     assert summary.read_text() == (p.path / "report" / "summary.md").read_text() + "\n"
     return p.path / "report"
 

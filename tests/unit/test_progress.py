@@ -127,3 +127,26 @@ def test_round_line_and_seconds_per_step() -> None:
 ])
 def test_choose_mode(requested: str, isatty: bool, verbosity: int, worker: bool, mode: str) -> None:
     assert choose_mode(requested, isatty=isatty, verbosity=verbosity, xdist_worker=worker) == mode
+
+
+def test_the_vram_monitor_gives_its_latest_reading_and_the_peak_so_far() -> None:
+    from pytest_wan22.gpu import VramMonitor
+    from tests.fakes.fake_nvml import FakeDevice, FakeNvml, FakeProcess
+
+    def fake() -> FakeNvml:
+        return FakeNvml([FakeDevice(used_mib=[1000, 9000, 3000], processes=[FakeProcess(4242, [500, 8000, 2000])])])
+
+    ours = VramMonitor(fake(), 0, pids=lambda: [4242], interval=60.0)
+    device_only = VramMonitor(fake(), 0, interval=60.0)
+    assert ours.latest() == (None, None)
+    for monitor in (ours, device_only):
+        monitor.start()
+        while monitor.samples_taken < 4:
+            monitor._sample()
+        monitor.stop()
+    now, peak = ours.latest()
+    assert now == 2000.0  # the last value repeats
+    assert peak == 8000.0
+    now, peak = device_only.latest()  # no process figures: the whole device
+    assert now == 3000.0
+    assert peak == 9000.0

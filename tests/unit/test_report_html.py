@@ -81,3 +81,24 @@ def test_results_json_has_every_verdict_rounds_and_the_environment_diff(tmp_path
 def test_environment_diff_needs_both_sides() -> None:
     assert environment_diff(None, NOW) == []
     assert environment_diff(NOW, NOW) == []
+
+
+def test_collect_reads_stored_baselines_or_a_reference(tmp_path: Path) -> None:
+    from pytest_wan22.baselines import BaselineStore
+    from pytest_wan22.compare import Summary
+    from pytest_wan22.tiers import load_tiers
+
+    tier = load_tiers(None)["h200"]
+    BaselineStore(tmp_path).update("h200", "wan22_i2v_a14b", BASE,
+                                   {"a-5s": Summary("a-5s", 2, (60.0, 61.0), (2.0, 2.1), 2400.0)})
+    records = [record("a-5s", 0, True), record("a-5s", 1), record("c-5s", 1)]
+    data = report_html.collect(records, {}, tier, NOW, tmp_path)
+    a, c = data.variants
+    assert (a.baseline_step_s, a.baseline_peak_mib, a.budget_gib) == ((2.0, 2.1), 2400.0, 96.0)
+    assert (c.variant_id, c.baseline_step_s) == ("c-5s", ())
+    assert data.baseline_machine == BASE
+    other = Environment(gpu_name="NVIDIA H200", torch="2.10.0")
+    ab = report_html.collect(records, {}, tier, NOW, tmp_path, {"c-5s": Summary("c-5s", 1, (5.0,), (1.5,), None)},
+                             other)
+    assert ab.variants[1].baseline_step_s == (1.5,)
+    assert ab.baseline_machine == other
