@@ -263,7 +263,7 @@ class Progress:
     def _safe(self, call: Callable[[Terminal], Any], default: Any) -> Any:
         try:
             return call(self.terminal) if self.terminal is not None else default
-        except (OSError, ValueError):  # a closed or broken terminal: progress goes quiet, the run goes on
+        except Exception:  # a closed or broken terminal: progress goes quiet, the run goes on
             return default
 
 

@@ -163,7 +163,8 @@ def test_baselines_are_written_only_on_request_then_a_slowdown_fails(wan22_proje
     stored = json.loads((p.path / "baselines" / "rtx5090" / "wan22_i2v_a14b.json").read_text())
     assert list(stored["variants"]) == ["high_low-5s-640p-lightx2v_4step"]
     assert stored["machine"]["gpu_name"] == "NVIDIA GeForce RTX 5090"
-    p.runpytest().assert_outcomes(passed=1)
+    # Rounds of a few ms on a shared CPU (a browser test may run beside this one): only a gross slowdown is signal.
+    p.runpytest("--wan22-tolerance=time:300%", "--wan22-tolerance=step:300%").assert_outcomes(passed=1)
     # A hundred times slower sampler steps: a slowdown far beyond any noise band.
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("FAKE_COMFYUI_STEP_SECONDS", "0.2")
