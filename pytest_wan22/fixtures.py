@@ -513,7 +513,8 @@ class SideRunner:
             client=client, tier=tier.name, timeout=s.run_timeout or tier.run_timeout_s,
             environment=server.environment, is_alive=server.alive, log_size=server.handle.log_size,
             log_since=server.handle.log_since, output_dir=server.output_dir,
-            monitor=_vram_monitor(state, server, s.vram_interval), gpu_state=_gpu_state(state))
+            monitor=state.progress.track(_vram_monitor(state, server, s.vram_interval)),
+            gpu_state=_gpu_state(state), on_event=state.progress.on_event)
         self.records: list[RunRecord] = []
         self.graph = variant.seed(0).build()
         self.shape = warm_shape(self.graph)
@@ -540,8 +541,10 @@ class SideRunner:
         """One run with a fresh seed; the test fails on anything but success or on a wrong video."""
         i = len(self.records)
         seed = fresh_seed()
-        record = run_prompt(self.ctx, self.variant.seed(seed).build(), variant_id=self.key, workflow=self.workflow,
-                            seed=seed, round_index=i, warmup=warmup)
+        name = self.key + (f" [{self.server.side}]" if self.server.side else "")
+        with self.state.progress.round(name, i, None, warmup=warmup, prompt=self.graph):  # adaptive: no total
+            record = run_prompt(self.ctx, self.variant.seed(seed).build(), variant_id=self.key,
+                                workflow=self.workflow, seed=seed, round_index=i, warmup=warmup)
         if self.server.side:
             record = replace(record, side=self.server.side)
         self.records.append(record)
@@ -762,8 +765,7 @@ def _run_ab(config: pytest.Config, pool: ServerPool, tier: Tier, v: Variant, var
     records = [*a.records, *b.records]
     verdict = verdict_now()
     differs = "; ".join(s.ab.describe(s.comfyui_dir, s.python, s.server_args))
-    head = f"{key}: B (candidate) vs A (current), {how}; {differs}"
-    verdict = replace(verdict, variant_id=head)
+    verdict = replace(verdict, notes=(f"B (candidate) vs A (current), {how}; {differs}", *verdict.notes))
     return records, summarise(key, b.records, variant.digest), verdict, ""
 
 

@@ -671,6 +671,16 @@ class VramMonitor:
             self._marks.append((name, now))
         return now - self._t0
 
+    def latest(self) -> tuple[float | None, float | None]:
+        """(now, peak) MiB so far: the server's processes where known, else the whole device (live display)."""
+        with self._lock:
+            if not self._t:
+                return None, None
+            procs = [p for p in self._proc if p != PROCESS_MIB_UNKNOWN]
+            if procs and self._proc[-1] != PROCESS_MIB_UNKNOWN:
+                return self._proc[-1], max(procs)
+            return self._dev[-1], max(self._dev)
+
     def peak_between(self, start: float, end: float) -> tuple[float | None, float | None]:
         """(process, device) peak MiB of the full-rate samples with start <= t <= end (seconds from start).
 

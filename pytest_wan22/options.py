@@ -150,6 +150,15 @@ OPTIONS: tuple[Option, ...] = (
            "string), e.g. to weigh one attention backend against another.", metavar="ARGS"),
     Option("nvml_accounting", "Switch on NVML accounting mode for exact per-process peaks; changes device "
            "settings and needs root: only on a GPU you own.", parse=_bool, default=False, flag=True),
+    # -- what a person looks at: live progress and the report --
+    Option("progress", "Live progress: auto (a status line on a terminal, a plain line every few seconds "
+           "without one, a line per round with -q), live, lines, rounds or off.",
+           parse=_choice("auto", "live", "lines", "rounds", "off"), default="auto",
+           metavar="auto|live|lines|rounds|off"),
+    Option("progress_interval", "Seconds between plain progress lines when there is no terminal.",
+           parse=_positive_float, default=5.0, metavar="SECONDS"),
+    Option("report", "Write a report folder: index.html (plots, opens from disk), summary.md (also appended to "
+           "$GITHUB_STEP_SUMMARY) and results.json.", metavar="DIR"),
 )
 
 BY_NAME = {o.name: o for o in OPTIONS}

@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import signal
+import sys
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,7 +16,7 @@ import pytest
 from . import hookspecs
 from ._xdist import pytest_xdist_auto_num_workers  # noqa: F401 - found through this module, before configure
 from .baselines import BaselineStore
-from .compare import Summary, Verdict
+from .compare import Summary, Verdict, summarise
 from .errors import BaselineError, NvmlUnavailable, Wan22Error
 from .fixtures import (  # noqa: F401 - fixtures are found through this module
     wan22_client,
@@ -31,6 +32,7 @@ from .fixtures import (  # noqa: F401 - fixtures are found through this module
 )
 from .gpu import DeviceInfo, disable_accounting, enable_accounting, load_backend, probe
 from .options import OPTIONS
+from .progress import Progress, choose_mode
 from .records import Environment, RunRecord, from_jsonable, to_jsonable
 from .report import cost, render
 from .settings import Settings, resolve
@@ -56,6 +58,8 @@ class State:
     skipped_warmups: list[str] = field(default_factory=list)
     baseline_notes: list[str] = field(default_factory=list)  # files set aside at session start
     written_notes: list[str] = field(default_factory=list)  # ... and when baselines were written
+    progress: Progress = field(default_factory=lambda: Progress(None))
+    report_path: Any = None
 
 
 STATE_KEY = pytest.StashKey[State]()
@@ -174,6 +178,7 @@ def pytest_configure(config: pytest.Config) -> None:
                                                                               settings.update_baselines)
         except BaselineError as exc:
             raise pytest.UsageError(str(exc)) from None
+    state.progress = _progress(config, settings)
     if config.pluginmanager.hasplugin("benchmark"):
         from .benchmarking import BenchmarkHooks
 
@@ -184,6 +189,59 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(XdistHooks(), "wan22-xdist")
     if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
         signal.signal(signal.SIGTERM, _terminate)
+
+
+# ---------------------------------------------------------------- live progress (progress.py does the work)
+
+class _Terminal:
+    """The real terminal for progress: a copy of stdout's descriptor taken during configure, before pytest
+    captures the tests' output, so writes from a run (and the redraw thread) never land in a captured stream."""
+
+    def __init__(self, config: pytest.Config, fd: int) -> None:
+        self.config = config
+        self.fd = fd
+        self.file = os.fdopen(fd, "w", encoding="utf-8", errors="replace")
+
+    def write(self, text: str) -> None:
+        self.file.write(text)
+        self.file.flush()
+
+    def column(self) -> int:
+        return self.config.get_terminal_writer().width_of_current_line
+
+    def width(self) -> int:  # asked of our descriptor: during a test, pytest's stdout is a capture file
+        try:
+            return os.get_terminal_size(self.fd).columns or 80
+        except OSError:
+            return self.config.get_terminal_writer().fullwidth
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def _progress(config: pytest.Config, settings: Settings) -> Progress:
+    worker = hasattr(config, "workerinput")
+    try:
+        fd = os.dup(sys.stdout.fileno())
+    except (AttributeError, OSError, ValueError):  # no real stdout (an in-process run): no progress
+        return Progress(None)
+    mode = choose_mode(settings.progress, isatty=os.isatty(fd), verbosity=config.get_verbosity(),
+                       xdist_worker=worker, dumb=os.environ.get("TERM") == "dumb")
+    if mode == "off":
+        os.close(fd)
+        return Progress(None)
+    return Progress(_Terminal(config, fd), mode, interval=settings.progress_interval if mode == "lines" else None)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    state_of(item.config).progress.test_started()  # pytest has written this test's line (or path)
+
+
+def pytest_wan22_run_finished(config: pytest.Config, record: RunRecord) -> None:
+    state_of(config).progress.finished(record)
+
+# ---------------------------------------------------------------- end of live progress
 
 
 def _machine_info(config: pytest.Config) -> dict[str, Any]:
@@ -238,13 +296,15 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     if not state.records:
         return
     terminalreporter.write_sep("=", "wan22 runs")
-    terminalreporter.write_line(render(state.records, state.verdicts))
+    terminalreporter.write_line(render(state.records, state.verdicts, config.get_verbosity()))
     for line in cost(state.records, state.server_start_s, state.skipped_warmups):
         terminalreporter.write_line(line)
     if state.settings.update_baselines and state.summaries:
         terminalreporter.write_line(f"wan22: baselines written under {state.settings.baselines_dir}")
         for note in state.written_notes:
             terminalreporter.write_line(f"wan22: {note}")
+    if state.report_path is not None:
+        terminalreporter.write_line(f"wan22: report written to {state.report_path}")
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -265,10 +325,36 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             "server_start_s": state.server_start_s, "skipped_warmups": state.skipped_warmups})
         return
     write_baselines(state)
+    write_report(state)
+
+
+def write_report(state: State) -> None:
+    """With --wan22-report=DIR: index.html, summary.md and results.json, from the controller only."""
+    s = state.settings
+    if s.report_dir is None or not state.records:
+        return
+    from .report_html import collect
+    from .report_html import write_report as write
+
+    if s.ab is None:
+        data = collect(state.records, state.verdicts, state.tier, state.machine, s.baselines_dir)
+    else:  # B's rounds against A's, which stand in for the baseline
+        from .report_html import group
+
+        current = [r for r in state.records if r.side == "A"]
+        reference = {key: summarise(key, rounds) for key, rounds in group(current).items()}
+        machine = current[0].environment if current else None
+        data = collect([r for r in state.records if r.side != "A"], state.verdicts, state.tier, state.machine,
+                       s.baselines_dir, reference=reference, reference_machine=machine)
+    state.report_path = write(data, s.report_dir)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     state = config.stash.get(STATE_KEY, None)
+    terminal = state.progress.terminal if state is not None else None
+    if isinstance(terminal, _Terminal):
+        with contextlib.suppress(OSError):
+            terminal.close()
     if state is not None and state.nvml is not None:
         with contextlib.suppress(Exception):  # best effort: the session is over either way
             state.nvml.shutdown()

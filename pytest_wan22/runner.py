@@ -189,6 +189,7 @@ class RunContext:
     monitor: Callable[[], Monitor] | None = None
     gpu_state: Callable[[], dict[str, float | None]] | None = None
     uploaded: set[str] = field(default_factory=set)
+    on_event: Callable[[Event], None] | None = None  # every websocket event of a run, as it arrives
 
 
 @contextlib.contextmanager
@@ -248,7 +249,7 @@ def run_prompt(ctx: RunContext, prompt: Mapping[str, Any], *, variant_id: str, w
     monitor = ctx.monitor() if ctx.monitor else None
     try:
         with _maybe(monitor):
-            execution = ctx.client.run(prompt, timeout=ctx.timeout, is_alive=ctx.is_alive)
+            execution = ctx.client.run(prompt, timeout=ctx.timeout, is_alive=ctx.is_alive, on_event=ctx.on_event)
     except PromptRejected as exc:
         return replace(base, message=f"ComfyUI rejected the workflow:\n{exc}")
     except ComfyAPIError as exc:

@@ -47,6 +47,9 @@ class Settings:
     gpu_index: int | None = None
     nvml_accounting: bool = False
     ab: AbSide | None = None
+    progress: str = "auto"
+    progress_interval: float = 5.0
+    report_dir: Path | None = None
 
     @property
     def attach(self) -> bool:
@@ -166,7 +169,8 @@ def resolve(rootdir: Path, cli: Getter, ini: Getter, env: Mapping[str, str] | No
         models_dir=_path(values["models_dir"], rootdir), synthetic=values["synthetic"], missing=values["missing"],
         vram_interval=values["vram_interval"], emulate_tier=values["emulate_tier"],
         gpu_index=values["gpu_index"], nvml_accounting=values["nvml_accounting"], min_rounds=values["min_rounds"],
-        ab=ab,
+        ab=ab, progress=values["progress"], progress_interval=values["progress_interval"],
+        report_dir=_path(values["report"], rootdir),
     )
 
 

@@ -124,3 +124,17 @@ def test_a_variant_with_the_models_and_shape_of_the_one_before_needs_no_warmup(w
                     ("low_high-5s", False), ("low_high-5s", False),
                     ("high_low-10s", True), ("high_low-10s", False), ("high_low-10s", False)]
     result.stdout.fnmatch_lines(["*warm-up skipped*low_high-5s*"])
+
+
+def test_ab_report_plots_side_b_against_side_a(wan22_project: Project) -> None:
+    p = wan22_project(ONE)
+    a = _install(p.path, "current")
+    result = p.runpytest("--wan22-log-dir=logs", f"--wan22-ab-comfyui-dir={a}", "--wan22-rounds=2",
+                         "--wan22-min-rounds=2", "--wan22-report=report", "--wan22-tolerance=wall:500%",
+                         "--wan22-tolerance=step:500%", "--wan22-tolerance=sampling:500%")
+    result.assert_outcomes(passed=1)
+    data = json.loads((p.path / "report" / "results.json").read_text())
+    (variant,) = data["variants"]
+    assert {r["side"] for r in variant["rounds"]} == {"B"}
+    a_walls = [r["wall_s"] for r in _records(p) if r["side"] == "A" and not r["warmup"]]
+    assert sorted(variant["baseline"]["wall_s"]) == sorted(a_walls)

@@ -1,0 +1,302 @@
+"""Live progress of a variant's rounds: one status line on a terminal, plain lines in CI, a line per round with -q.
+
+Fed by the runner's event stream (``RunContext.on_event``) and by the VRAM monitor; writes through a
+:class:`Terminal`, which the pytest layer binds to the real terminal (not to pytest's captured stdout).
+
+Modes:
+
+* ``live``: one status line below pytest's current line, redrawn in place a few times a second and erased when
+  the round ends, so pytest's own output is left as it was;
+* ``lines``: the same text as a plain line every few seconds (CI logs, no TTY), plus one line per round;
+* ``rounds``: one line per round only (``-q``);
+* ``off``: nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+from .client import Event
+from .records import RunRecord
+from .workflows import node_titles
+
+Mode = Literal["live", "lines", "rounds", "off"]
+MODES: tuple[Mode, ...] = ("live", "lines", "rounds", "off")
+
+LIVE_REFRESH_S = 0.25
+PLAIN_INTERVAL_S = 5.0
+PREFIX = "wan22"
+
+
+class Terminal(Protocol):
+    """Where progress goes: raw text to the terminal, and the column pytest's own output has reached."""
+
+    def write(self, text: str) -> None: ...
+    def column(self) -> int: ...
+    def width(self) -> int: ...
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def _gib(mib: float | None) -> str:
+    return "-" if mib is None else f"{mib / 1024:.1f}"
+
+
+@dataclass
+class _Round:
+    """What is known of the round in flight."""
+
+    variant_id: str
+    index: int
+    rounds: int | None
+    warmup: bool
+    titles: Mapping[str, tuple[str, str]]
+    started: float
+    node: str = ""
+    step: int = 0
+    steps: int = 0
+    step_times: tuple[float, ...] = ()  # event times of the current node's progress frames
+    vram: Callable[[], tuple[float | None, float | None]] | None = None
+
+
+def round_label(index: int, rounds: int | None, warmup: bool) -> str:
+    """'round 2/4' (1-based), '(warm-up)' added for warm-up rounds."""
+    total = f"/{rounds}" if rounds else ""
+    return f"round {index + 1}{total}{' (warm-up)' if warmup else ''}"
+
+
+class Progress:
+    """Shows where a session is: variant, round, node, step n/N, s/step, VRAM now and peak, elapsed.
+
+    Event callbacks come from the thread that runs the prompt; a daemon thread redraws between events, so the
+    elapsed time moves during a long model load too. Every write goes through one lock.
+    """
+
+    def __init__(self, terminal: Terminal | None, mode: Mode = "off", *, interval: float | None = None,
+                 clock: Callable[[], float] = time.monotonic, ticker: bool = True) -> None:
+        self.terminal = terminal
+        self.mode: Mode = mode if terminal is not None else "off"
+        self.interval = interval if interval is not None else (LIVE_REFRESH_S if mode == "live"
+                                                              else PLAIN_INTERVAL_S)
+        self.clock = clock
+        self.ticker = ticker
+        self._lock = threading.RLock()
+        self._round: _Round | None = None
+        self._vram: Callable[[], tuple[float | None, float | None]] | None = None
+        self._drawn = ""  # live mode: the text on screen ("" when no line is shown)
+        self._column = 0
+        self._totals: dict[str, int | None] = {}
+        self._own_line = False  # our last plain line ended a line pytest does not know about
+        self._last = 0.0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def active(self) -> bool:
+        """True unless the mode is off."""
+        return self.mode != "off"
+
+    # -- what the fixture calls --
+
+    def track(self, factory: Callable[[], Any] | None) -> Callable[[], Any] | None:
+        """Wrap a VRAM monitor factory so that the live line can read the monitor's latest sample."""
+        if factory is None or not self.active:
+            return factory
+
+        def make() -> Any:
+            monitor = factory()
+            latest = getattr(monitor, "latest", None)
+            with self._lock:
+                self._vram = latest if callable(latest) else None
+                if self._round is not None:
+                    self._round.vram = self._vram
+            return monitor
+
+        return make
+
+    @contextlib.contextmanager
+    def round(self, variant_id: str, index: int, rounds: int | None, *, warmup: bool,
+              prompt: Mapping[str, Any]) -> Iterator[None]:
+        """Show the round while the block runs; the live line is erased at the end whatever happened."""
+        if not self.active:
+            yield
+            return
+        with self._lock:
+            self._totals[variant_id] = rounds
+            self._round = _Round(variant_id, index, rounds, warmup, node_titles(prompt), self.clock(),
+                                 vram=self._vram)
+            self._column = 0 if self._own_line else self._safe(lambda t: t.column(), 0)
+            self._last = self._round.started  # lines mode: the first line after one interval
+        if self.mode in ("live", "lines") and self.ticker:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._tick, name="wan22-progress", daemon=True)
+            self._thread.start()
+        try:
+            yield
+        finally:
+            self._stop.set()
+            if self._thread is not None:
+                self._thread.join(timeout=2.0)
+                self._thread = None
+            with self._lock:
+                self._erase()
+                self._round = None
+                self._vram = None
+
+    def test_started(self) -> None:
+        """Pytest wrote a new test's line: the column it reports is right again."""
+        with self._lock:
+            self._own_line = False
+
+    def on_event(self, event: Event) -> None:
+        """Take one websocket event of the running prompt (RunContext.on_event)."""
+        with self._lock:
+            r = self._round
+            if r is None:
+                return
+            data = event.data
+            if event.type == "executing" and data.get("node") is not None:
+                node = str(data["node"])
+                if node != r.node:
+                    r.node, r.step, r.steps, r.step_times = node, 0, 0, ()
+            elif event.type == "progress":
+                node = str(data.get("node", r.node))
+                if node != r.node:
+                    r.node, r.step_times = node, ()
+                r.step = int(data.get("value", 0) or 0)
+                r.steps = int(data.get("max", 0) or 0)
+                r.step_times = (*r.step_times, event.t)
+            else:
+                return
+            if self.mode == "live":
+                self._draw()  # every step shows; _draw skips a text that is already on screen
+
+    def finished(self, record: RunRecord, rounds: int | None = None) -> None:
+        """One line for a finished round (lines and rounds modes)."""
+        if self.mode not in ("lines", "rounds"):
+            return
+        with self._lock:
+            self._line(round_line(record, rounds or self._totals.get(record.variant_id)))
+
+    # -- text --
+
+    def status(self) -> str:
+        """The status line for the round in flight ('' when none)."""
+        r = self._round
+        if r is None:
+            return ""
+        parts = [f"{PREFIX} {r.variant_id}", round_label(r.index, r.rounds, r.warmup)]
+        if r.node:
+            parts.append(r.titles.get(r.node, ("", r.node))[1])
+        if r.steps:
+            parts.append(f"step {r.step}/{r.steps}")
+            per = seconds_per_step(r.step_times)
+            if per is not None:
+                parts.append(f"{per:.2f} s/step")
+        if r.vram is not None:
+            try:
+                now, peak = r.vram()
+            except Exception:  # a display must never fail a run
+                now = peak = None
+            if now is not None:
+                parts.append(f"VRAM {_gib(now)} GiB (peak {_gib(peak)})")
+        parts.append(_clock(self.clock() - r.started))
+        return " | ".join(parts)
+
+    # -- drawing --
+
+    def _tick(self) -> None:
+        while not self._stop.wait(LIVE_REFRESH_S):
+            self.tick()
+
+    def tick(self) -> None:
+        """Redraw the live line, or write a plain line when the interval has passed (the redraw thread's step)."""
+        with self._lock:
+            if self._round is None:
+                return
+            if self.mode == "live":
+                self._draw()
+            elif self.mode == "lines" and self.clock() - self._last >= self.interval:
+                self._line(self.status())
+
+    def _draw(self) -> None:
+        """Live mode: the status on the line below pytest's, then the cursor back where pytest left it."""
+        text = self.status()
+        width = max(20, self._safe(lambda t: t.width(), 80)) - 1
+        text = text[:width]
+        self._last = self.clock()
+        if text == self._drawn:
+            return
+        self._drawn = text
+        self._write(f"\n\r{text}\x1b[K\x1b[1A\r{self._forward()}")
+
+    def _erase(self) -> None:
+        if self.mode == "live" and self._drawn:
+            self._write(f"\n\r\x1b[2K\x1b[1A\r{self._forward()}")
+            self._drawn = ""
+
+    def _forward(self) -> str:
+        return f"\x1b[{self._column}C" if self._column > 0 else ""
+
+    def _line(self, text: str) -> None:
+        """A plain line; the first one after pytest's partial line starts on a line of its own."""
+        if not text:
+            return
+        lead = "\n" if not self._own_line and self._safe(lambda t: t.column(), 0) > 0 else ""
+        self._own_line = True
+        self._last = self.clock()
+        self._write(f"{lead}{text}\n")
+
+    def _write(self, text: str) -> None:
+        if self.terminal is not None:
+            self._safe(lambda t: t.write(text), None)
+
+    def _safe(self, call: Callable[[Terminal], Any], default: Any) -> Any:
+        try:
+            return call(self.terminal) if self.terminal is not None else default
+        except Exception:  # a closed or broken terminal: progress goes quiet, the run goes on
+            return default
+
+
+def seconds_per_step(times: Sequence[float]) -> float | None:
+    """Mean gap between consecutive progress frames of one node (None before the second frame)."""
+    if len(times) < 2:
+        return None
+    return (times[-1] - times[0]) / (len(times) - 1)
+
+
+def round_line(record: RunRecord, rounds: int | None = None) -> str:
+    """One line for a finished round: outcome, wall time, s/step per pass, peak VRAM."""
+    label = round_label(record.round, rounds, record.warmup)
+    parts = [f"{PREFIX} {record.variant_id}", f"{label}: {record.outcome}"]
+    if record.wall_s is not None:
+        parts.append(f"{record.wall_s:.2f} s")
+    steps = [p.seconds_per_step for p in record.passes if p.seconds_per_step is not None]
+    if steps:
+        parts.append(" / ".join(f"{s:.3f}" for s in steps) + " s/step")
+    peak = record.vram.peak_mib if record.vram and record.vram.available else None
+    if peak is not None:
+        parts.append(f"peak {_gib(peak)} GiB")
+    return " | ".join(parts)
+
+
+def choose_mode(requested: str, *, isatty: bool, verbosity: int, xdist_worker: bool, dumb: bool = False) -> Mode:
+    """The mode for `--wan22-progress` (auto: live on a terminal, lines without one, rounds with -q)."""
+    if xdist_worker:
+        return "off"  # a worker has no terminal: its output would interleave with the controller's
+    if requested != "auto":
+        return next((m for m in MODES if m == requested), "off")
+    if verbosity <= -2:
+        return "off"
+    if verbosity < 0:
+        return "rounds"
+    return "live" if isatty and not dumb else "lines"

