@@ -13,14 +13,14 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from . import benchmarking, preflight
+from . import benchmarking, checks, preflight
 from .baselines import BaselineStore, machine_mismatch, version_changes
 from .client import ComfyClient
 from .compare import Summary, Verdict, compare, summarise
 from .errors import ServerStartError, Wan22Error
 from .launcher import ComfyServer, ServerHandle, ServerSpec, public_argv
 from .records import Environment, RunRecord
-from .runner import RunContext, ensure_input_images, fresh_seed, run_prompt, warnings_of
+from .runner import RunContext, ensure_input_images, fresh_seed, run_prompt
 from .settings import Settings
 from .tiers import Profile, Tier, make_profile
 from .workflows import Variant, Workflow, load_workflow
@@ -127,6 +127,8 @@ class Server:
     environment: Environment
     object_info: dict[str, Any] = field(default_factory=dict)
     restarts: int = 0
+    records_dir: Path | None = None
+    unknown: str = ""  # what an attached server cannot tell us, said once in the first record
 
     def alive(self) -> bool:
         """True while the server process runs (always True when attached)."""
@@ -210,10 +212,11 @@ class ServerPool:
             with ComfyClient(s.url) as client:
                 try:
                     environment = _environment(client, self.device, self.profile, models)
+                    argv = client.system_stats().get("system", {}).get("argv") or []
                 except Wan22Error as exc:
                     pytest.fail(f"no ComfyUI answers at {s.url} ({exc}); start it or fix --wan22-url",
                                 pytrace=False)
-            return Server(ServerHandle(url=s.url), None, None, environment)
+            return _attached(s.url, environment, [str(a) for a in argv], self.work)
         if s.comfyui_dir is None:
             pytest.fail("no ComfyUI to run: pass --wan22-comfyui-dir (ini wan22_comfyui_dir, env "
                         "WAN22_COMFYUI_DIR) or attach to a running one with --wan22-url", pytrace=False)
@@ -245,7 +248,26 @@ class ServerPool:
             pytest.fail(str(exc), pytrace=False)
         with ComfyClient(handle.url) as client:
             environment = _environment(client, self.device, self.profile, models)
-        return Server(handle, launcher, self.work / "output", environment)
+        return Server(handle, launcher, self.work / "output", environment, records_dir=self.work / "records")
+
+
+# -- attach mode (--wan22-url): what a server we did not start can and cannot tell --------------------------
+def _attached(url: str, environment: Environment, argv: list[str], work: Path) -> Server:
+    """The Server for --wan22-url: its PID (and output folder) when it runs on this machine."""
+    from urllib.parse import urlsplit
+
+    from .launcher import listening_pid, output_dir_of
+
+    parts = urlsplit(url)
+    pid = listening_pid(parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80))
+    output = output_dir_of(pid, argv) if pid is not None else None
+    unknown = ["attached server: its log is not ours, so offloads, model swaps, OOM retries and recompiles are "
+               "not seen and failures carry no log tail"]
+    if pid is None:
+        unknown.append("no local process listens on that port, so VRAM is the whole device's and the saved "
+                       "video is not read")
+    return Server(ServerHandle(url=url, pid=pid), None, output, environment, records_dir=work / "records",
+                  unknown="; ".join(unknown))
 
 
 # ComfyUI's own words when an attention backend's package is missing (it then exits during start).
@@ -358,14 +380,15 @@ OPTIONAL_NODES = frozenset({"RIFE VFI", "FILM VFI", "FrameInterpolate", "FrameIn
 
 
 def _vram_monitor(state: State, server: Server, interval: float) -> Callable[[], Any] | None:
-    if state.nvml is None or state.device is None or server.launcher is None:
+    """Per process when the server's PID is known (launched, or attached on this machine), else device-wide."""
+    if state.nvml is None or state.device is None:
         return None
     from .gpu import VramMonitor, process_tree
 
     pid = server.handle.pid
     device = state.device
-    assert pid is not None
-    return lambda: VramMonitor(state.nvml, device, pids=lambda: process_tree(pid), interval=interval)
+    pids = (lambda: process_tree(pid)) if pid is not None else None
+    return lambda: VramMonitor(state.nvml, device, pids=pids, interval=interval)
 
 
 def _gpu_state(state: State) -> Callable[[], dict[str, float | None]] | None:
@@ -399,23 +422,6 @@ def _preflight(server: Server, client: ComfyClient, prompt: dict[str, Any], vari
     if optional or missing == "skip":
         pytest.skip(text)
     pytest.fail(text + "\n(--wan22-missing=skip skips such variants instead)", pytrace=False)
-
-
-def _check_output(record: RunRecord, expected: Any) -> None:
-    videos = [o for o in record.outputs if o.frames is not None]
-    if not record.outputs:
-        pytest.fail(f"{record.variant_id} round {record.round}: the run succeeded but saved no file", pytrace=False)
-    if not videos:
-        return  # not an MP4 we can read (another container, or attached without the output folder)
-    v = videos[0]
-    if not v.bytes:
-        pytest.fail(f"{record.variant_id}: {v.filename} is empty", pytrace=False)
-    if expected.frames is not None and v.frames != expected.frames:
-        pytest.fail(f"{record.variant_id}: {v.filename} has {v.frames} frames, the variant should give "
-                    f"{expected.frames}", pytrace=False)
-    if expected.fps is not None and v.fps is not None and abs(v.fps - expected.fps) > 0.01:
-        pytest.fail(f"{record.variant_id}: {v.filename} plays at {v.fps:g} fps, the variant should give "
-                    f"{expected.fps:g}", pytrace=False)
 
 
 def baseline_key(variant_id: str, server_args: tuple[str, ...]) -> str:
@@ -463,13 +469,16 @@ def wan22_run(request: pytest.FixtureRequest, wan22_servers: ServerPool, wan22_t
                 seed = fresh_seed()
                 record = run_prompt(ctx, v.seed(seed).build(), variant_id=key, workflow=variant.workflow.name,
                                     seed=seed, round_index=i, warmup=i < n_warm)
+                if server.unknown:  # said once, in the session's first record
+                    record = replace(record, warnings=(*record.warnings, f"attach: {server.unknown}"))
+                    server.unknown = ""
                 records.append(record)
                 state.records.append(record)
                 _save_record(server, record)
                 config.hook.pytest_wan22_run_finished(config=config, record=record)
                 if not record.ok:
                     pytest.fail(f"{key} round {i}: {record.outcome}: {record.message}", pytrace=False)
-                _check_output(record, v.expected_output())
+                _fail_if(checks.check_output(record, v.expected_output()))
 
             bench = benchmarking.fixture_for(request) if not benchmarked else None
             if bench is not None:  # pytest-benchmark times the same rounds (once per test: it allows one)
@@ -481,8 +490,8 @@ def wan22_run(request: pytest.FixtureRequest, wan22_servers: ServerPool, wan22_t
         summary = summarise(key, records, variant.digest)
         if bench is not None:
             benchmarking.describe(bench, summary, wan22_tier.name)
-        _check_vram(records, key, wan22_tier, budget_gib if budget_gib is not None else
-                    (marker.args[0] if marker else None), allow_offload)
+        _fail_if(_check_vram(records, key, wan22_tier, wan22_servers.profile, server, budget_gib if budget_gib
+                             is not None else (marker.args[0] if marker else None), allow_offload))
         verdict = _judge(config, state, wan22_tier, variant.workflow.name, summary, server.environment)
         return VariantResult(tuple(records), summary, verdict)
 
@@ -490,28 +499,27 @@ def wan22_run(request: pytest.FixtureRequest, wan22_servers: ServerPool, wan22_t
 
 
 def _save_record(server: Server, record: RunRecord) -> None:
-    if server.output_dir is None:
+    if server.records_dir is None:
         return
-    folder = server.output_dir.parent / "records"
-    folder.mkdir(exist_ok=True)
-    (folder / f"{record.variant_id}.{record.round}.json").write_text(record.to_json(), encoding="utf-8")
+    server.records_dir.mkdir(parents=True, exist_ok=True)
+    path = server.records_dir / f"{record.variant_id}.{record.round}.json"
+    path.write_text(record.to_json(), encoding="utf-8")
 
 
-def _check_vram(records: list[RunRecord], variant_id: str, tier: Tier, budget_gib: float | None,
-                allow_offload: bool | None) -> None:
-    budget = budget_gib if budget_gib is not None else tier.budget_gib(variant_id)
-    allowed = tier.allows_offload(variant_id) if allow_offload is None else allow_offload
-    for r in records:
-        peak = r.vram.peak_mib if r.vram and r.vram.available else None
-        if budget is not None and peak is not None and peak > budget * 1024:
-            pytest.fail(f"{variant_id} round {r.round}: peak VRAM {peak / 1024:.2f} GiB is over the budget of "
-                        f"{budget:g} GiB ({tier.name}); the budget comes from the tier table "
-                        "(vram_budget_gib / budgets) or @pytest.mark.wan22_budget", pytrace=False)
-        offloads = warnings_of(r, "offload")
-        if offloads and not allowed:
-            at = f" at {peak / 1024:.2f} GiB" if peak is not None else ""
-            pytest.fail(f"{variant_id} round {r.round} does not fit on {tier.name}{at}: ComfyUI had to "
-                        f"offload ({'; '.join(w.split(': ', 1)[1] for w in offloads)})", pytrace=False)
+def _fail_if(message: str | None) -> None:
+    if message is not None:
+        pytest.fail(message, pytrace=False)
+
+
+def _check_vram(records: list[RunRecord], variant_id: str, tier: Tier, profile: Profile, server: Server,
+                budget_gib: float | None, allow_offload: bool | None) -> str | None:
+    """checks.check_vram with this session's budget, offload rule and allowance (the server's own argv)."""
+    env = server.environment
+    return checks.check_vram(
+        records, variant_id, tier.name,
+        budget_gib=budget_gib if budget_gib is not None else tier.budget_gib(variant_id),
+        allowed=checks.allowance(env.gpu_memory_mib, env.argv or profile.args, profile.memory_cap_gib),
+        allow_offload=tier.allows_offload(variant_id) if allow_offload is None else allow_offload)
 
 
 def _judge(config: pytest.Config, state: State, tier: Tier, workflow: str, summary: Summary,

@@ -194,6 +194,9 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     s = state.settings
     where = f"attach {s.url}" if s.attach else f"launch {s.comfyui_dir or '(no --wan22-comfyui-dir)'}"
     lines = [f"wan22: tier {state.detection}; ComfyUI: {where}"]
+    if s.attach:
+        lines.append("wan22: attached: no server log, so offloads, model swaps, OOM retries and recompiles are not "
+                     "seen; VRAM is measured per process when the server runs on this machine, else device-wide")
     if state.nvml is None and (config.option.verbose > 0 or (state.tier and state.tier.is_gpu)):
         lines.append(f"wan22: VRAM not measured: {state.nvml_reason}")
     return lines
