@@ -143,7 +143,7 @@ def listening_pid(host: str, port: int) -> int | None:
                     break
             except OSError:
                 continue
-    return min(found) if found else None  # a forked listener shares the socket: the parent is the oldest
+    return min(found) if found else None  # a forked listener shares its socket: take the lowest PID
 
 
 def output_dir_of(pid: int, argv: Sequence[str]) -> Path | None:

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.plugin.conftest import RTX5090
+
 Project = Callable[..., pytest.Pytester]
 
 RUN_ONE = """
@@ -257,6 +259,17 @@ def test_baselines_are_written_only_on_request_then_a_slowdown_fails(wan22_proje
         result = p.runpytest()
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*high_low-5s-640p-lightx2v_4step: regressed*", "*step: *regressed*"])
+
+
+def test_a_baseline_from_another_gpu_of_the_tier_is_refused(wan22_project: Project) -> None:
+    other = {"devices": [{**RTX5090["devices"][0], "name": "NVIDIA GeForce RTX 5090 D", "uuid": "GPU-5090-D"}]}
+    p = wan22_project(RUN_ONE, spec=other)
+    p.runpytest("--wan22-update-baselines").assert_outcomes(passed=1)
+    p = wan22_project(RUN_ONE)
+    result = p.runpytest()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*high_low-5s-640p-lightx2v_4step: baseline recorded on NVIDIA GeForce RTX 5090 D, "
+                                 "this run is on NVIDIA GeForce RTX 5090; record this GPU's own baseline*"])
 
 
 def test_after_an_oom_the_next_test_runs_on_the_same_recovered_server(wan22_project: Project) -> None:

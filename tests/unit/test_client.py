@@ -548,3 +548,90 @@ def test_run_against_a_dead_server_is_server_died(is_alive: Any) -> None:
     assert execution.status == "server_died"
     assert execution.events == ()
     assert execution.message.startswith("ComfyUI stopped answering during the run")
+
+
+# --------------------------------------------------------------------------- outcomes: only success is success
+
+
+@pytest.mark.parametrize(("status", "outcome"), [
+    ({"status_str": "success", "completed": True}, "success"),
+    ({"status_str": "success", "completed": False}, "success"),
+    ({"completed": True}, "success"),
+    ({"status_str": "error", "completed": False}, "error"),
+    ({"status_str": "error", "completed": True}, "error"),
+    ({"status_str": "cancelled", "completed": False}, None),
+    ({"status_str": "cancelled", "completed": True}, None),
+    ({"status_str": "", "completed": True}, None),
+    ({"completed": "yes"}, None),
+    ({"completed": False}, None),
+    ({}, None),
+])
+def test_history_status_only_success_is_success(status: dict[str, Any], outcome: str | None) -> None:
+    state = _RunState("p", 0.0, None)
+    state.take_history({"status": {**status, "messages": []}})
+    assert state.done
+    assert state.outcome == outcome
+
+
+def test_history_messages_decide_before_the_status_string() -> None:
+    error = {"prompt_id": "p", "node_id": "3", "node_type": "KSampler", "exception_type": "RuntimeError"}
+    state = _RunState("p", 0.0, None)
+    state.take_history({"status": {"status_str": "success", "completed": True,
+                                   "messages": [["execution_start", {}], ["execution_error", error]]}})
+    assert (state.outcome, state.error) == ("error", error)
+    state = _RunState("p", 0.0, None)
+    state.take_history({"status": {"status_str": "success", "messages": [["execution_interrupted", error]]}})
+    assert state.outcome == "interrupted"
+    state = _RunState("p", 0.0, None)  # what the socket already said stands
+    state.feed({"type": "execution_error", "data": {**error, "prompt_id": "p"}}, 1.0)
+    state.take_history({"status": {"status_str": "success", "completed": True, "messages": []}})
+    assert state.outcome == "error"
+
+
+def test_socket_frames_of_other_prompts_or_unknown_types_decide_nothing() -> None:
+    state = _RunState("p", 0.0, None)
+    for message in ({"type": "execution_success", "data": {"prompt_id": "other"}},
+                    {"type": "execution_done", "data": {"prompt_id": "p"}},
+                    {"type": "execution_success", "data": "p"}, ["execution_success"]):
+        state.feed(message, 0.5)
+    assert state.outcome is None
+    assert not state.done
+    state.feed({"type": "executing", "data": {"prompt_id": "p", "node": None}}, 0.6)
+    assert state.done
+    assert state.outcome is None
+
+
+class _Scripted(ComfyClient):
+    """A client whose server is a script: no websocket, a history entry, no job."""
+
+    def __init__(self, entry: dict[str, Any] | None) -> None:
+        super().__init__("http://127.0.0.1:9", timeout=1)
+        self.entry = entry
+
+    def _open_ws(self) -> None:  # type: ignore[override]
+        return None
+
+    def _server_answers(self, is_alive: Any) -> bool:
+        return True
+
+    def submit(self, prompt: Any, *, prompt_id: str | None = None) -> str:
+        return prompt_id or "p"
+
+    def history(self, prompt_id: str) -> dict[str, Any] | None:
+        return self.entry
+
+    def job(self, prompt_id: str) -> dict[str, Any] | None:
+        return None
+
+
+@pytest.mark.parametrize(("status", "outcome"), [
+    ({"status_str": "success", "completed": True, "messages": []}, "success"),
+    ({"status_str": "cancelled", "completed": False, "messages": []}, "error"),
+    ({"status_str": "", "messages": []}, "error"),
+])
+def test_run_never_counts_an_unknown_outcome_as_success(status: dict[str, Any], outcome: str) -> None:
+    with _Scripted({"status": status, "outputs": {}}) as client:
+        execution = client.run(SUCCESS_PROMPT, timeout=5)
+    assert execution.status == outcome
+    if outcome != "success":
+        assert execution.message == "the prompt ended with status error"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import struct
 import zlib
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +97,46 @@ GPU_OOM = ("Allocation on device 0 would exceed allowed memory. (out of memory)\
 )
 def test_oom_rules(etype: str, message: str, outcome: str) -> None:
     assert classify_error(etype, message) == outcome
+
+
+@pytest.mark.parametrize(
+    ("etype", "message", "outcome"),
+    [
+        # The exception type decides first: any OutOfMemoryError is the GPU's, whatever the message says.
+        ("torch.OutOfMemoryError", "", "oom"),
+        ("OutOfMemoryError", "boom", "oom"),
+        ("torch.OutOfMemoryError", "DefaultCPUAllocator: can't allocate memory", "oom"),
+        ("some.pack.OutOfMemoryError", "boom", "oom"),  # a custom node's own OOM type
+        ("OutOfMemoryErrorX", "boom", "error"),
+        ("MemoryError", "boom", "error"),
+        # By the message: each GPU wording, in any case.
+        ("RuntimeError", "Allocation on device 0 would exceed allowed memory.", "oom"),
+        ("RuntimeError", "allocation ON DEVICE 1", "oom"),
+        ("RuntimeError", "CUDA error: OUT OF MEMORY", "oom"),
+        ("RuntimeError", "cublas_status_alloc_failed", "oom"),
+        ("ValueError", "HIP out of memory. Tried to allocate 2.00 GiB", "oom"),
+        # Host RAM: the CPU allocator's failure is never a GPU OOM, even when its text says "out of memory".
+        ("RuntimeError", "DefaultCPUAllocator: not enough memory: you tried to allocate 8 GB (out of memory)", "error"),
+        ("RuntimeError", "[enforce fail at alloc_cpu.cpp:114] DefaultCPUAllocator: Allocation on device cpu", "error"),
+        ("RuntimeError", "", "error"),
+        ("RuntimeError", "outofmemory", "error"),
+    ],
+)
+def test_oom_rule_boundaries(etype: str, message: str, outcome: str) -> None:
+    assert classify_error(etype, message) == outcome
+
+
+def test_a_failed_run_is_classified_from_its_error_and_an_unknown_status_stays_what_it_is() -> None:
+    prompt = {"11": {"class_type": "KSamplerAdvanced", "inputs": {}, "_meta": {"title": "KSampler (high noise)"}}}
+    host = {"node_id": "11", "node_type": "KSamplerAdvanced", "exception_type": "RuntimeError",
+            "exception_message": "DefaultCPUAllocator: can't allocate memory (out of memory)", "traceback": []}
+    ex = Execution("p", "error", (), 0, 1.0, None, None, host, ())
+    assert build_record(BASE, ex, prompt, None, "", None).outcome == "error"
+    assert build_record(BASE, replace(ex, error=None), prompt, None, "", None).outcome == "error"
+    for status in ("timeout", "interrupted", "server_died"):
+        rec = build_record(BASE, replace(ex, status=status, error=None), prompt, None, "", None)  # type: ignore[arg-type]
+        assert rec.outcome == status
+        assert not rec.ok
 
 
 def test_oom_message_names_node_title_and_peak() -> None:
