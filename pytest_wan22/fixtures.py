@@ -151,7 +151,8 @@ def _environment(client: ComfyClient, device: DeviceInfo | None, profile: Profil
         comfyui=system.get("comfyui_version"), python=(system.get("python_version") or "").split(" ")[0] or None,
         os=system.get("os") or platform.system(), device=devices[0].get("name"),
         argv=public_argv(system.get("argv")), tier=profile.tier.name, profile=profile.name,
-        emulated_tier=profile.tier.name if profile.emulated_on else None, models=models)
+        emulated_tier=profile.tier.name if profile.emulated_on else None, models=models,
+        scale=profile.tier.scale_text())
 
 
 def _work_dir(config: pytest.Config, factory: pytest.TempPathFactory) -> Path:

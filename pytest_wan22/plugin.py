@@ -194,6 +194,11 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     s = state.settings
     where = f"attach {s.url}" if s.attach else f"launch {s.comfyui_dir or '(no --wan22-comfyui-dir)'}"
     lines = [f"wan22: tier {state.detection}; ComfyUI: {where}"]
+    tier = state.tier
+    scale = tier.scale_text() if tier else None
+    if tier and scale:
+        lines.append(f"wan22: the {tier.name} tier runs every variant scaled to {scale}; test ids and baseline keys "
+                     "name the variant as written")
     if s.attach:
         lines.append("wan22: attached: no server log, so offloads, model swaps, OOM retries and recompiles are not "
                      "seen; VRAM is measured per process when the server runs on this machine, else device-wide")
@@ -231,6 +236,10 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         return
     terminalreporter.write_sep("=", "wan22 runs")
     terminalreporter.write_line(render(state.records, state.verdicts))
+    scales = sorted({r.environment.scale for r in state.records if r.environment.scale})
+    if scales:
+        terminalreporter.write_line(f"wan22: scaled to {'; '.join(scales)} by the tier; the ids above name the "
+                                    "variants as written")
     if state.settings.update_baselines and state.summaries:
         terminalreporter.write_line(f"wan22: baselines written under {state.settings.baselines_dir}")
 

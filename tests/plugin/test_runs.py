@@ -161,6 +161,32 @@ def test_the_video_of_a_passing_run_is_read(wan22_project: Project) -> None:
     p.runpytest().assert_outcomes(passed=1)
 
 
+def test_a_scaled_tier_keeps_ids_and_says_the_scale_in_header_summary_and_records(
+        wan22_project: Project, tmp_path: Path) -> None:
+    tiers = tmp_path / "tiers.toml"
+    tiers.write_text('[tiers.rtx5090]\nmatch = ["RTX 5090"]\nargs = ["--normalvram"]\n'
+                     'scale = { width = 64, height = 64, frames = 9, steps = 4, split = 2 }\n')
+    p = wan22_project("""
+        @pytest.mark.rtx5090
+        def test_variant(wan22_run, request):
+            out = wan22_run(BASE).last.outputs[0]
+            assert (out.frames, out.width, out.height) == (9, 64, 64)
+    """, ini=f"wan22_tiers_file = {tiers}")
+    result = p.runpytest("--wan22-log-dir", "logs", "--wan22-update-baselines", "-v")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines([
+        "wan22: the rtx5090 tier runs every variant scaled to 64x64, 9 frames, 4 steps split 2; test ids and "
+        "baseline keys name the variant as written",
+        "*test_suite.py::test_variant PASSED*",
+        "*high_low-5s-640p-lightx2v_4step*success*",
+        "wan22: scaled to 64x64, 9 frames, 4 steps split 2 by the tier; the ids above name the variants as written",
+    ])
+    assert {r["environment"]["scale"] for r in _records(p)} == {"64x64, 9 frames, 4 steps split 2"}
+    stored = json.loads((p.path / "baselines" / "rtx5090" / "wan22_i2v_a14b.json").read_text())
+    assert list(stored["variants"]) == ["high_low-5s-640p-lightx2v_4step"]
+    assert stored["machine"]["scale"] == "64x64, 9 frames, 4 steps split 2"
+
+
 def test_missing_model_fails_before_sampling_naming_file_and_folder(wan22_project: Project) -> None:
     p = wan22_project(RUN_ONE, fake_env={"FAKE_COMFYUI_MODELS": json.dumps({"diffusion_models": []})})
     result = p.runpytest("--wan22-log-dir", "logs")

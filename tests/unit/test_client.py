@@ -158,14 +158,14 @@ def test_rejection_formatting_of_captured_400_bodies(captures: Path) -> None:
 
 _CAPTURED_RUNS = [
     # (ws capture, prompt id prefix, outcome, cached nodes, executing frames (node ids, None = done))
-    ("a_success.ws.jsonl", "53096d3f", "success", (), ["1", "2", "3", None]),
-    ("b_cached.ws.jsonl", "7e2747ae", "success", ("1", "2", "3"), [None]),
-    ("d_runtime_error.ws.jsonl", "c4b4c999", "error", (), ["1", "2", None]),
-    ("d2_cpu_oom.ws.jsonl", "8c7cebc3", "error", (), ["1", None]),
-    ("e_interrupt_and_busy_queue.ws.jsonl", "40c55bba", "interrupted", (), ["1", "2", "3", None]),
-    ("e_interrupt_and_busy_queue.ws.jsonl", "15f99ac2", "success", (), ["1", "2", "3", "4", "5", "6", None]),
-    ("f3_corrupt_model_file.ws.jsonl", "cb20596c", "error", ("3", "4"), ["1", None]),
-    ("wan22_tiny_new_seed_partial_cache.ws.jsonl", "d35f4265", "success", tuple(str(i) for i in range(1, 11)),
+    ("a_success.ws.jsonl", "58cfa559", "success", (), ["1", "2", "3", None]),
+    ("b_cached.ws.jsonl", "60c3e769", "success", ("1", "2", "3"), [None]),
+    ("d_runtime_error.ws.jsonl", "d470b5ae", "error", (), ["1", "2", None]),
+    ("d2_cpu_oom.ws.jsonl", "feb0f637", "error", (), ["1", None]),
+    ("e_interrupt_and_busy_queue.ws.jsonl", "55df3593", "interrupted", (), ["1", "2", "3", "4", None]),
+    ("e_interrupt_and_busy_queue.ws.jsonl", "9016b6b6", "success", (), ["1", "2", "3", "4", "5", "6", None]),
+    ("f3_corrupt_model_file.ws.jsonl", "d9e1e2c6", "error", ("3", "4"), ["1", None]),
+    ("wan22_tiny_new_seed_partial_cache.ws.jsonl", "a8864452", "success", tuple(str(i) for i in range(1, 11)),
      ["11", "12", "13", "14", "15", None]),
 ]
 
@@ -221,7 +221,7 @@ def test_run_state_without_client_id_never_finishes(captures: Path) -> None:
 def test_history_fills_what_the_socket_missed(captures: Path) -> None:
     http = json.loads((captures / "e_interrupt_and_busy_queue.http.json").read_text())
     entry = next(iter(http["history_A"]["body"].values()))
-    state = _RunState("40c55bba-a0ce-46b4-b618-d430f4865398", 0.0, None)
+    state = _RunState(http["post_A"]["body"]["prompt_id"], 0.0, None)
     state.take_history(entry)
     assert state.done
     assert state.outcome == "interrupted"
@@ -239,9 +239,12 @@ def test_server_s_prefers_job_then_history(captures: Path) -> None:
     history = next(iter(json.loads((captures / "a_success.history.json").read_text())["body"].values()))
     base = Execution(prompt_id=job["id"], status="success", events=(), submitted_at=0.0, wall_s=0.1,
                      history=history, job=job, error=None, cached_nodes=())
-    assert base.server_s == pytest.approx(0.028)
+    assert base.server_s == pytest.approx((job["execution_end_time"] - job["execution_start_time"]) / 1000)
+    stamps = {m[0]: m[1]["timestamp"] for m in history["status"]["messages"]}
     no_job = Execution(**{**base.__dict__, "job": None})
-    assert no_job.server_s == pytest.approx(0.028)
+    assert no_job.server_s == pytest.approx((stamps["execution_success"] - stamps["execution_start"]) / 1000)
+    odd = Execution(**{**base.__dict__, "job": {**job, "execution_end_time": job["execution_start_time"] + 1234}})
+    assert odd.server_s == pytest.approx(1.234)  # the job's figure wins over the history's
     nothing = Execution(**{**base.__dict__, "job": None, "history": None})
     assert nothing.server_s is None
 

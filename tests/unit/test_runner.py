@@ -29,6 +29,12 @@ def _execution(folder: Path, stem: str, status: str, prompt: dict[str, Any]) -> 
     return Execution(pid, status, tuple(events), 0.0, events[-1].t, history, None, error, cached)  # type: ignore[arg-type]
 
 
+def rec_history(folder: Path, stem: str) -> dict[str, Any]:
+    """The one history entry of a capture."""
+    body: dict[str, Any] = json.loads((folder / f"{stem}.history.json").read_text())["body"]
+    return next(iter(body.values()))  # type: ignore[no-any-return]
+
+
 def _prompt(folder: Path, name: str) -> dict[str, Any]:
     data = json.loads((folder / name).read_text())
     return data.get("prompt", data)
@@ -45,13 +51,16 @@ def test_tiny_wan_run_gives_node_times_and_seconds_per_step(captures: Path) -> N
     assert set(by_id) == set(prompt)
     assert by_id["7"].class_type == "CLIPTextEncode"
     assert by_id["7"].title == "negative"
-    assert by_id["7"].seconds == pytest.approx(33.39, abs=0.05)  # the full-size UMT5 forward on a CPU
+    # The full-size UMT5 forward of the stub text encoder dominates on a CPU; the tiny samplers take little.
+    assert by_id["7"].seconds > by_id["11"].seconds + by_id["12"].seconds
     assert [p.title for p in rec.passes] == ["KSampler (high noise)", "KSampler (low noise)"]
     assert [p.steps for p in rec.passes] == [2, 2]
     assert all(len(p.step_times) == 2 and p.seconds_per_step for p in rec.passes)
-    assert rec.phases["text"] > 60 > rec.phases["sampling"]
-    assert rec.server_s == pytest.approx(68.13, abs=0.05)
-    assert [o.filename for o in rec.outputs] == ["wan22_tiny_00004_.mp4"]
+    assert rec.phases["text"] > rec.phases["sampling"] > 0
+    assert sum(n.seconds for n in rec.nodes) == pytest.approx(sum(rec.phases.values()), abs=1e-3)
+    stamps = {m[0]: m[1]["timestamp"] for m in rec_history(captures, "wan22_tiny_cold")["status"]["messages"]}
+    assert rec.server_s == pytest.approx((stamps["execution_success"] - stamps["execution_start"]) / 1000)
+    assert [o.filename for o in rec.outputs] == ["wan22_tiny_00001_.mp4"]
 
 
 def test_fully_cached_rerun_is_never_a_timing(captures: Path) -> None:
