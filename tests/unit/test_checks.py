@@ -78,6 +78,9 @@ def test_the_first_video_is_judged_and_an_empty_file_anywhere_fails() -> None:
     (("--reserve-vram",), 0.0),
     (("--reserve-vram", "lots"), 0.0),
     (("--reserve-vram-x", "3"), 0.0),
+    (("--reserve-vram=1=2",), 0.0),  # not a number: ignored
+    (("--reserve-vram", "lots", "--reserve-vram", "2"), 2.0),  # a bad one does not hide a later good one
+    (("--reserve-vram=x", "--reserve-vram=3"), 3.0),
 ])
 def test_reserve_vram_from_the_command_line(argv: tuple[str, ...], gib: float) -> None:
     assert reserve_gib(argv) == gib
@@ -95,6 +98,16 @@ def test_allowance_is_the_card_minus_the_reserve_or_the_cap() -> None:
     assert emulated.gib == 23.5
     assert emulated.describe() == "the emulated card's 23.5 GiB"
     assert allowance(30000.0, (), cap_gib=40.0).gib == pytest.approx(30000 / 1024)  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(("allowed", "text"), [
+    (Allowance(23.5, 24.0, 0.5, cap_gib=23.5), "the emulated card's 23.5 GiB"),  # the cap is the allowance
+    (Allowance(22.0, 24.0, 2.0, cap_gib=23.0), "the card's 24.00 GiB minus --reserve-vram 2"),  # the reserve is
+    (Allowance(22.0, 24.0, 2.0), "the card's 24.00 GiB minus --reserve-vram 2"),
+    (Allowance(24.0, 24.0, 0.0), "the card's 24.00 GiB"),
+])
+def test_the_allowance_names_what_limits_it(allowed: Allowance, text: str) -> None:
+    assert allowed.describe() == text
 
 
 def test_judged_peak_prefers_the_allocator_then_nvml() -> None:
@@ -155,6 +168,13 @@ def test_signs_that_it_does_not_fit(sign: str) -> None:
     assert "does not fit on rtx4090: ComfyUI" in (_fit(replace(run, vram=None)) or "")  # no figure: still a sign
 
 
+def test_every_sign_is_named() -> None:
+    run = _peak(5.0 * 1024, warnings=("offload: model loaded partially, 1.00 MB offloaded",
+                                      "swap: kind: with a colon"))
+    assert "ComfyUI had to make room (model loaded partially, 1.00 MB offloaded; kind: with a colon)" in (
+        _fit(run) or "")
+
+
 def test_a_recompile_is_no_sign_and_every_round_is_judged() -> None:
     assert _fit(_peak(5.0, warnings=("recompile: torch.compile recompiled",))) is None
     later = _peak(5.0, warnings=("swap: model unloaded partially to make room (1.00 MB freed)",), round=2)
@@ -166,8 +186,9 @@ def test_a_user_budget_applies_on_top() -> None:
     assert _fit(_peak(10.0 * 1024), budget=10.0) is None
     message = _fit(_peak(10.0 * 1024 + 1), budget=10.0)
     assert message is not None
-    assert message.startswith("high_low-5s round 1: peak VRAM 10.00 GiB is over the budget of 10 GiB (rtx4090)")
-    assert "@pytest.mark.wan22_budget" in message
+    assert message == ("high_low-5s round 1: peak VRAM 10.00 GiB is over the budget of 10 GiB (rtx4090); the budget "
+                       "comes from the tier table (vram_budget_gib / budgets), @pytest.mark.wan22_budget or "
+                       "wan22_run(budget_gib=...)")
     # The budget is judged on NVML's peak, whatever the allocator held.
     assert _fit(_peak(11.0 * 1024, torch_mib=1.0), budget=10.0) is not None
     assert _fit(_peak(11.0 * 1024), budget=10.0, allowed=None) is not None

@@ -638,3 +638,28 @@ def test_run_never_counts_an_unknown_outcome_as_success(status: dict[str, Any], 
     assert execution.status == outcome
     if outcome != "success":
         assert execution.message == "the prompt ended with status error"
+
+
+def test_history_entries_of_odd_shape_decide_nothing_wrong() -> None:
+    error = {"prompt_id": "p", "node_id": "3", "node_type": "KSampler", "exception_type": "RuntimeError"}
+    for status in (None, "success", ["success"]):
+        state = _RunState("p", 0.0, None)
+        state.take_history({"status": status})
+        assert (state.done, state.outcome) == (True, None)
+    state = _RunState("p", 0.0, None)  # malformed messages are skipped, the ones after them still count
+    state.take_history({"status": {"status_str": "success", "messages": [
+        "abc", ["execution_start"], ["execution_start", None], ["execution_cached", "3"], ["execution_error", error]]}})
+    assert (state.outcome, state.error) == ("error", error)
+
+
+def test_failure_words_of_an_execution() -> None:
+    from pytest_wan22.client import _describe_failure
+
+    error = {"node_id": "3", "node_type": "KSampler", "exception_type": "RuntimeError", "exception_message": ""}
+    assert _describe_failure("error", error) == "node 3 (KSampler) raised RuntimeError"
+    assert _describe_failure("error", {**error, "exception_message": "  boom: x\nmore"}) == (
+        "node 3 (KSampler) raised RuntimeError: boom: x")
+    assert _describe_failure("error", {**error, "exception_message": "no axis X"}) == (
+        "node 3 (KSampler) raised RuntimeError: no axis X")
+    assert _describe_failure("interrupted", error) == "interrupted at node 3 (KSampler)"
+    assert _describe_failure("error", None) == "the prompt ended with status error"

@@ -183,3 +183,64 @@ def test_start_image_is_a_valid_png() -> None:
     length = struct.unpack(">I", data[idat - 4:idat])[0]
     raw = zlib.decompress(data[idat + 4:idat + 4 + length])
     assert len(raw) == 8 * (1 + 16 * 3)
+
+
+def test_a_partly_cached_run_is_a_timing(captures: Path) -> None:
+    prompt = _prompt(captures, "wan22_i2v_tiny_api.json")
+    prompt["11"]["inputs"]["noise_seed"] = 43
+    ex = _execution(captures, "wan22_tiny_new_seed_partial_cache", "success", prompt)
+    assert ex.cached_nodes
+    assert set(ex.cached_nodes) < set(prompt)
+    rec = build_record(BASE, ex, prompt, None, "", None)
+    assert (rec.outcome, rec.message, rec.error) == ("success", "", None)
+    assert [p.steps for p in rec.passes] == [2, 2]
+    all_cached = build_record(BASE, replace(ex, cached_nodes=tuple(prompt)), prompt, None, "", None)
+    assert all_cached.outcome == "invalid"
+    assert all_cached.message == (
+        "every node was cached, so nothing ran and no timing exists; give the workflow a seed input the runner can "
+        "change, or start ComfyUI with --cache-none (--wan22-server-args)")
+
+
+def test_a_record_carries_what_the_run_gave(captures: Path, tmp_path: Path) -> None:
+    prompt = _prompt(captures, "wan22_i2v_tiny_api.json")
+    ex = _execution(captures, "wan22_tiny_cold", "success", prompt)
+    out = tmp_path / "output"
+    video = out / "video" / "wan22_tiny_00001_.mp4"
+    video.parent.mkdir(parents=True)
+    video.write_bytes(b"\0" * 10)
+    ex = replace(ex, cached_nodes=("9",), wall_s=12.5)
+    vram = VramReport(True, peak_process_mib=100.0)
+    log = "loaded partially; 1.00 MB usable, 1.00 MB loaded, 2.00 MB offloaded\n"
+    rec = build_record(BASE, ex, prompt, vram, log, out)
+    assert (rec.prompt_id, rec.wall_s, rec.vram, rec.cached_nodes) == (ex.prompt_id, 12.5, vram, ("9",))
+    assert rec.server_s == ex.server_s
+    assert rec.warnings == ("offload: model loaded partially, 2.00 MB offloaded",)
+    assert [(o.path, o.bytes) for o in rec.outputs] == [(str(video), 10)]
+    assert (rec.outcome, rec.message) == ("success", "")
+
+
+def test_a_record_carries_the_error_as_comfyui_gave_it(captures: Path) -> None:
+    prompt = _prompt(captures, "d_runtime_error.request.json")
+    rec = build_record(BASE, _execution(captures, "d_runtime_error", "error", prompt), prompt, None, "", None)
+    assert rec.error is not None
+    assert (rec.error.node_id, rec.error.node_type, rec.error.exception_type) == ("2", "ImageToMask", "IndexError")
+    assert rec.error.traceback
+    assert all(isinstance(line, str) for line in rec.error.traceback)
+    bare = Execution("p", "error", (), 0, 1.0, None, None, {"node_id": "2"}, ())
+    rec = build_record(BASE, bare, prompt, None, "", None)
+    assert rec.error is not None
+    assert (rec.error.node_type, rec.error.exception_type, rec.error.exception_message, rec.error.traceback) == (
+        None, "", "", ())
+    assert rec.outcome == "error"
+
+
+def test_a_timeout_keeps_the_clients_words_and_a_dead_server_its_last_log_lines() -> None:
+    prompt = {"1": {"class_type": "EmptyImage", "inputs": {}}}
+    ex = Execution("p", "timeout", (), 0, 5.0, None, None, None, (), message="no result within 5 s")
+    assert build_record(BASE, ex, prompt, None, "", None).message == "no result within 5 s"
+    log = "".join(f"line {i}\n" for i in range(25))
+    died = build_record(BASE, replace(ex, status="server_died", message="gone"), prompt, None, log, None)
+    assert died.message == "gone\nlast log lines:\n" + "\n".join(f"line {i}" for i in range(5, 25))
+    assert build_record(BASE, replace(ex, status="server_died", message="gone"), prompt, None, "", None
+                        ).message == "gone"
+    assert build_record(BASE, replace(ex, message="x"), prompt, None, log, None).message == "x"  # only when it died
