@@ -101,13 +101,12 @@ def wan22_models(wan22_settings: Settings, wan22_tier: Tier) -> SyntheticModels 
     preset = wan22_settings.synthetic or wan22_tier.synthetic
     if preset is None:
         return None
-    if wan22_settings.attach:
-        pytest.fail(f"synthetic models ({preset}) need a launched server; drop --wan22-url or run the "
-                    "tier with your own models", pytrace=False)
-    from .synth import ensure_models
+    from .synth import ensure_models, model_set
 
     root = (wan22_settings.models_dir or Path.home() / ".cache" / "pytest-wan22" / "models") / preset
     gpu = wan22_tier.is_gpu
+    if wan22_settings.attach:  # the attached server must have the set already: the preflight names what is missing
+        return SyntheticModels(root, model_set(preset, lora_rank=64 if preset == "a14b" else 0))
     try:
         models = ensure_models(wan22_settings.python, root, preset, device="cuda" if gpu else "cpu",
                                lora_rank=64 if preset == "a14b" else 0, timeout=1800 if gpu else 600,
