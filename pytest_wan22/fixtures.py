@@ -433,8 +433,9 @@ def baseline_key(variant_id: str, server_args: tuple[str, ...]) -> str:
 def wan22_run(request: pytest.FixtureRequest, wan22_servers: ServerPool, wan22_tier: Tier,
               wan22_models: SyntheticModels | None) -> Callable[..., VariantResult]:
     """Run a Variant: warm-up and timed rounds with a fresh seed each, on the tier's server (or a variation
-    with `server_args`). Fails the test on OOM, error, VRAM over budget, offload, a wrong video, or a
-    slowdown against the stored baseline; returns the records, their summary and the verdict."""
+    with `server_args`). Fails the test on OOM, error, a variant that does not fit (offload, model swap, OOM
+    retry, a peak past the profile's allowance or your budget), a wrong video, or a slowdown against the stored
+    baseline; returns the records, their summary and the verdict."""
     config = request.config
     state = _state(config)
     s = state.settings
