@@ -281,11 +281,12 @@ class _RunState:
                 self.outcome, self.error = "error", data
             elif name == "execution_interrupted" and self.outcome is None:
                 self.outcome, self.error = "interrupted", data
-        if self.outcome is None:
-            if status.get("status_str") == "success" or status.get("completed") is True:
-                self.outcome = "success"
-            elif status.get("status_str") == "error":
+        if self.outcome is None:  # only a plain "success" is success: another word is never taken for it
+            word = status.get("status_str")
+            if word == "error":
                 self.outcome = "error"
+            elif word == "success" or (word is None and status.get("completed") is True):
+                self.outcome = "success"
         self.done = True
 
 

@@ -16,14 +16,14 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from . import benchmarking, preflight
+from . import benchmarking, checks, preflight
 from .baselines import BaselineStore, drift, machine_mismatch, same_gpu, session_spread, version_changes
 from .client import ComfyClient
 from .compare import MACHINE_SPREAD, Summary, Verdict, compare, more_rounds, summarise
 from .errors import ServerStartError, Wan22Error
 from .launcher import ComfyServer, ServerHandle, ServerSpec, public_argv
 from .records import Environment, RunRecord
-from .runner import RunContext, ensure_input_images, fresh_seed, run_prompt, warnings_of
+from .runner import RunContext, ensure_input_images, fresh_seed, run_prompt
 from .settings import Settings
 from .tiers import Profile, Tier, make_profile
 from .workflows import Variant, Workflow, load_workflow
@@ -104,13 +104,12 @@ def wan22_models(wan22_settings: Settings, wan22_tier: Tier) -> SyntheticModels 
     preset = wan22_settings.synthetic or wan22_tier.synthetic
     if preset is None:
         return None
-    if wan22_settings.attach:
-        pytest.fail(f"synthetic models ({preset}) need a launched server; drop --wan22-url or run the "
-                    "tier with your own models", pytrace=False)
-    from .synth import ensure_models
+    from .synth import ensure_models, model_set
 
     root = (wan22_settings.models_dir or Path.home() / ".cache" / "pytest-wan22" / "models") / preset
     gpu = wan22_tier.is_gpu
+    if wan22_settings.attach:  # the attached server must have the set already: the preflight names what is missing
+        return SyntheticModels(root, model_set(preset, lora_rank=64 if preset == "a14b" else 0))
     try:
         models = ensure_models(wan22_settings.python, root, preset, device="cuda" if gpu else "cpu",
                                lora_rank=64 if preset == "a14b" else 0, timeout=1800 if gpu else 600,
@@ -133,6 +132,8 @@ class Server:
     side: str = ""
     warm_shape: str | None = None  # the models and graph shape of the last successful run: loaded and warm
     start_s: float = 0.0
+    records_dir: Path | None = None
+    unknown: str = ""  # what an attached server cannot tell us, said once in the first record
 
     def alive(self) -> bool:
         """True while the server process runs (always True when attached)."""
@@ -155,7 +156,8 @@ def _environment(client: ComfyClient, device: DeviceInfo | None, profile: Profil
         comfyui=system.get("comfyui_version"), python=(system.get("python_version") or "").split(" ")[0] or None,
         os=system.get("os") or platform.system(), device=devices[0].get("name"),
         argv=public_argv(system.get("argv")), tier=profile.tier.name, profile=profile.name,
-        emulated_tier=profile.tier.name if profile.emulated_on else None, models=models)
+        emulated_tier=profile.tier.name if profile.emulated_on else None, models=models,
+        scale=profile.tier.scale_text())
 
 
 def _work_dir(config: pytest.Config, factory: pytest.TempPathFactory) -> Path:
@@ -260,10 +262,11 @@ class ServerPool:
             with ComfyClient(s.url) as client:
                 try:
                     environment = _environment(client, self.device, self.profile, models)
+                    argv = client.system_stats().get("system", {}).get("argv") or []
                 except Wan22Error as exc:
                     pytest.fail(f"no ComfyUI answers at {s.url} ({exc}); start it or fix --wan22-url",
                                 pytrace=False)
-            return Server(ServerHandle(url=s.url), None, None, environment)
+            return _attached(s.url, environment, [str(a) for a in argv], self.work)
         if side.comfyui_dir is None:
             pytest.fail("no ComfyUI to run: pass --wan22-comfyui-dir (ini wan22_comfyui_dir, env "
                         "WAN22_COMFYUI_DIR) or attach to a running one with --wan22-url", pytrace=False)
@@ -303,11 +306,31 @@ class ServerPool:
         start_s = time.monotonic() - started
         with ComfyClient(handle.url) as client:
             environment = _environment(client, self.device, self.profile, models)
-        return Server(handle, launcher, work / "output", environment, side=side.name, start_s=start_s)
+        return Server(handle, launcher, work / "output", environment, side=side.name, start_s=start_s,
+                      records_dir=work / "records")
 
 
 def _side_words(side: str) -> str:
     return f" (side {side})" if side else ""
+
+
+# -- attach mode (--wan22-url): what a server we did not start can and cannot tell --------------------------
+def _attached(url: str, environment: Environment, argv: list[str], work: Path) -> Server:
+    """The Server for --wan22-url: its PID (and output folder) when it runs on this machine."""
+    from urllib.parse import urlsplit
+
+    from .launcher import listening_pid, output_dir_of
+
+    parts = urlsplit(url)
+    pid = listening_pid(parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80))
+    output = output_dir_of(pid, argv) if pid is not None else None
+    unknown = ["attached server: its log is not ours, so offloads, model swaps, OOM retries and recompiles are "
+               "not seen and failures carry no log tail"]
+    if pid is None:
+        unknown.append("no local process listens on that port, so VRAM is the whole device's and the saved "
+                       "video is not read")
+    return Server(ServerHandle(url=url, pid=pid), None, output, environment, records_dir=work / "records",
+                  unknown="; ".join(unknown))
 
 
 # ComfyUI's own words when an attention backend's package is missing (it then exits during start).
@@ -420,14 +443,15 @@ OPTIONAL_NODES = frozenset({"RIFE VFI", "FILM VFI", "FrameInterpolate", "FrameIn
 
 
 def _vram_monitor(state: State, server: Server, interval: float) -> Callable[[], Any] | None:
-    if state.nvml is None or state.device is None or server.launcher is None:
+    """Per process when the server's PID is known (launched, or attached on this machine), else device-wide."""
+    if state.nvml is None or state.device is None:
         return None
     from .gpu import VramMonitor, process_tree
 
     pid = server.handle.pid
     device = state.device
-    assert pid is not None
-    return lambda: VramMonitor(state.nvml, device, pids=lambda: process_tree(pid), interval=interval)
+    pids = (lambda: process_tree(pid)) if pid is not None else None
+    return lambda: VramMonitor(state.nvml, device, pids=pids, interval=interval)
 
 
 def _gpu_state(state: State) -> Callable[[], dict[str, float | None]] | None:
@@ -461,23 +485,6 @@ def _preflight(server: Server, client: ComfyClient, prompt: dict[str, Any], vari
     if optional or missing == "skip":
         pytest.skip(text)
     pytest.fail(text + "\n(--wan22-missing=skip skips such variants instead)", pytrace=False)
-
-
-def _check_output(record: RunRecord, expected: Any) -> None:
-    videos = [o for o in record.outputs if o.frames is not None]
-    if not record.outputs:
-        pytest.fail(f"{record.variant_id} round {record.round}: the run succeeded but saved no file", pytrace=False)
-    if not videos:
-        return  # not an MP4 we can read (another container, or attached without the output folder)
-    v = videos[0]
-    if not v.bytes:
-        pytest.fail(f"{record.variant_id}: {v.filename} is empty", pytrace=False)
-    if expected.frames is not None and v.frames != expected.frames:
-        pytest.fail(f"{record.variant_id}: {v.filename} has {v.frames} frames, the variant should give "
-                    f"{expected.frames}", pytrace=False)
-    if expected.fps is not None and v.fps is not None and abs(v.fps - expected.fps) > 0.01:
-        pytest.fail(f"{record.variant_id}: {v.filename} plays at {v.fps:g} fps, the variant should give "
-                    f"{expected.fps:g}", pytrace=False)
 
 
 def baseline_key(variant_id: str, server_args: tuple[str, ...]) -> str:
@@ -547,6 +554,9 @@ class SideRunner:
                                 workflow=self.workflow, seed=seed, round_index=i, warmup=warmup)
         if self.server.side:
             record = replace(record, side=self.server.side)
+        if self.server.unknown:  # said once, in the session's first record
+            record = replace(record, warnings=(*record.warnings, f"attach: {self.server.unknown}"))
+            self.server.unknown = ""
         self.records.append(record)
         self.state.records.append(record)
         _save_record(self.server, record)
@@ -556,7 +566,7 @@ class SideRunner:
             self.server.warm_shape = None
             pytest.fail(f"{who} round {i}: {record.outcome}: {record.message}", pytrace=False)
         self.server.warm_shape = self.shape
-        _check_output(record, self.variant.expected_output())
+        _fail_if(checks.check_output(record, self.variant.expected_output()))
         return record
 
 
@@ -566,8 +576,9 @@ def wan22_run(request: pytest.FixtureRequest, wan22_servers: ServerPool, wan22_t
     """Run a Variant: warm-up and timed rounds with a fresh seed each, on the tier's server (or a variation
     with `server_args`). Timed rounds stop once the verdict is decided (between --wan22-min-rounds and
     --wan22-rounds); the warm-up is skipped when the server last ran the same models and shape. Fails the test
-    on OOM, error, VRAM over budget, offload, a wrong video, or a slowdown against the stored baseline (in A/B
-    mode: of side B against side A); returns the records, their summary and the verdict."""
+    on OOM, error, a variant that does not fit (offload, model swap, OOM retry, a peak past the profile's
+    allowance or your budget), a wrong video, or a slowdown against the stored baseline (in A/B mode: of side B
+    against side A); returns the records, their summary and the verdict."""
     config = request.config
     state = _state(config)
     s = state.settings
@@ -603,8 +614,11 @@ def wan22_run(request: pytest.FixtureRequest, wan22_servers: ServerPool, wan22_t
                                                  (fewest, most), bench_of)
         if bench:
             benchmarking.describe(bench[0], summary, wan22_tier.name)
-        _check_vram(records, key, wan22_tier, budget_gib if budget_gib is not None else
-                    (marker.args[0] if marker else None), allow_offload)
+        for name in {r.side for r in records}:
+            server = wan22_servers.get(tuple(server_args), name or None)
+            _fail_if(_check_vram([r for r in records if r.side == name], key, wan22_tier, wan22_servers.profile,
+                                 server, budget_gib if budget_gib is not None else
+                                 (marker.args[0] if marker else None), allow_offload))
         state.verdicts[key] = verdict
         if verdict.failed:
             pytest.fail(verdict.message + (f"\n{note}" if note else ""), pytrace=False)
@@ -770,26 +784,27 @@ def _run_ab(config: pytest.Config, pool: ServerPool, tier: Tier, v: Variant, var
 
 
 def _save_record(server: Server, record: RunRecord) -> None:
-    if server.output_dir is None:
+    if server.records_dir is None:
         return
-    folder = server.output_dir.parent / "records"
-    folder.mkdir(exist_ok=True)
+    server.records_dir.mkdir(parents=True, exist_ok=True)
     side = f".{record.side}" if record.side else ""
-    (folder / f"{record.variant_id}{side}.{record.round}.json").write_text(record.to_json(), encoding="utf-8")
+    path = server.records_dir / f"{record.variant_id}{side}.{record.round}.json"
+    path.write_text(record.to_json(), encoding="utf-8")
 
 
-def _check_vram(records: list[RunRecord], variant_id: str, tier: Tier, budget_gib: float | None,
-                allow_offload: bool | None) -> None:
-    budget = budget_gib if budget_gib is not None else tier.budget_gib(variant_id)
-    allowed = tier.allows_offload(variant_id) if allow_offload is None else allow_offload
-    for r in records:
-        peak = r.vram.peak_mib if r.vram and r.vram.available else None
-        if budget is not None and peak is not None and peak > budget * 1024:
-            pytest.fail(f"{variant_id} round {r.round}: peak VRAM {peak / 1024:.2f} GiB is over the budget of "
-                        f"{budget:g} GiB ({tier.name}); the budget comes from the tier table "
-                        "(vram_budget_gib / budgets) or @pytest.mark.wan22_budget", pytrace=False)
-        offloads = warnings_of(r, "offload")
-        if offloads and not allowed:
-            at = f" at {peak / 1024:.2f} GiB" if peak is not None else ""
-            pytest.fail(f"{variant_id} round {r.round} does not fit on {tier.name}{at}: ComfyUI had to "
-                        f"offload ({'; '.join(w.split(': ', 1)[1] for w in offloads)})", pytrace=False)
+def _fail_if(message: str | None) -> None:
+    if message is not None:
+        pytest.fail(message, pytrace=False)
+
+
+def _check_vram(records: list[RunRecord], variant_id: str, tier: Tier, profile: Profile, server: Server,
+                budget_gib: float | None, allow_offload: bool | None) -> str | None:
+    """checks.check_vram with this session's budget, offload rule and allowance (the server's own argv)."""
+    env = server.environment
+    return checks.check_vram(
+        records, variant_id, tier.name,
+        budget_gib=budget_gib if budget_gib is not None else tier.budget_gib(variant_id),
+        allowed=checks.allowance(env.gpu_memory_mib, env.argv or profile.args, profile.memory_cap_gib),
+        allow_offload=tier.allows_offload(variant_id) if allow_offload is None else allow_offload)
+
+

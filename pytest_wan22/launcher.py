@@ -88,6 +88,91 @@ def port_in_use(host: str, port: int) -> bool:
     return False
 
 
+def is_local_host(host: str) -> bool:
+    """True when host names this machine (loopback, or an address a socket here can bind)."""
+    try:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except OSError:
+        return False
+    for family, _, _, _, addr in infos:
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((addr[0], 0))
+            except OSError:
+                continue
+            return True
+    return False
+
+
+def _listening_inodes(port: int) -> set[str]:
+    """Socket inodes listening on a TCP port, from /proc/net/tcp and tcp6."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text(encoding="ascii").splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) < 10 or fields[3] != "0A":  # 0A: LISTEN
+                continue
+            if int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(fields[9])
+    return inodes
+
+
+def listening_pid(host: str, port: int) -> int | None:
+    """The process that listens on a local host's TCP port (Linux /proc), or None: a remote host, another
+    user's process, or no /proc."""
+    if not is_local_host(host):
+        return None
+    wanted = {f"socket:[{i}]" for i in _listening_inodes(port)}
+    if not wanted:
+        return None
+    found: list[int] = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fds = os.listdir(f"/proc/{entry}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(f"/proc/{entry}/fd/{fd}") in wanted:
+                    found.append(int(entry))
+                    break
+            except OSError:
+                continue
+    return min(found) if found else None  # a forked listener shares its socket: take the lowest PID
+
+
+def output_dir_of(pid: int, argv: Sequence[str]) -> Path | None:
+    """Where a local ComfyUI process (its pid and argv, as /system_stats echoes it) writes its outputs."""
+    try:
+        cwd = Path(os.readlink(f"/proc/{pid}/cwd"))
+    except OSError:
+        return None
+    args = list(argv)
+
+    def value(flag: str) -> str | None:
+        for i, a in enumerate(args):
+            if a == flag and i + 1 < len(args):
+                return args[i + 1]
+            if a.startswith(flag + "="):
+                return a.split("=", 1)[1]
+        return None
+
+    out = value("--output-directory")
+    if out is not None:
+        return cwd / out
+    base = value("--base-directory")
+    if base is not None:
+        return cwd / base / "output"
+    main = next((a for a in args if a.endswith("main.py")), None)
+    return (cwd / main).parent / "output" if main else None
+
+
 def tail(path: Path | None, lines: int = 30) -> str:
     """The last lines of a log file ('' when there is none)."""
     if path is None or not path.is_file():

@@ -262,6 +262,14 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     s = state.settings
     where = f"attach {s.url}" if s.attach else f"launch {s.comfyui_dir or '(no --wan22-comfyui-dir)'}"
     lines = [f"wan22: tier {state.detection}; ComfyUI: {where}"]
+    tier = state.tier
+    scale = tier.scale_text() if tier else None
+    if tier and scale:
+        lines.append(f"wan22: the {tier.name} tier runs every variant scaled to {scale}; test ids and baseline keys "
+                     "name the variant as written")
+    if s.attach:
+        lines.append("wan22: attached: no server log, so offloads, model swaps, OOM retries and recompiles are not "
+                     "seen; VRAM is measured per process when the server runs on this machine, else device-wide")
     if state.nvml is None and (config.option.verbose > 0 or (state.tier and state.tier.is_gpu)):
         lines.append(f"wan22: VRAM not measured: {state.nvml_reason}")
     lines.extend(f"wan22: {note}" for note in state.baseline_notes)
@@ -299,6 +307,10 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     terminalreporter.write_line(render(state.records, state.verdicts, config.get_verbosity()))
     for line in cost(state.records, state.server_start_s, state.skipped_warmups):
         terminalreporter.write_line(line)
+    scales = sorted({r.environment.scale for r in state.records if r.environment.scale})
+    if scales:
+        terminalreporter.write_line(f"wan22: scaled to {'; '.join(scales)} by the tier; the ids above name the "
+                                    "variants as written")
     if state.settings.update_baselines and state.summaries:
         terminalreporter.write_line(f"wan22: baselines written under {state.settings.baselines_dir}")
         for note in state.written_notes:

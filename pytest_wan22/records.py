@@ -129,6 +129,7 @@ class Environment:
     emulated_tier: str | None = None
     models: str | None = None
     gpu_state: dict[str, float | None] = field(default_factory=dict)
+    scale: str | None = None  # the tier's shrinking of every variant (test ids name the variant as written)
 
 
 @dataclass(frozen=True)

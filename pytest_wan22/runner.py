@@ -274,13 +274,9 @@ def build_record(base: RunRecord, execution: Execution, prompt: Mapping[str, Any
         e = execution.error
         error = ErrorInfo(e.get("node_id"), e.get("node_type"), str(e.get("exception_type", "")),
                           str(e.get("exception_message", "")), tuple(e.get("traceback") or ()))
-    outcome: Outcome
-    if execution.status == "success":
-        outcome = "success"
-    elif execution.status == "error":
+    outcome: Outcome = execution.status
+    if execution.status == "error":
         outcome = classify_error(error.exception_type, error.exception_message) if error else "error"
-    else:
-        outcome = execution.status
     message = ""
     if outcome != "success":
         message = describe_failure(outcome, error, vram, execution.message, titles)

@@ -68,6 +68,21 @@ class Tier:
         hits = [(len(k), v) for k, v in self.budgets.items() if set(k.split("-")) <= parts]
         return max(hits)[1] if hits else self.vram_budget_gib
 
+    def scale_text(self) -> str | None:
+        """How this tier shrinks every variant ('64x64, 9 frames, 4 steps split 2'), or None when it runs them
+        as written. Test ids and baseline keys keep naming the variant as written."""
+        if not self.scale:
+            return None
+        s = self.scale
+        parts = []
+        if "width" in s or "height" in s:
+            parts.append(f"{s.get('width', '?')}x{s.get('height', '?')}")
+        if "frames" in s:
+            parts.append(f"{s['frames']} frames")
+        if "steps" in s:
+            parts.append(f"{s['steps']} steps" + (f" split {s['split']}" if "split" in s else ""))
+        return ", ".join(parts) or None
+
     def allows_offload(self, variant_id: str) -> bool:
         """True when the variant may offload on this tier (block-swap style variants)."""
         return bool(set(variant_id.split("-")) & set(self.allow_offload_labels))

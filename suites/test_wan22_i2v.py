@@ -1,5 +1,6 @@
 """Wan 2.2 14B image-to-video on each tier: every test runs a variant through ComfyUI and fails on an OOM,
-an error, peak VRAM over the tier's budget, an offload, a wrong video, or a slowdown against the baseline."""
+an error, a variant that does not fit the card (offload, model swap, OOM retry, a peak past the profile's
+allowance or a budget), a wrong video, or a slowdown against the baseline."""
 
 from __future__ import annotations
 

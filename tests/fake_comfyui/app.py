@@ -65,6 +65,66 @@ def tiny_mp4() -> bytes:
     return ftyp + struct.pack(">I", len(mdat) + 8) + b"mdat" + mdat
 
 
+def _box(kind: bytes, *parts: bytes) -> bytes:
+    body = b"".join(parts)
+    return struct.pack(">I", len(body) + 8) + kind + body
+
+
+def mp4_file(frames: int, width: int, height: int, fps: float) -> bytes:
+    """An ISO-BMFF MP4 with one video track of `frames` samples at `fps`: the boxes a player (and the
+    plugin's reader) take frame count, size and rate from, and one placeholder byte per sample."""
+    timescale = 1000 * max(1, round(fps))
+    delta = round(timescale / fps) if fps else timescale
+    duration = frames * delta
+    full = struct.pack(">I", 0)  # version 0, flags 0
+    matrix = struct.pack(">9I", 0x10000, 0, 0, 0, 0x10000, 0, 0, 0, 0x40000000)
+    mvhd = _box(b"mvhd", full, struct.pack(">IIII", 0, 0, timescale, duration), struct.pack(">IH10x", 0x10000, 0x100),
+                matrix, bytes(24), struct.pack(">I", 2))
+    tkhd = _box(b"tkhd", struct.pack(">I", 3), struct.pack(">IIIII", 0, 0, 1, 0, duration), bytes(8),
+                struct.pack(">HHHH", 0, 0, 0, 0), matrix, struct.pack(">II", width << 16, height << 16))
+    mdhd = _box(b"mdhd", full, struct.pack(">IIII", 0, 0, timescale, duration), struct.pack(">HH", 0x55C4, 0))
+    hdlr = _box(b"hdlr", full, struct.pack(">I", 0), b"vide", bytes(12), b"VideoHandler\0")
+    stsd = _box(b"stsd", full, struct.pack(">I", 0))
+    stts = _box(b"stts", full, struct.pack(">III", 1, frames, delta))
+    stsc = _box(b"stsc", full, struct.pack(">IIII", 1, 1, frames, 1))
+    stsz = _box(b"stsz", full, struct.pack(">II", 1, frames))
+    ftyp = _box(b"ftyp", b"isom", struct.pack(">I", 512), b"isomiso2mp41")
+    mdat = _box(b"mdat", bytes(frames))
+
+    def moov(offset: int) -> bytes:
+        stco = _box(b"stco", full, struct.pack(">II", 1, offset))
+        stbl = _box(b"stbl", stsd, stts, stsc, stsz, stco)
+        dinf = _box(b"dinf", _box(b"dref", full, struct.pack(">I", 1), _box(b"url ", struct.pack(">I", 1))))
+        minf = _box(b"minf", _box(b"vmhd", struct.pack(">I", 1), bytes(8)), dinf, stbl)
+        return _box(b"moov", mvhd, _box(b"trak", tkhd, _box(b"mdia", mdhd, hdlr, minf)))
+
+    head = ftyp + moov(0)
+    return ftyp + moov(len(head) + 8) + mdat
+
+
+def video_of(prompt: Mapping[str, Any], defaults: tuple[int, int, int, float] = (81, 640, 640, 16.0)
+             ) -> tuple[int, int, int, float]:
+    """(frames, width, height, fps) the graph's video has, as ComfyUI would make it: the Wan latent's length
+    rounded to whole latent frames (4 frames each, plus the first), times a frame-interpolation multiplier, at
+    CreateVideo's fps."""
+    frames, width, height, fps = defaults
+    multiplier = 1
+    for node in prompt.values():
+        inputs = node.get("inputs") or {}
+        kind = node.get("class_type")
+        if kind in ("WanImageToVideo", "WanFirstLastFrameToVideo"):
+            length = _const_int(prompt, inputs.get("length"), frames)
+            frames = ((max(1, length) - 1) // 4) * 4 + 1
+            width = _const_int(prompt, inputs.get("width"), width)
+            height = _const_int(prompt, inputs.get("height"), height)
+        elif kind in ("RIFE VFI", "FILM VFI", "FrameInterpolate"):
+            multiplier = _const_int(prompt, inputs.get("multiplier"), 2)
+        elif kind == "CreateVideo":
+            value = _const(prompt, inputs.get("fps"))
+            fps = float(value) if isinstance(value, (int, float)) else fps
+    return (frames - 1) * multiplier + 1, width, height, fps
+
+
 @dataclass
 class Dirs:
     """Where the fake keeps files, like ComfyUI's base/output/input/temp directories."""
@@ -826,6 +886,9 @@ class FakeComfy:
             return
         self.loaded_models.add(key)
         log("Requested to load WanModel")
+        if self.knobs.scenario == "swap" and len(self.loaded_models) > 1:
+            log("Unloaded partially: 7012.34 MB freed, 6617.00 MB remains loaded, 0.00 MB buffer reserved, "
+                "lowvram patches: 0")
         if self.knobs.scenario == "offload":
             log(
                 "loaded partially; 1234.56 MB usable, 1000.00 MB loaded, 2796.10 MB offloaded, "
@@ -952,7 +1015,21 @@ class FakeComfy:
         if class_type == "SaveVideo":
             fmt = str(inputs.get("format", "auto"))
             ext = "mp4" if fmt in ("auto", "mp4") else fmt
-            files = self.save(str(inputs.get("filename_prefix", "video/ComfyUI")), ext, 1, self.dirs.output, "output")
+            video = self.knobs.video
+            if video == "missing":
+                return {"images": [], "animated": [True]}
+            data = b""
+            if ext == "mp4" and video != "empty":
+                frames, width, height, fps = video_of(prompt)
+                if video.startswith("frames:"):
+                    frames = int(video.split(":", 1)[1])
+                elif video.startswith("fps:"):
+                    fps = float(video.split(":", 1)[1])
+                data = mp4_file(frames, width, height, fps)
+            elif video != "empty":
+                data = tiny_mp4()
+            files = self.save(str(inputs.get("filename_prefix", "video/ComfyUI")), ext, 1, self.dirs.output, "output",
+                              data=data)
             return {"images": files, "animated": [True]}
         if class_type == "SaveWEBM":
             return {
@@ -972,7 +1049,9 @@ class FakeComfy:
             return {"text": [str(inputs.get("source", ""))]}
         return None
 
-    def save(self, prefix: str, ext: str, count: int, root: Path, kind: str) -> list[dict[str, str]]:
+    def save(
+        self, prefix: str, ext: str, count: int, root: Path, kind: str, data: bytes | None = None
+    ) -> list[dict[str, str]]:
         """Write `count` files named like ComfyUI's counter scheme: <prefix>_00001_.<ext>."""
         subfolder, _, base = prefix.replace("\\", "/").rpartition("/")
         folder = root / subfolder if subfolder else root
@@ -983,7 +1062,9 @@ class FakeComfy:
         files = []
         for i in range(count):
             name = f"{base}_{counter + i:05}_.{ext}"
-            (folder / name).write_bytes(tiny_mp4() if ext in ("mp4", "webm") else tiny_png())
+            if data is None:
+                data = tiny_mp4() if ext in ("mp4", "webm") else tiny_png()
+            (folder / name).write_bytes(data)
             files.append({"filename": name, "subfolder": subfolder, "type": kind})
         return files
 

@@ -272,27 +272,38 @@ def start_fake(tmp_path: Path) -> Iterator[Callable[..., FakeServer]]:
             server.stop()
 
 
-#: The project's shared data (captures, real workflows): $WAN22_SHARED_DIR, else ../shared beside the clone.
-SHARED = Path(os.environ.get("WAN22_SHARED_DIR") or Path(__file__).resolve().parents[3] / "shared")
-
-
-def shared_dir() -> Path | None:
-    """The ComfyUI 0.8.0 captures under SHARED (or SHARED itself when it points at them)."""
-    for path in (SHARED / "comfyui-0.8.0", SHARED):
-        if (path / "README.md").is_file() and (path / "a_success.ws.jsonl").is_file():
-            return path
-    return None
+DATA = Path(__file__).resolve().parents[1] / "data"
+#: Protocol captures of a real ComfyUI 0.8.0, written by tools/record_captures.py (re-record for a new version).
+CAPTURES = DATA / "comfyui-0.8.0"
+#: Workflows made for these tests: the constructs wan22-check and the workflow loader read.
+OWN_WORKFLOWS = DATA / "workflows"
+#: Opt-in: a folder with third-party Wan 2.2 workflows (not in the repository: their authors' licences).
+REAL_WORKFLOWS_ENV = "WAN22_REAL_WORKFLOWS_DIR"
 
 
 @pytest.fixture(scope="session")
 def captures() -> Path:
-    """The capture folder, or a skip naming where it is looked for."""
-    path = shared_dir()
-    if path is None:
-        pytest.skip(
-            "ComfyUI 0.8.0 captures not found: set WAN22_SHARED_DIR or put shared/comfyui-0.8.0 beside the clone"
-        )
-    return path
+    """The folder of protocol captures."""
+    return CAPTURES
+
+
+def real_workflows_dir() -> Path | None:
+    """The folder of third-party workflows named by WAN22_REAL_WORKFLOWS_DIR, when it is set and exists."""
+    raw = os.environ.get(REAL_WORKFLOWS_ENV)
+    return Path(raw) if raw and Path(raw).is_dir() else None
+
+
+needs_real_workflows = pytest.mark.skipif(
+    real_workflows_dir() is None,
+    reason=f"third-party workflows are not in the repository (their authors' licences); set {REAL_WORKFLOWS_ENV} "
+           "to a folder of them to run this check")
+
+
+def official_template(name: str) -> Path:
+    """An official ComfyUI workflow template (MIT), from the comfyui-workflow-templates-json test dependency."""
+    from importlib import resources
+
+    return Path(str(resources.files("comfyui_workflow_templates_json") / "templates" / name))
 
 
 def load_capture(folder: Path, name: str) -> Any:

@@ -6,7 +6,7 @@ FAKE_COMFYUI_HANG            1: accept connections, never answer
 FAKE_COMFYUI_NODE_SECONDS    time per executed node (0.01)
 FAKE_COMFYUI_STEP_SECONDS    time per sampler step (0.01)
 FAKE_COMFYUI_SCENARIO        success | oom | error | crash_during_run | hang_during_run | offload |
-                             vae_oom_retry | drop_websockets
+                             vae_oom_retry | drop_websockets | swap
 FAKE_COMFYUI_FAIL_NODE       node id, title or class where oom/error strike (first KSamplerAdvanced)
 FAKE_COMFYUI_MODELS          JSON {folder: [file names]} for loader combos and /models/{folder}
 FAKE_COMFYUI_MISSING_NODES   comma list of classes left out of /object_info
@@ -15,6 +15,8 @@ FAKE_COMFYUI_VRAM_MIB        device memory in system_stats
 FAKE_COMFYUI_GPU_NAME        device name in system_stats (NVIDIA GeForce RTX 5090)
 FAKE_COMFYUI_TORCH_PEAK_MIB  allocator peak /wan22/memory reports after a sampler ran (12288)
 FAKE_COMFYUI_INPUT_IMAGES    comma list of images put into input/ at start (the Wan start frames)
+FAKE_COMFYUI_VIDEO           what SaveVideo writes: ok (an MP4 with the graph's frames, size and fps) | empty
+                             (0 bytes) | missing (no file) | frames:N | fps:F (a wrong frame count or rate)
 
 A fake_knobs.json ({"FAKE_COMFYUI_...": value}) beside main.py overrides the environment: a copy of the fake
 folder with one is another ComfyUI install.
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +40,7 @@ SCENARIOS = (
     "offload",
     "vae_oom_retry",
     "drop_websockets",  # closes every websocket after the first sampler step; the run itself succeeds
+    "swap",  # the low-noise pass partially unloads the high-noise model to make room
 )
 
 DEFAULT_MODELS: dict[str, list[str]] = {
@@ -109,6 +113,7 @@ class Knobs:
     torch_peak_mib: float = 12288.0
     gpu_name: str = "NVIDIA GeForce RTX 5090"
     input_images: tuple[str, ...] = DEFAULT_INPUT_IMAGES
+    video: str = "ok"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Knobs:
@@ -137,6 +142,9 @@ class Knobs:
                 raise KnobError("FAKE_COMFYUI_MODELS must be a JSON object: folder -> list of file names")
             models = {str(k): list(v) for k, v in parsed.items()}
         vram = env.get("FAKE_COMFYUI_VRAM_MIB", "").strip()
+        video = env.get("FAKE_COMFYUI_VIDEO", "").strip() or "ok"
+        if not re.fullmatch(r"ok|empty|missing|frames:\d+|fps:\d+(\.\d+)?", video):
+            raise KnobError(f"FAKE_COMFYUI_VIDEO={video!r} is not ok, empty, missing, frames:N or fps:F")
         images = env.get("FAKE_COMFYUI_INPUT_IMAGES")
         return cls(
             start_delay=_float(env, "FAKE_COMFYUI_START_DELAY", 0.0),
@@ -153,6 +161,7 @@ class Knobs:
             torch_peak_mib=_float(env, "FAKE_COMFYUI_TORCH_PEAK_MIB", 12288.0),
             gpu_name=env.get("FAKE_COMFYUI_GPU_NAME", "").strip() or "NVIDIA GeForce RTX 5090",
             input_images=DEFAULT_INPUT_IMAGES if images is None else _list(env, "FAKE_COMFYUI_INPUT_IMAGES"),
+            video=video,
         )
 
 

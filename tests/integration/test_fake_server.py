@@ -70,10 +70,13 @@ def _post(server: Any, prompt: dict[str, Any], **extra: Any) -> requests.Respons
 
 
 def _capture_types(captures: Path, name: str, prefix: str = "") -> list[str]:
+    """Types of the text frames the server sent after the recorder's first note (its POST)."""
     types = []
+    posted = False
     for line in (captures / name).read_text().splitlines():
         frame = json.loads(line)
-        if frame["frame"] != "text":
+        posted = posted or frame["frame"] == "note"
+        if frame["frame"] != "text" or not posted:
             continue
         pid = str(frame["message"]["data"].get("prompt_id", ""))
         if prefix and pid and not pid.startswith(prefix):
@@ -263,7 +266,7 @@ def test_success_and_cached_sequences_match_captures(fake_server: Any, captures:
         prompt["1"]["inputs"]["color"] = 77
         first = _post(fake_server, prompt, client_id="seq-client").json()
         frames = listener.until(_done(first["prompt_id"]))
-        assert [f["type"] for f in frames] == _capture_types(captures, "a_success.ws.jsonl")[1:]
+        assert [f["type"] for f in frames] == _capture_types(captures, "a_success.ws.jsonl")
         executed = next(f for f in frames if f["type"] == "executed")["data"]
         assert executed["output"]["images"][0]["subfolder"] == "wan22probe"
         listener.frames.clear()
@@ -292,8 +295,7 @@ def test_wan_sequence_and_video_output(fake_server: Any, captures: Path) -> None
         frames = listener.until(_done(pid))
     finally:
         listener.close()
-    real = [t for t in _capture_types(captures, "wan22_tiny_cold.ws.jsonl")]
-    assert [f["type"] for f in frames] == real[1:]
+    assert [f["type"] for f in frames] == _capture_types(captures, "wan22_tiny_cold.ws.jsonl")
     executed = next(f for f in frames if f["type"] == "executed")["data"]["output"]
     assert executed["animated"] == [True]
     item = executed["images"][0]

@@ -312,3 +312,31 @@ def test_stop_kills_a_server_that_ignores_sigterm(servers: list[ComfyServer], tm
     server.stop(grace=0.5)
     assert wait_until(lambda: not group_members(pgid), 10), group_members(pgid)
     assert server.proc.poll() == -signal.SIGKILL
+
+
+# --------------------------------------------------------------------------- attach mode: finding the server
+
+
+@needs_proc
+def test_the_process_behind_a_local_port_is_found(fake_server: harness.FakeServer) -> None:
+    from pytest_wan22.launcher import is_local_host, listening_pid, output_dir_of
+
+    assert fake_server.proc is not None
+    assert is_local_host("127.0.0.1")
+    assert is_local_host("localhost")
+    assert not is_local_host("192.0.2.1")  # TEST-NET-1: never this machine
+    assert not is_local_host("no-such-host.invalid")
+    assert listening_pid("127.0.0.1", fake_server.port) == fake_server.proc.pid
+    assert listening_pid("localhost", fake_server.port) == fake_server.proc.pid
+    assert listening_pid("192.0.2.1", fake_server.port) is None
+    with socket.socket() as s:  # bound, not listening: nobody serves that port
+        s.bind(("127.0.0.1", 0))
+        assert listening_pid("127.0.0.1", s.getsockname()[1]) is None
+    argv = requests.get(fake_server.url + "/system_stats", timeout=5).json()["system"]["argv"]
+    base = fake_server.workdir / "base"
+    assert output_dir_of(fake_server.proc.pid, argv) == base / "output"
+    assert output_dir_of(fake_server.proc.pid, ["main.py", "--output-directory", "/srv/out"]) == Path("/srv/out")
+    assert output_dir_of(fake_server.proc.pid, ["main.py", "--output-directory=rel"]) == fake_server.workdir / "rel"
+    assert output_dir_of(fake_server.proc.pid, ["/opt/comfy/main.py"]) == Path("/opt/comfy/output")
+    assert output_dir_of(fake_server.proc.pid, ["python"]) is None
+    assert output_dir_of(2**22 + 12345, argv) is None  # no such process

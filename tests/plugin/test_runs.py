@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+from tests.plugin.conftest import RTX5090
 
 Project = Callable[..., pytest.Pytester]
 
@@ -17,6 +20,18 @@ def test_variant(wan22_run):
     assert result.summary.rounds == 2
     assert [p.steps for p in result.last.passes] == [2, 2]
     assert result.last.vram.peak_process_mib == 6000
+"""
+
+
+WORKFLOW = Path(__file__).resolve().parents[2] / "workflows" / "wan22_i2v_a14b.json"
+HEADER_RUN = """
+from __future__ import annotations
+
+import pytest
+
+from pytest_wan22.workflows import Variant, load_workflow
+
+BASE = Variant(load_workflow({path!r})).schedule("lightx2v_4step").duration(5)
 """
 
 
@@ -69,7 +84,108 @@ def test_offload_means_it_does_not_fit(wan22_project: Project) -> None:
     p = wan22_project(RUN_ONE, fake_env={"FAKE_COMFYUI_SCENARIO": "offload"})
     result = p.runpytest()
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["*does not fit on rtx5090 at 5.86 GiB: ComfyUI had to offload*2796.10 MB*"])
+    result.stdout.fnmatch_lines([
+        "*does not fit on rtx5090 at 5.86 GiB: ComfyUI had to make room (model loaded partially, 2796.10 MB "
+        "offloaded)*"])
+
+
+def test_model_swap_between_passes_means_it_does_not_fit(wan22_project: Project) -> None:
+    p = wan22_project(RUN_ONE, fake_env={"FAKE_COMFYUI_SCENARIO": "swap"})
+    result = p.runpytest()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*round 0 does not fit on rtx5090 at 5.86 GiB: ComfyUI had to make room (model "
+                                 "unloaded partially to make room (7012.34 MB freed))*"])
+
+
+def test_offload_allowed_for_the_variant_passes(wan22_project: Project) -> None:
+    p = wan22_project("""
+        @pytest.mark.rtx5090
+        def test_variant(wan22_run):
+            assert wan22_run(BASE, allow_offload=True).records[0].warnings
+    """, fake_env={"FAKE_COMFYUI_SCENARIO": "offload"})
+    p.runpytest().assert_outcomes(passed=1)
+
+
+H200 = {"devices": [{"name": "NVIDIA H200", "memory_mib": 143771, "uuid": "GPU-h200-0", "used_mib": 600,
+                     "processes": [{"pid": "children", "used_mib": 23603}]}]}
+
+
+@pytest.mark.parametrize(("torch_peak_mib", "outcome"), [(22000, "passed"), (22400, "failed")])
+def test_emulated_card_filling_its_allowance_fits_and_past_it_does_not(
+        wan22_project: Project, torch_peak_mib: int, outcome: str) -> None:
+    """An emulated RTX 4090 (23.5 GiB cap) whose run peaks at 23.05 GiB on NVML with nothing offloaded fits:
+    ComfyUI fills what its profile allows. The allocator's peak (reserved = 1.08 x the fake's figure) past the
+    cap does not."""
+    p = wan22_project("""
+        @pytest.mark.rtx4090
+        def test_variant(wan22_run):
+            assert wan22_run(BASE).last.vram.peak_process_mib == 23603
+    """, spec=H200, fake_env={"FAKE_COMFYUI_TORCH_PEAK_MIB": str(torch_peak_mib)})
+    result = p.runpytest("--wan22-emulate-tier", "rtx4090")
+    result.assert_outcomes(**{outcome: 1})
+    if outcome == "failed":
+        result.stdout.fnmatch_lines(["*round 0 does not fit on rtx4090: it peaked at 23.62 GiB, past the 23.50 GiB "
+                                     "the profile lets ComfyUI use (the emulated card's 23.5 GiB)*"])
+
+
+def test_allowance_is_the_card_minus_reserve_vram(wan22_project: Project) -> None:
+    p = wan22_project(RUN_ONE, fake_env={"FAKE_COMFYUI_TORCH_PEAK_MIB": "30000"})
+    result = p.runpytest()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*it peaked at 31.64 GiB, past the 30.84 GiB the profile lets ComfyUI use (the "
+                                 "card's 31.84 GiB minus --reserve-vram 1)*"])
+
+
+@pytest.mark.parametrize(("video", "message"), [
+    ("frames:80", "*round 0: wan22_i2v_a14b_00001_.mp4 has 80 frames, the variant should give 81*"),
+    ("fps:15", "*round 0: wan22_i2v_a14b_00001_.mp4 plays at 15 fps, the variant should give 16*"),
+    ("empty", "*round 0: wan22_i2v_a14b_00001_.mp4 is empty (0 bytes)*"),
+    ("missing", "*round 0: the run succeeded but saved no file*"),
+])
+def test_a_wrong_video_fails_the_test(wan22_project: Project, video: str, message: str) -> None:
+    p = wan22_project(RUN_ONE, fake_env={"FAKE_COMFYUI_VIDEO": video})
+    result = p.runpytest("--wan22-log-dir", "logs")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([message])
+    if video.startswith("frames"):
+        assert _records(p)[0]["outputs"][0]["frames"] == 80
+
+
+def test_the_video_of_a_passing_run_is_read(wan22_project: Project) -> None:
+    p = wan22_project("""
+        @pytest.mark.rtx5090
+        def test_variant(wan22_run):
+            out = wan22_run(BASE.interpolate(2)).last.outputs[0]
+            assert (out.frames, out.fps, out.width, out.height) == (161, 32.0, 640, 640)
+    """, fake_env={"FAKE_COMFYUI_CUSTOM_NODES": "frame-interpolation"})
+    p.runpytest().assert_outcomes(passed=1)
+
+
+def test_a_scaled_tier_keeps_ids_and_says_the_scale_in_header_summary_and_records(
+        wan22_project: Project, tmp_path: Path) -> None:
+    tiers = tmp_path / "tiers.toml"
+    tiers.write_text('[tiers.rtx5090]\nmatch = ["RTX 5090"]\nargs = ["--normalvram"]\n'
+                     'scale = { width = 64, height = 64, frames = 9, steps = 4, split = 2 }\n')
+    p = wan22_project("""
+        @pytest.mark.rtx5090
+        def test_variant(wan22_run, request):
+            out = wan22_run(BASE).last.outputs[0]
+            assert (out.frames, out.width, out.height) == (9, 64, 64)
+    """, ini=f"wan22_tiers_file = {tiers}")
+    result = p.runpytest("--wan22-log-dir", "logs", "--wan22-update-baselines", "-v")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines([
+        "wan22: the rtx5090 tier runs every variant scaled to 64x64, 9 frames, 4 steps split 2; test ids and "
+        "baseline keys name the variant as written",
+        "*test_suite.py::test_variant PASSED*",
+        "*high_low-5s-640p-lightx2v_4step*success*",
+        "wan22: scaled to 64x64, 9 frames, 4 steps split 2 by the tier; the ids above name the variants as written",
+    ])
+    assert {r["environment"]["scale"] for r in _records(p)} == {"64x64, 9 frames, 4 steps split 2"}
+    stored = json.loads((p.path / "baselines" / "rtx5090" / "wan22_i2v_a14b.json").read_text())
+    assert list(stored["variants"]) == ["high_low-5s-640p-lightx2v_4step"]
+    assert stored["variants"]["high_low-5s-640p-lightx2v_4step"]["summary"]["machine"]["scale"] == (
+        "64x64, 9 frames, 4 steps split 2")
 
 
 def test_missing_model_fails_before_sampling_naming_file_and_folder(wan22_project: Project) -> None:
@@ -173,6 +289,17 @@ def test_baselines_are_written_only_on_request_then_a_slowdown_fails(wan22_proje
     result.stdout.fnmatch_lines(["*high_low-5s-640p-lightx2v_4step: regressed*", "*step: *regressed*"])
 
 
+def test_a_baseline_from_another_gpu_of_the_tier_is_refused(wan22_project: Project) -> None:
+    other = {"devices": [{**RTX5090["devices"][0], "name": "NVIDIA GeForce RTX 5090 D", "uuid": "GPU-5090-D"}]}
+    p = wan22_project(RUN_ONE, spec=other)
+    p.runpytest("--wan22-update-baselines").assert_outcomes(passed=1)
+    p = wan22_project(RUN_ONE)
+    result = p.runpytest()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*high_low-5s-640p-lightx2v_4step: baseline recorded on NVIDIA GeForce RTX 5090 D, "
+                                 "this run is on NVIDIA GeForce RTX 5090; record this GPU's own baseline*"])
+
+
 def test_after_an_oom_the_next_test_runs_on_the_same_recovered_server(wan22_project: Project) -> None:
     p = wan22_project("""
         SERVERS = []
@@ -245,12 +372,43 @@ def test_attach_mode_uses_a_running_server_and_launches_nothing(wan22_project: P
             except OSError:
                 assert time.monotonic() < deadline, "the fake did not start"
                 time.sleep(0.2)
-        p = wan22_project(RUN_ONE.replace("assert result.last.vram.peak_process_mib == 6000", ""))
-        result = p.runpytest(f"--wan22-url=http://127.0.0.1:{port}", "--wan22-comfyui-dir=/nonexistent")
+        p = wan22_project(RUN_ONE)
+        result = p.runpytest(f"--wan22-url=http://127.0.0.1:{port}", "--wan22-comfyui-dir=/nonexistent",
+                             "--wan22-log-dir", "logs")
         result.assert_outcomes(passed=1)
-        result.stdout.fnmatch_lines([f"*ComfyUI: attach http://127.0.0.1:{port}*"])
+        result.stdout.fnmatch_lines([f"*ComfyUI: attach http://127.0.0.1:{port}*",
+                                     "wan22: attached: no server log*offloads, model swaps, OOM retries*"])
         assert server.poll() is None  # left running: it is not ours to stop
-        assert not (p.path / "logs").exists()
+        records = _records(p)  # saved like launch mode, per process (the server's PID from its port)
+        assert [r["round"] for r in records] == [0, 1, 2]
+        assert all(r["vram"]["peak_process_mib"] == 6000 for r in records)
+        assert [w for r in records for w in r["warnings"] if w.startswith("attach:")] == [
+            "attach: attached server: its log is not ours, so offloads, model swaps, OOM retries and recompiles "
+            "are not seen and failures carry no log tail"]
+        assert all(r["outputs"][0]["frames"] == 81 for r in records)  # its output folder, found from its PID
+        assert not list((p.path / "logs").glob("*/*.log"))  # no server log of ours
+
+        # A server whose process cannot be found (another host, another user): device-wide VRAM.
+        (p.path / "conftest.py").write_text((p.path / "conftest.py").read_text() + textwrap.dedent("""
+            import pytest
+
+
+            @pytest.fixture(autouse=True)
+            def _remote(monkeypatch):
+                import pytest_wan22.launcher
+                monkeypatch.setattr(pytest_wan22.launcher, "listening_pid", lambda host, port: None)
+        """))
+        p.makepyfile(test_suite=HEADER_RUN.format(path=str(WORKFLOW)) + textwrap.dedent("""
+            @pytest.mark.rtx5090
+            def test_variant(wan22_run):
+                vram = wan22_run(BASE).last.vram
+                assert vram.available and vram.peak_process_mib is None and vram.peak_device_mib == 900
+                assert "only device-wide memory was measured" in vram.reason
+        """))
+        result = p.runpytest(f"--wan22-url=http://127.0.0.1:{port}", "--wan22-log-dir", "logs2")
+        result.assert_outcomes(passed=1)
+        first = json.loads(sorted((p.path / "logs2").glob("*/records/*.0.json"))[0].read_text())
+        assert "VRAM is the whole device's" in first["warnings"][-1]
     finally:
         server.kill()
         server.wait()

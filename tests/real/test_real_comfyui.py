@@ -117,3 +117,43 @@ def test_comfyui_killed_mid_run_fails_that_test_and_the_next_gets_a_new_server(p
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["*round 0: server_died: ComfyUI stopped answering*"])
     assert not procs_mentioning("main.py", str(project.path / "logs"))
+
+
+def test_attach_mode_saves_records_and_reads_the_video_of_a_server_it_did_not_start(
+        project: pytest.Pytester, tmp_path: Path) -> None:
+    import shutil
+
+    from pytest_wan22.launcher import ComfyServer, ServerSpec
+    from pytest_wan22.synth import ensure_models
+
+    assert COMFYUI
+    assert PYTHON
+    models = Path(os.environ.get("WAN22_MODELS_DIR") or tmp_path / "models") / "tiny"
+    tiny = ensure_models(PYTHON, models, "tiny")
+    (models / "custom_nodes").mkdir(exist_ok=True)
+    work = tmp_path / "theirs"
+    server = ComfyServer(ServerSpec(comfyui_dir=Path(COMFYUI), work_dir=work, python=PYTHON, base_directory=models,
+                                    args=("--cpu", "--disable-api-nodes"), install_probe=False))
+    handle = server.start()
+    try:
+        cond = tiny.files["conditioning"]  # LoadTrainingDataset reads it from the server's output folder
+        shutil.copytree(models / cond, work / cond, dirs_exist_ok=True)
+        project.makepyfile(HEADER + textwrap.dedent("""
+            def test_i2v(wan22_run):
+                assert wan22_run(BASE).summary.rounds == 2
+        """))
+        result = project.runpytest_subprocess(f"--wan22-url={handle.url}")
+        result.assert_outcomes(passed=1)
+        result.stdout.fnmatch_lines(["wan22: attached: no server log*"])
+        records = sorted((project.path / "logs/main/records").glob("*.json"))
+        assert [r.name for r in records] == [f"high_low-5s-640p-default.{i}.json" for i in range(3)]
+        first, last = (json.loads(r.read_text()) for r in (records[0], records[-1]))
+        assert first["warnings"][-1].startswith("attach: attached server: its log is not ours")
+        assert last["outcome"] == "success"
+        video = last["outputs"][0]  # read from the server's output folder, found through its process
+        assert video["path"].startswith(str(work / "output"))
+        assert (video["frames"], video["width"], video["height"], video["fps"]) == (9, 64, 64, 16.0)
+        assert last["environment"]["scale"] == "64x64, 9 frames, 4 steps split 2"
+        assert server.alive()  # not ours to stop
+    finally:
+        server.stop()

@@ -1,5 +1,5 @@
-"""wan22-check on the real workflows in shared/real-workflows, the project's workflow against the fake ComfyUI,
-and bad input."""
+"""wan22-check on workflows made for these tests, the official templates, third-party workflows (opt-in), the
+project's workflow against the fake ComfyUI, and bad input."""
 
 from __future__ import annotations
 
@@ -12,7 +12,13 @@ from typing import Any
 import pytest
 
 from pytest_wan22.check import main
-from tests.fake_comfyui.harness import SHARED, FakeServer
+from tests.fake_comfyui.harness import (
+    OWN_WORKFLOWS,
+    REAL_WORKFLOWS_ENV,
+    FakeServer,
+    official_template,
+    real_workflows_dir,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT_WORKFLOW = ROOT / "workflows" / "wan22_i2v_a14b.json"
@@ -33,17 +39,17 @@ OFFICIAL_FILES = ("wan2.2_i2v_high_noise_14B_fp8_scaled.safetensors", "wan2.2_i2
                   "umt5_xxl_fp8_e4m3fn_scaled.safetensors", "wan_2.1_vae.safetensors")
 
 
-def _real_dir() -> Path | None:
-    folder = SHARED / "real-workflows"
-    return folder if (folder / KIJAI).is_file() else None
+WRAPPER_UI = OWN_WORKFLOWS / "wrapper_ui.json"
+FLATTENED_API = OWN_WORKFLOWS / "flattened_api.json"
 
 
 @pytest.fixture(scope="module")
 def real() -> Path:
-    """The folder of real workflows, or a skip naming where it is looked for."""
-    folder = _real_dir()
-    if folder is None:
-        pytest.skip("real workflows not found: set WAN22_SHARED_DIR or put shared/real-workflows beside the clone")
+    """The folder of third-party workflows (opt-in), or a skip naming the variable that gives it."""
+    folder = real_workflows_dir()
+    if folder is None or not (folder / KIJAI).is_file():
+        pytest.skip(f"third-party workflows are not in the repository (their authors' licences); set "
+                    f"{REAL_WORKFLOWS_ENV} to a folder of them to run this check")
     return folder
 
 
@@ -64,7 +70,75 @@ def line_of(out: str, start: str) -> str:
     return lines[0]
 
 
-# --------------------------------------------------------------------------- real workflows, no server
+# --------------------------------------------------------------------------- workflows of our own, no server
+
+
+def test_ui_export_lists_packs_windows_paths_inactive_nodes_subgraphs(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, str(WRAPPER_UI))
+    assert (code, err) == (0, "")
+    assert line_of(out, "format:") == "format: UI, 24 nodes, 22 node classes"
+    wrapper = line_of(out, "  kijai/ComfyUI-WanVideoWrapper: ")
+    for cls in ("WanVideoModelLoader x2", "WanVideoSampler x2", "WanVideoBlockSwap", "LoadWanVideoT5TextEncoder"):
+        assert cls in wrapper
+    assert "WanVideoTextEmbedBridge" not in wrapper  # only a muted node uses it
+    assert "WanVideoTorchCompileSettings" not in wrapper  # only a bypassed one
+    assert line_of(out, "  kijai/ComfyUI-KJNodes: ") == "  kijai/ComfyUI-KJNodes: INTConstant x2, ImageResizeKJv2"
+    assert line_of(out, "  Kosinkadink/ComfyUI-VideoHelperSuite: ").endswith("VHS_VideoCombine")
+    assert line_of(out, "  pythongosssss/ComfyUI-Custom-Scripts: ").endswith("PlaySound|pysssss")
+    high = line_of(out, "  WanVideo\\2_2\\Wan2_2-I2V-A14B-HIGH_fp8_e4m3fn_scaled_KJ.safetensors")
+    assert "->  models/diffusion_models/" in high
+    assert "22 WanVideoModelLoader" in high
+    assert "lists it as 'WanVideo/2_2/Wan2_2-I2V-A14B-HIGH_fp8_e4m3fn_scaled_KJ.safetensors'" in out
+    assert "->  models/vae/" in line_of(out, "  wanvideo\\Wan2_1_VAE_bf16.safetensors")
+    assert "->  models/loras/" in line_of(out, "  WanVideo\\Lightx2v\\lightx2v_I2V_14B_480p")
+    assert "->  models/text_encoders/" in line_of(out, "  umt5-xxl-enc-bf16.safetensors")
+    assert "->  models/upscale_models/" in line_of(out, "  4x-UltraSharp.pth")  # inside the subgraph
+    muted = sorted(line for line in out.splitlines() if line.startswith("  muted: "))
+    assert muted == ["  muted: node 46 WanVideoTextEmbedBridge", "  muted: node 48 CLIPLoader",
+                     "  muted: node 49 CLIPTextEncode", "  muted: node 50 CLIPTextEncode"]
+    assert line_of(out, "  bypassed: ") == "  bypassed: node 52 WanVideoTorchCompileSettings"
+    needs = line_of(out, "  they would also need: ")
+    assert "WanVideoTextEmbedBridge (kijai/ComfyUI-WanVideoWrapper)" in needs
+    assert "WanVideoTorchCompileSettings (kijai/ComfyUI-WanVideoWrapper)" in needs
+    assert "umt5_xxl_fp16.safetensors (models/text_encoders)" in needs
+    assert not any(line.startswith("  umt5_xxl_fp16") for line in out.splitlines())  # not among active models
+    assert line_of(out, "frontend-only").endswith(": Anything Everywhere, GetNode, Note, SetNode")
+    assert line_of(out, "subgraphs:") == "subgraphs: 1 definitions, 1 instances, 3 inner nodes"
+    assert "add --url" not in out  # a UI file cannot be checked against a server
+
+
+def test_api_export_with_a_flattened_subgraph_and_unknown_packs(capsys: pytest.CaptureFixture[str]) -> None:
+    code, report = run_json(capsys, str(FLATTENED_API))
+    assert code == 0
+    assert report["node_count"] == 12
+    assert sum(report["class_counts"].values()) == 12
+    code, out, _ = run(capsys, str(FLATTENED_API))
+    assert "ComfyMathExpression  (core nodes of a newer ComfyUI: update ComfyUI)" in out
+    assert line_of(out, "  yolain/ComfyUI-Easy-Use: ") == "  yolain/ComfyUI-Easy-Use: easy forLoopStart, easy int"
+    assert line_of(out, "  unknown pack: ").startswith("  unknown pack: Int")
+    assert "(node 129:95 UNETLoader)" in line_of(out, "  wan2.2_i2v_high_noise_14B_fp8_scaled.safetensors")
+    assert "->  models/clip_vision/" in line_of(out, "  clip_vision_h.safetensors")
+    assert line_of(out, "subgraphs:") == "subgraphs: 1 instance(s) flattened into 5 nodes (ids 'instance:inner')"
+    assert "add --url" in out
+
+
+@pytest.mark.parametrize(("name", "folders"), [
+    ("video_wan2_2_14B_i2v.json", ("models/diffusion_models", "models/vae", "models/text_encoders",
+                                   "models/loras")),
+    ("video_wan2_2_5B_ti2v.json", ("models/diffusion_models", "models/vae", "models/text_encoders")),
+])
+def test_official_templates_need_no_custom_pack(capsys: pytest.CaptureFixture[str], name: str,
+                                                folders: tuple[str, ...]) -> None:
+    code, report = run_json(capsys, str(official_template(name)))
+    assert code == 0
+    assert report["format"] == "ui"
+    assert set(report["packs"]) <= {"comfyanonymous/ComfyUI (core, newer than 0.8.0)"}
+    assert {m["folder"] for m in report["models"] if m["active"]} >= set(folders)
+    code, out, _ = run(capsys, str(official_template(name)))
+    assert "git clone" not in out
+
+
+# --------------------------------------------------------------------------- third-party workflows (opt-in)
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
@@ -192,9 +266,8 @@ def test_missing_models_exit_1_naming_files_and_folders(
     assert {p["kind"] for p in problems} == {"model"}
 
 
-def test_ui_file_with_url_explains_api_export(
-        real: Path, fake_server: FakeServer, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = run(capsys, str(real / KIJAI), "--url", fake_server.url)
+def test_ui_file_with_url_explains_api_export(fake_server: FakeServer, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, str(WRAPPER_UI), "--url", fake_server.url)
     assert code == 2
     assert "kijai/ComfyUI-WanVideoWrapper" in out  # the report still comes
     assert "only API format can be checked" in err

@@ -158,14 +158,14 @@ def test_rejection_formatting_of_captured_400_bodies(captures: Path) -> None:
 
 _CAPTURED_RUNS = [
     # (ws capture, prompt id prefix, outcome, cached nodes, executing frames (node ids, None = done))
-    ("a_success.ws.jsonl", "53096d3f", "success", (), ["1", "2", "3", None]),
-    ("b_cached.ws.jsonl", "7e2747ae", "success", ("1", "2", "3"), [None]),
-    ("d_runtime_error.ws.jsonl", "c4b4c999", "error", (), ["1", "2", None]),
-    ("d2_cpu_oom.ws.jsonl", "8c7cebc3", "error", (), ["1", None]),
-    ("e_interrupt_and_busy_queue.ws.jsonl", "40c55bba", "interrupted", (), ["1", "2", "3", None]),
-    ("e_interrupt_and_busy_queue.ws.jsonl", "15f99ac2", "success", (), ["1", "2", "3", "4", "5", "6", None]),
-    ("f3_corrupt_model_file.ws.jsonl", "cb20596c", "error", ("3", "4"), ["1", None]),
-    ("wan22_tiny_new_seed_partial_cache.ws.jsonl", "d35f4265", "success", tuple(str(i) for i in range(1, 11)),
+    ("a_success.ws.jsonl", "58cfa559", "success", (), ["1", "2", "3", None]),
+    ("b_cached.ws.jsonl", "60c3e769", "success", ("1", "2", "3"), [None]),
+    ("d_runtime_error.ws.jsonl", "d470b5ae", "error", (), ["1", "2", None]),
+    ("d2_cpu_oom.ws.jsonl", "feb0f637", "error", (), ["1", None]),
+    ("e_interrupt_and_busy_queue.ws.jsonl", "55df3593", "interrupted", (), ["1", "2", "3", "4", None]),
+    ("e_interrupt_and_busy_queue.ws.jsonl", "9016b6b6", "success", (), ["1", "2", "3", "4", "5", "6", None]),
+    ("f3_corrupt_model_file.ws.jsonl", "d9e1e2c6", "error", ("3", "4"), ["1", None]),
+    ("wan22_tiny_new_seed_partial_cache.ws.jsonl", "a8864452", "success", tuple(str(i) for i in range(1, 11)),
      ["11", "12", "13", "14", "15", None]),
 ]
 
@@ -221,7 +221,7 @@ def test_run_state_without_client_id_never_finishes(captures: Path) -> None:
 def test_history_fills_what_the_socket_missed(captures: Path) -> None:
     http = json.loads((captures / "e_interrupt_and_busy_queue.http.json").read_text())
     entry = next(iter(http["history_A"]["body"].values()))
-    state = _RunState("40c55bba-a0ce-46b4-b618-d430f4865398", 0.0, None)
+    state = _RunState(http["post_A"]["body"]["prompt_id"], 0.0, None)
     state.take_history(entry)
     assert state.done
     assert state.outcome == "interrupted"
@@ -239,9 +239,12 @@ def test_server_s_prefers_job_then_history(captures: Path) -> None:
     history = next(iter(json.loads((captures / "a_success.history.json").read_text())["body"].values()))
     base = Execution(prompt_id=job["id"], status="success", events=(), submitted_at=0.0, wall_s=0.1,
                      history=history, job=job, error=None, cached_nodes=())
-    assert base.server_s == pytest.approx(0.028)
+    assert base.server_s == pytest.approx((job["execution_end_time"] - job["execution_start_time"]) / 1000)
+    stamps = {m[0]: m[1]["timestamp"] for m in history["status"]["messages"]}
     no_job = Execution(**{**base.__dict__, "job": None})
-    assert no_job.server_s == pytest.approx(0.028)
+    assert no_job.server_s == pytest.approx((stamps["execution_success"] - stamps["execution_start"]) / 1000)
+    odd = Execution(**{**base.__dict__, "job": {**job, "execution_end_time": job["execution_start_time"] + 1234}})
+    assert odd.server_s == pytest.approx(1.234)  # the job's figure wins over the history's
     nothing = Execution(**{**base.__dict__, "job": None, "history": None})
     assert nothing.server_s is None
 
@@ -548,3 +551,115 @@ def test_run_against_a_dead_server_is_server_died(is_alive: Any) -> None:
     assert execution.status == "server_died"
     assert execution.events == ()
     assert execution.message.startswith("ComfyUI stopped answering during the run")
+
+
+# --------------------------------------------------------------------------- outcomes: only success is success
+
+
+@pytest.mark.parametrize(("status", "outcome"), [
+    ({"status_str": "success", "completed": True}, "success"),
+    ({"status_str": "success", "completed": False}, "success"),
+    ({"completed": True}, "success"),
+    ({"status_str": "error", "completed": False}, "error"),
+    ({"status_str": "error", "completed": True}, "error"),
+    ({"status_str": "cancelled", "completed": False}, None),
+    ({"status_str": "cancelled", "completed": True}, None),
+    ({"status_str": "", "completed": True}, None),
+    ({"completed": "yes"}, None),
+    ({"completed": False}, None),
+    ({}, None),
+])
+def test_history_status_only_success_is_success(status: dict[str, Any], outcome: str | None) -> None:
+    state = _RunState("p", 0.0, None)
+    state.take_history({"status": {**status, "messages": []}})
+    assert state.done
+    assert state.outcome == outcome
+
+
+def test_history_messages_decide_before_the_status_string() -> None:
+    error = {"prompt_id": "p", "node_id": "3", "node_type": "KSampler", "exception_type": "RuntimeError"}
+    state = _RunState("p", 0.0, None)
+    state.take_history({"status": {"status_str": "success", "completed": True,
+                                   "messages": [["execution_start", {}], ["execution_error", error]]}})
+    assert (state.outcome, state.error) == ("error", error)
+    state = _RunState("p", 0.0, None)
+    state.take_history({"status": {"status_str": "success", "messages": [["execution_interrupted", error]]}})
+    assert state.outcome == "interrupted"
+    state = _RunState("p", 0.0, None)  # what the socket already said stands
+    state.feed({"type": "execution_error", "data": {**error, "prompt_id": "p"}}, 1.0)
+    state.take_history({"status": {"status_str": "success", "completed": True, "messages": []}})
+    assert state.outcome == "error"
+
+
+def test_socket_frames_of_other_prompts_or_unknown_types_decide_nothing() -> None:
+    state = _RunState("p", 0.0, None)
+    for message in ({"type": "execution_success", "data": {"prompt_id": "other"}},
+                    {"type": "execution_done", "data": {"prompt_id": "p"}},
+                    {"type": "execution_success", "data": "p"}, ["execution_success"]):
+        state.feed(message, 0.5)
+    assert state.outcome is None
+    assert not state.done
+    state.feed({"type": "executing", "data": {"prompt_id": "p", "node": None}}, 0.6)
+    assert state.done
+    assert state.outcome is None
+
+
+class _Scripted(ComfyClient):
+    """A client whose server is a script: no websocket, a history entry, no job."""
+
+    def __init__(self, entry: dict[str, Any] | None) -> None:
+        super().__init__("http://127.0.0.1:9", timeout=1)
+        self.entry = entry
+
+    def _open_ws(self) -> None:  # type: ignore[override]
+        return None
+
+    def _server_answers(self, is_alive: Any) -> bool:
+        return True
+
+    def submit(self, prompt: Any, *, prompt_id: str | None = None) -> str:
+        return prompt_id or "p"
+
+    def history(self, prompt_id: str) -> dict[str, Any] | None:
+        return self.entry
+
+    def job(self, prompt_id: str) -> dict[str, Any] | None:
+        return None
+
+
+@pytest.mark.parametrize(("status", "outcome"), [
+    ({"status_str": "success", "completed": True, "messages": []}, "success"),
+    ({"status_str": "cancelled", "completed": False, "messages": []}, "error"),
+    ({"status_str": "", "messages": []}, "error"),
+])
+def test_run_never_counts_an_unknown_outcome_as_success(status: dict[str, Any], outcome: str) -> None:
+    with _Scripted({"status": status, "outputs": {}}) as client:
+        execution = client.run(SUCCESS_PROMPT, timeout=5)
+    assert execution.status == outcome
+    if outcome != "success":
+        assert execution.message == "the prompt ended with status error"
+
+
+def test_history_entries_of_odd_shape_decide_nothing_wrong() -> None:
+    error = {"prompt_id": "p", "node_id": "3", "node_type": "KSampler", "exception_type": "RuntimeError"}
+    for status in (None, "success", ["success"]):
+        state = _RunState("p", 0.0, None)
+        state.take_history({"status": status})
+        assert (state.done, state.outcome) == (True, None)
+    state = _RunState("p", 0.0, None)  # malformed messages are skipped, the ones after them still count
+    state.take_history({"status": {"status_str": "success", "messages": [
+        "abc", ["execution_start"], ["execution_start", None], ["execution_cached", "3"], ["execution_error", error]]}})
+    assert (state.outcome, state.error) == ("error", error)
+
+
+def test_failure_words_of_an_execution() -> None:
+    from pytest_wan22.client import _describe_failure
+
+    error = {"node_id": "3", "node_type": "KSampler", "exception_type": "RuntimeError", "exception_message": ""}
+    assert _describe_failure("error", error) == "node 3 (KSampler) raised RuntimeError"
+    assert _describe_failure("error", {**error, "exception_message": "  boom: x\nmore"}) == (
+        "node 3 (KSampler) raised RuntimeError: boom: x")
+    assert _describe_failure("error", {**error, "exception_message": "no axis X"}) == (
+        "node 3 (KSampler) raised RuntimeError: no axis X")
+    assert _describe_failure("interrupted", error) == "interrupted at node 3 (KSampler)"
+    assert _describe_failure("error", None) == "the prompt ended with status error"

@@ -22,7 +22,7 @@ import pytest
 from pytest_wan22.errors import PreflightError
 from pytest_wan22.preflight import Problem, check, format_problems, model_folder, node_pack, raise_if_problems
 from pytest_wan22.workflows import Variant, load_workflow
-from tests.fake_comfyui.harness import SHARED
+from tests.fake_comfyui.harness import CAPTURES, OWN_WORKFLOWS, needs_real_workflows, real_workflows_dir
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "tests" / "data"
@@ -322,11 +322,23 @@ def test_prompt_wrapper_is_unwrapped(base: Variant, info: dict[str, Any]) -> Non
 # --------------------------------------------------------------------------- real workflows
 
 
-@pytest.mark.skipif(not (SHARED / "comfyui-0.8.0" / "object_info.json").exists(),
-                    reason="the full ComfyUI 0.8.0 /object_info capture is absent; set WAN22_SHARED_DIR")
+def test_api_workflows_against_core_080() -> None:
+    core = json.loads((CAPTURES / "object_info.json").read_text())
+    ours = check(load_workflow(OWN_WORKFLOWS / "flattened_api.json").graph, core)
+    assert sorted(p.class_type for p in ours if p.kind == "node") == [
+        "ComfyMathExpression", "Int", "RIFE VFI", "easy forLoopStart", "easy int"]
+    assert sorted({p.input for p in ours if p.kind == "model"}) == ["clip_name", "lora_name", "unet_name",
+                                                                    "vae_name"]
+    project = check(load_workflow(Path(__file__).resolve().parents[2] / "workflows" / "wan22_i2v_a14b.json").graph,
+                    core)
+    assert {p.kind for p in project} == {"model"}  # core nodes only; the capture's server had no models
+
+
+@needs_real_workflows
 def test_real_api_workflows_against_core_080() -> None:
-    core = json.loads((SHARED / "comfyui-0.8.0" / "object_info.json").read_text())
-    real = SHARED / "real-workflows"
+    core = json.loads((CAPTURES / "object_info.json").read_text())
+    real = real_workflows_dir()
+    assert real is not None
     erik_file = real / "gh-eriktrk-wan2.2_14b_i2v_4step_runpod_worker__wan22_14B_i2v_lightning.json"
     erik = check(load_workflow(erik_file).graph, core)
     assert {p.kind for p in erik} == {"model"}

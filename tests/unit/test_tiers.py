@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from pytest_wan22.errors import ConfigError
-from pytest_wan22.tiers import cpu_tier, detect_tier, load_tiers, make_profile
+from pytest_wan22.tiers import Tier, cpu_tier, detect_tier, load_tiers, make_profile
 
 TIERS = load_tiers()
 
@@ -94,3 +94,11 @@ def test_emulation_caps_memory_and_plans_for_the_small_card() -> None:
 def test_emulating_a_bigger_card_is_refused() -> None:
     with pytest.raises(ConfigError, match="not bigger"):
         make_profile(TIERS["a100"], device_name="NVIDIA GeForce RTX 4090", device_memory_mib=24564, emulate=True)
+
+
+def test_scale_text_says_how_a_tier_shrinks_variants() -> None:
+    tiers = load_tiers()
+    assert tiers["cpu"].scale_text() == "64x64, 9 frames, 4 steps split 2"
+    assert tiers["h200"].scale_text() is None
+    assert Tier("x", scale={"frames": 17}).scale_text() == "17 frames"
+    assert Tier("x", scale={"steps": 2}).scale_text() == "2 steps"

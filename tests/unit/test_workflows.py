@@ -20,12 +20,19 @@ from pytest_wan22.workflows import (
     real_workflow_summary,
     sampler_nodes,
 )
-from tests.fake_comfyui.harness import SHARED
+from tests.fake_comfyui.harness import (
+    CAPTURES,
+    OWN_WORKFLOWS,
+    needs_real_workflows,
+    official_template,
+    real_workflows_dir,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 WORKFLOW = REPO / "workflows" / "wan22_i2v_a14b.json"
-REAL = SHARED / "real-workflows"
-CAPTURES = SHARED / "comfyui-0.8.0"
+REAL = real_workflows_dir() or Path("third-party-workflows-not-given")
+OFFICIAL_14B = "video_wan2_2_14B_i2v.json"
+OFFICIAL_5B = "video_wan2_2_5B_ti2v.json"
 
 HIGH = "wan2.2_i2v_high_noise_14B_fp8_scaled.safetensors"
 LOW = "wan2.2_i2v_low_noise_14B_fp8_scaled.safetensors"
@@ -35,11 +42,6 @@ TITLES = [
     "Start Image", "Wan Image To Video", "KSampler (high noise)", "KSampler (low noise)", "VAE Decode",
     "Create Video", "Save Video",
 ]
-
-
-def needs_shared(path: Path) -> Any:
-    return pytest.mark.skipif(not path.exists(), reason=f"{path} is absent; set WAN22_SHARED_DIR to the "
-                              "shared folder with the ComfyUI captures and real workflows to run this test")
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +104,6 @@ def test_workflow_matches_the_official_template(wf: Workflow) -> None:
     assert sampler_nodes(g) == [wf.select("KSampler (high noise)"), wf.select("KSampler (low noise)")]
 
 
-@needs_shared(CAPTURES / "wan22_i2v_tiny_api.json")
 def test_input_names_match_what_comfyui_080_ran(wf: Workflow) -> None:
     tiny = json.loads((CAPTURES / "wan22_i2v_tiny_api.json").read_text())
     ours = {n["class_type"]: set(n["inputs"]) for n in wf.graph.values()}
@@ -127,7 +128,14 @@ def test_ui_format_is_refused_with_the_export_hint(tmp_path: Path) -> None:
     assert str(path) in str(info.value)
 
 
-@needs_shared(REAL)
+@pytest.mark.parametrize("path", [official_template(OFFICIAL_14B), official_template(OFFICIAL_5B),
+                                  OWN_WORKFLOWS / "wrapper_ui.json"], ids=lambda p: p.name)
+def test_ui_exports_are_refused(path: Path) -> None:
+    with pytest.raises(WorkflowError, match="UI-format"):
+        load_workflow(path)
+
+
+@needs_real_workflows
 @pytest.mark.parametrize("name", ["gh-comfyanonymous-ComfyUI_examples__image_to_video_wan22_14B.json",
                                   "gh-Reggie-sun-AI-VIDEO__wan22_i2v_ui.json"])
 def test_real_ui_exports_are_refused(name: str) -> None:
@@ -466,7 +474,6 @@ def test_models_follow_the_expert_under_low_high(base: Variant) -> None:
     assert expert_of_first_pass(p) == "l.safetensors"
 
 
-@needs_shared(CAPTURES / "wan22_i2v_tiny_precomputed_cond_api.json")
 def test_precomputed_conditioning_matches_the_cpu_capture(base: Variant) -> None:
     v = base.precomputed_conditioning("wan22_tiny_cond")
     p = v.build()
@@ -620,12 +627,12 @@ REAL_EXPECTED: dict[str, dict[str, Any]] = {
 }
 
 
-@needs_shared(REAL)
+@needs_real_workflows
 def test_all_eight_real_workflows_are_covered() -> None:
     assert sorted(p.name for p in REAL.glob("*.json")) == sorted(REAL_EXPECTED)
 
 
-@needs_shared(REAL)
+@needs_real_workflows
 @pytest.mark.parametrize("name", sorted(REAL_EXPECTED))
 def test_real_workflow_summary(name: str) -> None:
     want = REAL_EXPECTED[name]
@@ -646,8 +653,8 @@ def test_real_workflow_summary(name: str) -> None:
         assert load_workflow(REAL / name).name == Path(name).stem
 
 
-@needs_shared(REAL)
-def test_summary_separates_what_muted_and_bypassed_nodes_need() -> None:
+@needs_real_workflows
+def test_real_summary_separates_what_muted_and_bypassed_nodes_need() -> None:
     kijai = real_workflow_summary(
         REAL / "gh-kijai-ComfyUI-WanVideoWrapper__wanvideo_2_2_I2V_A14B_example_WIP.json")
     assert sorted(m["class_type"] for m in kijai["muted"]) == [
@@ -662,6 +669,50 @@ def test_summary_separates_what_muted_and_bypassed_nodes_need() -> None:
     assert {"SetNode", "GetNode", "Anything Everywhere"} <= set(reggie["frontend_only"])
     inner = {m["file"]: m["subgraph"] for m in reggie["model_refs"]}
     assert inner[HIGH] == "Model Loader"
+
+
+def test_summary_separates_what_muted_and_bypassed_nodes_need() -> None:
+    s = real_workflow_summary(OWN_WORKFLOWS / "wrapper_ui.json")
+    assert (s["format"], s["node_count"]) == ("ui", 24)
+    assert sorted(m["class_type"] for m in s["muted"]) == [
+        "CLIPLoader", "CLIPTextEncode", "CLIPTextEncode", "WanVideoTextEmbedBridge"]
+    assert [b["class_type"] for b in s["bypassed"]] == ["WanVideoTorchCompileSettings"]
+    assert s["model_files_inactive"] == ["umt5_xxl_fp16.safetensors"]
+    assert "umt5_xxl_fp16.safetensors" not in s["model_files"]
+    assert s["custom_nodes_inactive"] == ["WanVideoTextEmbedBridge", "WanVideoTorchCompileSettings"]
+    assert not {"WanVideoTextEmbedBridge", "CLIPLoader", "Note", "SetNode"} & set(s["custom_nodes"])
+    assert s["custom_node_packs"]["WanVideoSampler"] == "kijai/ComfyUI-WanVideoWrapper"
+    assert s["custom_node_packs"]["VHS_VideoCombine"] == "Kosinkadink/ComfyUI-VideoHelperSuite"
+    assert s["custom_node_packs"]["INTConstant"] == "kijai/ComfyUI-KJNodes"
+    assert {"SetNode", "GetNode", "Anything Everywhere", "Note"} <= set(s["frontend_only"])
+    assert s["subgraphs"] == {"definitions": 1, "instances": 1, "inner_nodes": 3}
+    inner = {m["file"]: m["subgraph"] for m in s["model_refs"]}
+    assert inner["4x-UltraSharp.pth"] == "Upscaler"
+    assert inner["WanVideo\\2_2\\Wan2_2-I2V-A14B-HIGH_fp8_e4m3fn_scaled_KJ.safetensors"] is None
+
+
+def test_summary_of_a_flattened_api_export() -> None:
+    s = real_workflow_summary(OWN_WORKFLOWS / "flattened_api.json")
+    assert (s["format"], s["node_count"]) == ("api", 12)
+    assert s["subgraphs"] == {"definitions": 0, "instances": 1, "inner_nodes": 5}
+    assert s["custom_node_packs"]["ComfyMathExpression"] == "comfyanonymous/ComfyUI (core, newer than 0.8.0)"
+    assert s["custom_node_packs"]["easy forLoopStart"] == "yolain/ComfyUI-Easy-Use"
+    assert s["custom_node_packs"]["Int"] is None
+    assert {HIGH, LOW, "clip_vision_h.safetensors", "rife47.pth"} <= set(s["model_files"])
+    assert load_workflow(OWN_WORKFLOWS / "flattened_api.json").name == "flattened_api"
+
+
+def test_summary_of_the_official_templates() -> None:
+    i2v = real_workflow_summary(official_template(OFFICIAL_14B))
+    assert i2v["format"] == "ui"
+    assert {HIGH, LOW, "umt5_xxl_fp8_e4m3fn_scaled.safetensors", "wan_2.1_vae.safetensors"} <= set(i2v["model_files"])
+    assert i2v["subgraphs"]["definitions"] >= 1  # the template wraps its graph in a subgraph
+    assert i2v["subgraphs"]["inner_nodes"] > i2v["node_count"]
+    assert not set(i2v["custom_nodes"]) - {"ComfyMathExpression"}  # core nodes only (some of a newer core)
+    ti2v = real_workflow_summary(official_template(OFFICIAL_5B))
+    assert (ti2v["format"], ti2v["custom_nodes"]) == ("ui", [])
+    assert {"wan2.2_ti2v_5B_fp16.safetensors", "wan2.2_vae.safetensors"} <= set(ti2v["model_files"])
+    assert "MarkdownNote" in ti2v["frontend_only"]
 
 
 def test_summary_of_the_shipped_workflow(wf: Workflow) -> None:
