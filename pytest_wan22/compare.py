@@ -387,7 +387,7 @@ class Check:
     ci_low: float | None = None  # 95% interval of the relative change (None for vram)
     ci_high: float | None = None
     mdc: float | None = None  # smallest change this run would catch 80% of the time (relative)
-    value: float | None = None  # this run's median of round means (vram: largest peak)
+    value: float | None = None  # this run's mean of round means, what the estimate compares (vram: largest peak)
     base: float | None = None  # the baseline's
     tolerance: float | None = None  # the allowance used, relative (machine spread included)
     note: str = ""
@@ -540,8 +540,9 @@ def _judge(metric: str, new: Summary, base: Summary, tol: Tolerance, spread: flo
     if mean_base <= 0.0:  # a phase cached to nothing: no relative figures
         note = f"(mean {statistics.fmean(new_means):.3f} s vs {mean_base:.3f} s)"
         return Check(metric, status, value=value, base=ref, note=note, rounds=n, base_rounds=nb)
+    # The figures shown are the means the estimate compares, so 'baseline', 'now' and 'change' agree.
     return Check(metric, status, iv.diff / mean_base, iv.low / mean_base, iv.high / mean_base, mdc / mean_base,
-                 value, ref, allowance / mean_base, rounds=n, base_rounds=nb)
+                 statistics.fmean(new_means), mean_base, allowance / mean_base, rounds=n, base_rounds=nb)
 
 
 def compare(summary: Summary, baseline: Summary | None, tols: Mapping[str, Tolerance], *,
