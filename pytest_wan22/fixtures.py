@@ -25,7 +25,7 @@ from .launcher import ComfyServer, ServerHandle, ServerSpec, public_argv
 from .records import Environment, RunRecord
 from .runner import RunContext, ensure_input_images, fresh_seed, run_prompt
 from .settings import Settings
-from .tiers import Profile, Tier, make_profile
+from .tiers import Profile, Tier, make_profile, merge_args
 from .workflows import Variant, Workflow, load_workflow
 
 if TYPE_CHECKING:
@@ -190,9 +190,8 @@ def sides(settings: Settings, profile: Profile) -> dict[str, Side]:
     """The session's sides by name: one ('') normally, A and B in A/B mode (--wan22-ab-*)."""
     if settings.ab is None:
         return {"": Side("", settings.comfyui_dir, settings.python, profile.args)}
-    n = len(settings.server_args)
-    tier_args = profile.args[:len(profile.args) - n] if n else profile.args
-    return {"A": Side("A", settings.ab.comfyui_dir, settings.ab.python, (*tier_args, *settings.ab.server_args)),
+    return {"A": Side("A", settings.ab.comfyui_dir, settings.ab.python,
+                      merge_args(profile.base_args or profile.args, settings.ab.server_args)),
             "B": Side("B", settings.comfyui_dir, settings.python, profile.args)}
 
 
@@ -270,7 +269,7 @@ class ServerPool:
         if side.comfyui_dir is None:
             pytest.fail("no ComfyUI to run: pass --wan22-comfyui-dir (ini wan22_comfyui_dir, env "
                         "WAN22_COMFYUI_DIR) or attach to a running one with --wan22-url", pytrace=False)
-        args, env = [*side.args, *extra], dict(self.profile.env)
+        args, env = list(merge_args(side.args, extra)), dict(self.profile.env)
         self.config.hook.pytest_wan22_server_command(config=self.config, tier=self.profile.tier, args=args,
                                                      env=env)
         work = self.work / side.name if side.name else self.work
@@ -788,7 +787,9 @@ def _save_record(server: Server, record: RunRecord) -> None:
         return
     server.records_dir.mkdir(parents=True, exist_ok=True)
     side = f".{record.side}" if record.side else ""
-    path = server.records_dir / f"{record.variant_id}{side}.{record.round}.json"
+    # The start time keeps sessions that share a log folder from overwriting each other's records.
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(record.started_at)) + f"{record.started_at % 1:.3f}"[1:]
+    path = server.records_dir / f"{record.variant_id}{side}.{record.round}.{stamp}.json"
     path.write_text(record.to_json(), encoding="utf-8")
 
 

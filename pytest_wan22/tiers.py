@@ -182,11 +182,47 @@ class Profile:
     env: Mapping[str, str]
     emulated_on: str | None = None
     memory_cap_gib: float | None = None
+    base_args: tuple[str, ...] = ()  # the arguments before --wan22-server-args (side A of an A/B session starts here)
 
     @property
     def name(self) -> str:
         """The tier's name, with the real device when emulated."""
         return f"{self.tier.name}@{self.emulated_on}" if self.emulated_on else self.tier.name
+
+
+# ComfyUI's mutually exclusive launch flags (comfy/cli_args.py): a flag added to a profile replaces the profile's
+# flag of the same group, since ComfyUI refuses two of one group ("not allowed with argument ...").
+EXCLUSIVE_FLAGS: tuple[frozenset[str], ...] = (
+    frozenset({"--use-split-cross-attention", "--use-quad-cross-attention", "--use-pytorch-cross-attention",
+               "--use-sage-attention", "--use-flash-attention"}),
+    frozenset({"--gpu-only", "--highvram", "--normalvram", "--lowvram", "--novram", "--cpu"}),
+    frozenset({"--cache-classic", "--cache-lru", "--cache-none", "--cache-ram"}),
+    frozenset({"--force-upcast-attention", "--dont-upcast-attention"}),
+    frozenset({"--cuda-malloc", "--disable-cuda-malloc"}),
+    frozenset({"--force-fp32", "--force-fp16"}),
+    frozenset({"--fp32-unet", "--fp64-unet", "--bf16-unet", "--fp16-unet", "--fp8_e4m3fn-unet", "--fp8_e5m2-unet",
+               "--fp8_e8m0fnu-unet"}),
+    frozenset({"--fp16-vae", "--fp32-vae", "--bf16-vae"}),
+    frozenset({"--fp8_e4m3fn-text-enc", "--fp8_e5m2-text-enc", "--fp16-text-enc", "--fp32-text-enc",
+               "--bf16-text-enc"}),
+)
+
+
+def merge_args(base: Sequence[str], extra: Sequence[str]) -> tuple[str, ...]:
+    """`base` followed by `extra`, where a flag of `extra` drops the flags of its exclusive group from `base`
+    (with their values): `--use-sage-attention` added to a profile with `--use-pytorch-cross-attention`
+    replaces it."""
+    groups = [g for g in EXCLUSIVE_FLAGS if g & set(extra)]
+    drop = frozenset().union(*groups) if groups else frozenset()
+    kept: list[str] = []
+    skipping = False
+    for arg in base:
+        if skipping and not arg.startswith("--"):
+            continue  # the value of a dropped flag (--cache-lru 8)
+        skipping = arg in drop
+        if not skipping:
+            kept.append(arg)
+    return (*kept, *extra)
 
 
 def _without(args: Sequence[str], flag: str) -> list[str]:
@@ -223,4 +259,4 @@ def make_profile(tier: Tier, *, extra_args: Sequence[str] = (), gpu: str | None 
         # ComfyUI plans with total - reserve; the cap inside the process makes the limit hard.
         args = [*_without(args, "--reserve-vram"), "--reserve-vram", f"{total_gib - cap:.2f}"]
         env["WAN22_MEMORY_CAP_GIB"] = f"{cap:g}"
-    return Profile(tier, (*args, *extra_args), env, device_name if emulate else None, cap)
+    return Profile(tier, merge_args(args, extra_args), env, device_name if emulate else None, cap, tuple(args))

@@ -36,6 +36,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--temp-directory", type=str, default=None)
     parser.add_argument("--preview-method", type=str, default="none")
     parser.add_argument("--extra-model-paths-config", type=str, default=None, nargs="+", action="append")
+    attention = parser.add_mutually_exclusive_group()  # ComfyUI refuses two of these, as it refuses two VRAM modes
+    for flag in ("--use-split-cross-attention", "--use-quad-cross-attention", "--use-pytorch-cross-attention",
+                 "--use-sage-attention", "--use-flash-attention"):
+        attention.add_argument(flag, action="store_true")
     vram = parser.add_mutually_exclusive_group()
     for flag in ("--gpu-only", "--highvram", "--normalvram", "--lowvram", "--novram", "--cpu"):
         vram.add_argument(flag, action="store_true")

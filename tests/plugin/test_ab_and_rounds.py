@@ -13,6 +13,10 @@ from tests.plugin.conftest import FAKE_DIR
 
 Project = Callable[..., pytest.Pytester]
 
+# Rounds of a few milliseconds on a shared CPU: only a gross change is signal here, so every metric gets a wide band.
+LOOSE = tuple(f"--wan22-tolerance={m}:500%+1s" for m in (
+    "step", "sampling", "wall", "load", "text", "encode", "decode", "interpolation", "save", "compile"))
+
 ONE = """
 @pytest.mark.rtx5090
 def test_variant(wan22_run):
@@ -38,7 +42,7 @@ def test_ab_identical_installs_pass_interleaved_and_write_no_baseline(wan22_proj
     p = wan22_project(ONE)
     a = _install(p.path, "current")
     result = p.runpytest("--wan22-log-dir=logs", f"--wan22-ab-comfyui-dir={a}", "--wan22-rounds=3",
-                         "--wan22-min-rounds=3", "--wan22-tolerance=time:200%", "--wan22-tolerance=step:200%")
+                         "--wan22-min-rounds=3", *LOOSE)
     result.assert_outcomes(passed=1)
     records = _records(p)
     assert [(r["side"], r["warmup"]) for r in records] == [
@@ -75,7 +79,7 @@ def test_ab_candidate_that_fails_fails_the_test_naming_side_b(wan22_project: Pro
 def test_ab_profile_variation_runs_two_servers_with_their_own_flags(wan22_project: Project) -> None:
     p = wan22_project(ONE)
     result = p.runpytest("--wan22-log-dir=logs", "--wan22-ab-args=--use-pytorch-cross-attention --disable-smart-memory",
-                         "--wan22-tolerance=time:500%", "--wan22-tolerance=step:500%")
+                         *LOOSE)
     result.assert_outcomes(passed=1)
     logs = {f.parent.name: f.read_text() for f in p.path.glob("logs/main/*/comfyui.log")}
     assert set(logs) == {"A", "B"}
@@ -83,11 +87,24 @@ def test_ab_profile_variation_runs_two_servers_with_their_own_flags(wan22_projec
     assert "--disable-smart-memory" not in logs["B"].splitlines()[1]
 
 
+def test_ab_attention_backends_each_side_keeps_one_attention_flag(wan22_project: Project) -> None:
+    """ComfyUI refuses two attention flags: the tier's is replaced on each side, never doubled."""
+    p = wan22_project(ONE, fake_env={"FAKE_COMFYUI_PACKAGES": "sageattention"})
+    result = p.runpytest("--wan22-log-dir=logs", "--wan22-server-args=--use-sage-attention",
+                         "--wan22-ab-args=--use-pytorch-cross-attention", *LOOSE)
+    result.assert_outcomes(passed=1)
+    logs = {f.parent.name: f.read_text().splitlines()[1] for f in p.path.glob("logs/main/*/comfyui.log")}
+    assert logs["A"].endswith("--use-pytorch-cross-attention")
+    assert "--use-sage-attention" not in logs["A"]
+    assert logs["B"].endswith("--use-sage-attention")
+    assert "--use-pytorch-cross-attention" not in logs["B"]
+
+
 def test_rounds_stop_once_the_verdict_is_decided(wan22_project: Project) -> None:
     p = wan22_project(ONE)
     p.runpytest("--wan22-update-baselines", "--wan22-rounds=3").assert_outcomes(passed=1)
     result = p.runpytest("--wan22-log-dir=logs", "--wan22-rounds=8", "--wan22-min-rounds=2",
-                         "--wan22-tolerance=time:500%", "--wan22-tolerance=step:500%")
+                         *LOOSE)
     result.assert_outcomes(passed=1)
     records = _records(p)
     assert [r["warmup"] for r in records] == [True, False, False]  # decided after the fewest rounds
@@ -130,8 +147,7 @@ def test_ab_report_plots_side_b_against_side_a(wan22_project: Project) -> None:
     p = wan22_project(ONE)
     a = _install(p.path, "current")
     result = p.runpytest("--wan22-log-dir=logs", f"--wan22-ab-comfyui-dir={a}", "--wan22-rounds=2",
-                         "--wan22-min-rounds=2", "--wan22-report=report", "--wan22-tolerance=wall:500%",
-                         "--wan22-tolerance=step:500%", "--wan22-tolerance=sampling:500%")
+                         "--wan22-min-rounds=2", "--wan22-report=report", *LOOSE)
     result.assert_outcomes(passed=1)
     data = json.loads((p.path / "report" / "results.json").read_text())
     (variant,) = data["variants"]

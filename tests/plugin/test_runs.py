@@ -407,7 +407,7 @@ def test_attach_mode_uses_a_running_server_and_launches_nothing(wan22_project: P
         """))
         result = p.runpytest(f"--wan22-url=http://127.0.0.1:{port}", "--wan22-log-dir", "logs2")
         result.assert_outcomes(passed=1)
-        first = json.loads(sorted((p.path / "logs2").glob("*/records/*.0.json"))[0].read_text())
+        first = json.loads(sorted((p.path / "logs2").glob("*/records/*.0.*.json"))[0].read_text())
         assert "VRAM is the whole device's" in first["warnings"][-1]
     finally:
         server.kill()
@@ -428,3 +428,12 @@ def test_workflow_library_fixture_loads_by_name_and_names_the_known_ones(wan22_p
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["*workflow */wan23_i2v.json does not exist (known: wan22_i2v_a14b); fix the name or "
                                  "--wan22-workflows-dir*"])
+
+
+def test_sessions_sharing_a_log_folder_keep_every_record(wan22_project: Project) -> None:
+    p = wan22_project(RUN_ONE)
+    p.runpytest("--wan22-log-dir", "logs").assert_outcomes(passed=1)
+    p.runpytest("--wan22-log-dir", "logs").assert_outcomes(passed=1)
+    records = _records(p)
+    assert len(records) == 6
+    assert len({r["prompt_id"] for r in records}) == 6

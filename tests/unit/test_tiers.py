@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from pytest_wan22.errors import ConfigError
-from pytest_wan22.tiers import Tier, cpu_tier, detect_tier, load_tiers, make_profile
+from pytest_wan22.tiers import Tier, cpu_tier, detect_tier, load_tiers, make_profile, merge_args
 
 TIERS = load_tiers()
 
@@ -73,9 +73,9 @@ def test_missing_table_names_the_flag(tmp_path: Path) -> None:
 
 
 def test_profile_pins_gpu_and_keeps_tier_args() -> None:
-    p = make_profile(TIERS["rtx5090"], extra_args=["--use-sage-attention"], gpu="1")
+    p = make_profile(TIERS["rtx5090"], extra_args=["--disable-smart-memory"], gpu="1")
     assert p.args[: len(TIERS["rtx5090"].args)] == TIERS["rtx5090"].args
-    assert p.args[-1] == "--use-sage-attention"
+    assert p.args[-1] == "--disable-smart-memory"
     assert p.env["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
     assert p.env["CUDA_VISIBLE_DEVICES"] == "1"
     assert p.env["PYTORCH_CUDA_ALLOC_CONF"] == "expandable_segments:True"
@@ -102,3 +102,25 @@ def test_scale_text_says_how_a_tier_shrinks_variants() -> None:
     assert tiers["h200"].scale_text() is None
     assert Tier("x", scale={"frames": 17}).scale_text() == "17 frames"
     assert Tier("x", scale={"steps": 2}).scale_text() == "2 steps"
+
+
+@pytest.mark.parametrize(("base", "extra", "expected"), [
+    (("--highvram", "--use-pytorch-cross-attention"), ("--use-sage-attention",),
+     ("--highvram", "--use-sage-attention")),
+    (("--normalvram", "--reserve-vram", "1.0"), ("--lowvram",), ("--reserve-vram", "1.0", "--lowvram")),
+    (("--cache-lru", "8", "--fast"), ("--cache-none",), ("--fast", "--cache-none")),
+    (("--highvram", "--use-pytorch-cross-attention"), ("--disable-smart-memory",),
+     ("--highvram", "--use-pytorch-cross-attention", "--disable-smart-memory")),
+    ((), ("--use-sage-attention",), ("--use-sage-attention",)),
+])
+def test_an_added_flag_replaces_the_profiles_flag_of_its_group(base: tuple[str, ...], extra: tuple[str, ...],
+                                                                expected: tuple[str, ...]) -> None:
+    assert merge_args(base, extra) == expected
+
+
+def test_profile_keeps_its_tier_arguments_apart_from_the_extra_ones() -> None:
+    tier = load_tiers(None)["h200"]
+    p = make_profile(tier, extra_args=("--use-sage-attention",))
+    assert "--use-pytorch-cross-attention" not in p.args
+    assert p.args[-1] == "--use-sage-attention"
+    assert p.base_args == tier.args
