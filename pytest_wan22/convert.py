@@ -174,17 +174,29 @@ class _Converter:
                 self.read_group_node(node)
         # outputs of this level's subgraph boundary: links into the output node
         if instance is not None:
+            out_map = instance.props.get("_outputs") or {}
             for _lid, (origin, slot, target, tslot) in table.items():
                 if target == _SUBGRAPH_OUTPUT:
-                    self.alias[(instance.id, tslot)] = (
+                    self.alias[(instance.id, out_map.get(tslot, tslot))] = (
                         (f"{scope}::in", slot) if origin == _SUBGRAPH_INPUT else (f"{scope}{origin}", slot))
 
     def read_subgraph(self, inst: _Node, depth: int) -> None:
         definition = self.subgraphs[inst.type]
         scope = f"{inst.id}:"
-        # the instance's inputs become the inner level's input node outputs
+        # the instance's inputs feed the inner level's input node; definition and instance slots pair by name
         for slot, inp in enumerate(inst.inputs):
-            self.alias[(f"{scope}::in", slot)] = inp.source
+            self.alias[(f"{scope}::inst", slot)] = inp.source
+        by_name = {inp.name: slot for slot, inp in enumerate(inst.inputs)}
+        for k, spec in enumerate(definition.get("inputs") or []):
+            name = spec.get("name") if isinstance(spec, Mapping) else None
+            self.alias[(f"{scope}::in", k)] = (f"{scope}::inst", by_name[name]) if name in by_name else None
+        if not definition.get("inputs"):
+            for slot in range(len(inst.inputs)):
+                self.alias[(f"{scope}::in", slot)] = (f"{scope}::inst", slot)
+        out_names = {o[0]: slot for slot, o in enumerate(inst.outputs)}
+        inst.props = {**inst.props, "_outputs": {
+            k: out_names.get(str(spec.get("name")), k) if isinstance(spec, Mapping) else k
+            for k, spec in enumerate(definition.get("outputs") or [])}}
         values = inst.widgets
         proxies = inst.props.get("proxyWidgets")
         self.nodes.pop(inst.id)
@@ -199,8 +211,8 @@ class _Converter:
                 widget_inputs = [(slot, i) for slot, i in enumerate(inst.inputs) if i.widget]
                 if len(widget_inputs) == len(values):
                     for (slot, _inp), value in zip(widget_inputs, values, strict=True):
-                        if self.alias.get((f"{scope}::in", slot)) is None:
-                            self.alias[(f"{scope}::in", slot)] = ("value", value)
+                        if self.alias.get((f"{scope}::inst", slot)) is None:
+                            self.alias[(f"{scope}::inst", slot)] = ("value", value)
                 else:
                     self.issue(inst, None, f"subgraph instance stores {len(values)} widget values for "
                                f"{len(widget_inputs)} promoted widgets; cannot tell which value goes where")
@@ -265,7 +277,7 @@ class _Converter:
             slot = link.get("downstream_slot")
             if target is None or not isinstance(slot, int):
                 # a subgraph instance: its input slot feeds the inner level
-                key = (f"{link.get('downstream')}:::in", slot)
+                key = (f"{link.get('downstream')}:::inst", slot)
                 if isinstance(slot, int) and key in self.alias and self.alias[key] is None:
                     self.alias[key] = (str(link.get("upstream")), int(link.get("upstream_slot", 0)))
                 continue
@@ -327,7 +339,8 @@ class _Converter:
         specs = self.widget_specs(node.type)
         names = {s[0] for s in specs}
         if isinstance(values, Mapping):
-            return {str(k): v for k, v in values.items() if k in names}
+            # named values (VideoHelperSuite): keep every input value, drop the editor's preview state
+            return {str(k): v for k, v in values.items() if k in names or not isinstance(v, (Mapping, list))}
         if not isinstance(values, list):
             self.issue(node, None, f"widgets_values is a {type(values).__name__}, not a list or object")
             return {}
