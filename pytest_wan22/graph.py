@@ -10,6 +10,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from .convert import convert_ui, is_ui_format
 from .errors import SelectorError, WorkflowError
 
 if TYPE_CHECKING:
@@ -20,6 +21,7 @@ __all__ = [
     "NodeInfo",
     "Workflow",
     "load_workflow",
+    "read_graph",
     "validate_graph",
 ]
 
@@ -192,13 +194,11 @@ def _unwrap(data: Any) -> Any:
     return data
 
 
-def _is_ui_format(data: Any) -> bool:
-    return isinstance(data, Mapping) and isinstance(data.get("nodes"), list) and (
-        isinstance(data.get("links"), list) or "last_node_id" in data or "definitions" in data)
+_is_ui_format = is_ui_format
 
 
-def load_workflow(path: str | Path, name: str | None = None) -> Workflow:
-    """Read an API-format workflow file (also accepts a {"prompt": {...}} request body)."""
+def read_graph(path: str | Path) -> Any:
+    """The JSON of a workflow file (a {"prompt": {...}} request body unwrapped); API or UI format."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -210,12 +210,32 @@ def load_workflow(path: str | Path, name: str | None = None) -> Workflow:
     except json.JSONDecodeError as exc:
         raise WorkflowError(f"{p}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}); "
                             f"fix the file or {_EXPORT_HINT}") from exc
-    data = _unwrap(data)
+    return _unwrap(data)
+
+
+def load_workflow(path: str | Path, name: str | None = None, *,
+                  object_info: Mapping[str, Any] | None = None) -> Workflow:
+    """Read a workflow file: API format as it is; UI format converted against a server's `object_info`.
+
+    A UI-format file whose conversion leaves something undecided raises WorkflowError naming each node,
+    input and reason (`convert.convert_ui` gives the prompt and the issues without raising).
+    """
+    p = Path(path)
+    data = read_graph(p)
     if _is_ui_format(data):
-        raise WorkflowError(
-            f"{p} is a UI-format workflow (it has 'nodes' and 'links' lists, as ComfyUI saves it for "
-            f"the editor); POST /prompt needs API format. Open it in ComfyUI and {_EXPORT_HINT}; "
-            "real_workflow_summary() can still list the node classes and models it needs")
+        if object_info is None:
+            raise WorkflowError(
+                f"{p} is a UI-format workflow (it has 'nodes' and 'links' lists, as ComfyUI saves it for "
+                "the editor); POST /prompt needs API format. Convert it against the server: "
+                "load_workflow(path, object_info=client.object_info()), `wan22-check FILE --url URL --to-api "
+                f"OUT.json`, or open it in ComfyUI and {_EXPORT_HINT}")
+        conversion = convert_ui(data, object_info)
+        if conversion.issues:
+            raise WorkflowError(
+                f"{p}: the UI-format workflow cannot be converted to API format without guessing "
+                f"({len(conversion.issues)} issue(s)); fix them in the editor, install the missing node packs, "
+                "or export API format from ComfyUI:\n" + conversion.report())
+        data = conversion.prompt
     validate_graph(data, str(p))
     return Workflow(data, name=name or p.stem, source=p)
 

@@ -285,3 +285,18 @@ def test_api_format_is_not_converted() -> None:
     assert not is_ui_format({"1": {"class_type": "X", "inputs": {}}})
     with pytest.raises(WorkflowError, match="not a UI-format"):
         convert_ui({"1": {"class_type": "X", "inputs": {}}}, INFO)
+
+
+def test_load_workflow_converts_ui_files_with_object_info(tmp_path: Path) -> None:
+    from pytest_wan22.workflows import load_workflow
+
+    path = tmp_path / "mine.json"
+    path.write_text(json.dumps(sampler_graph().data()), encoding="utf-8")
+    wf = load_workflow(path, object_info=INFO)
+    assert wf.name == "mine"
+    assert wf.node("class:KSampler")["inputs"]["steps"] == 20
+    broken = sampler_graph()
+    broken.nodes[5]["mode"] = 2
+    path.write_text(json.dumps(broken.data()), encoding="utf-8")
+    with pytest.raises(WorkflowError, match=r"(?s)without guessing .*node 7 \(VAEDecode\) input 'vae'"):
+        load_workflow(path, object_info=INFO)
