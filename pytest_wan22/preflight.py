@@ -46,6 +46,13 @@ CLASS_INPUT_FOLDERS: Mapping[tuple[str, str], str] = {
     ("UpscaleModelLoader", "model_name"): "upscale_models",
     ("FrameInterpolationModelLoader", "model_name"): "frame_interpolation",
     ("UnetLoaderGGUF", "unet_name"): "diffusion_models",
+    ("CLIPLoaderGGUF", "clip_name"): "text_encoders",
+    # kijai/ComfyUI-WanVideoWrapper loaders
+    ("WanVideoModelLoader", "model"): "diffusion_models",
+    ("WanVideoVAELoader", "model_name"): "vae",
+    ("LoadWanVideoT5TextEncoder", "model_name"): "text_encoders",
+    ("WanVideoLoraSelect", "lora"): "loras",
+    **{("WanVideoLoraSelectMulti", f"lora_{i}"): "loras" for i in range(5)},
 }
 #: ComfyUI-Frame-Interpolation nodes keep their checkpoints inside the node pack, one folder per model type.
 VFI_MODEL_TYPES: Mapping[str, str] = {

@@ -2,14 +2,29 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
 
 from .errors import WorkflowError
 from .graph import Workflow, _id_key, _is_link, _matches, _title, _upstream
 
-__all__ = ["ROLE_SELECTORS", "SAMPLER_CLASSES", "node_titles", "sampler_nodes"]
+__all__ = [
+    "DECODE_CLASSES",
+    "EXPERT_LOADERS",
+    "LATENT_NODES",
+    "ROLE_SELECTORS",
+    "SAMPLER_CLASSES",
+    "VIDEO_NODES",
+    "expert_loaders",
+    "graph_summary",
+    "latent_node",
+    "node_titles",
+    "role_nodes",
+    "sampler_nodes",
+    "video_nodes",
+]
 
 #: Node classes that run a sampling pass; `sampler_nodes` orders them by execution.
 SAMPLER_CLASSES: frozenset[str] = frozenset({
@@ -21,6 +36,7 @@ SAMPLER_CLASSES: frozenset[str] = frozenset({
 ROLE_SELECTORS: Mapping[str, tuple[str, str]] = MappingProxyType({
     "high": ("Load Diffusion Model (high noise)", "unet_name"),
     "low": ("Load Diffusion Model (low noise)", "unet_name"),
+    "model": ("", ""),  # the one diffusion model of a single-expert graph (TI2V 5B), found by structure
     "text_encoder": ("class:CLIPLoader", "clip_name"),
     "vae": ("class:VAELoader", "vae_name"),
     "image": ("class:LoadImage", "image"),
@@ -62,8 +78,71 @@ def _find_vfi(g: Mapping[str, Mapping[str, Any]]) -> tuple[str | None, int]:
 
 
 
+#: Latent/conditioning nodes that set a clip's size: class -> (width, height, frame count) input names.
+LATENT_NODES: Mapping[str, tuple[str, str, str]] = MappingProxyType({
+    **{cls: ("width", "height", "length") for cls in (
+        "WanImageToVideo", "Wan22ImageToVideoLatent", "WanFirstLastFrameToVideo", "WanFunControlToVideo",
+        "Wan22FunControlToVideo", "WanFunInpaintToVideo", "WanVaceToVideo", "WanCameraImageToVideo",
+        "WanPhantomSubjectToVideo", "WanTrackToVideo", "WanSoundImageToVideo", "WanHuMoImageToVideo",
+        "WanAnimateToVideo", "EmptyHunyuanLatentVideo")},
+    "WanVideoImageToVideoEncode": ("width", "height", "num_frames"),
+    "WanVideoEmptyEmbeds": ("width", "height", "num_frames"),
+})
+#: Nodes that write the video: class -> its frame-rate input (all take `images`).
+VIDEO_NODES: Mapping[str, str] = MappingProxyType({
+    "CreateVideo": "fps", "SaveAnimatedWEBP": "fps", "SaveWEBM": "fps", "SaveAnimatedPNG": "fps",
+    "VHS_VideoCombine": "frame_rate",
+})
+DECODE_CLASSES: frozenset[str] = frozenset({"VAEDecode", "VAEDecodeTiled", "WanVideoDecode"})
+#: Model loaders by role: class -> the input naming its file.
+EXPERT_LOADERS: Mapping[str, str] = MappingProxyType({
+    "UNETLoader": "unet_name", "UnetLoaderGGUF": "unet_name", "WanVideoModelLoader": "model",
+    "CheckpointLoaderSimple": "ckpt_name"})
+TEXT_ENCODER_LOADERS: Mapping[str, str] = MappingProxyType({
+    "CLIPLoader": "clip_name", "CLIPLoaderGGUF": "clip_name", "LoadWanVideoT5TextEncoder": "model_name"})
+VAE_LOADERS: Mapping[str, str] = MappingProxyType({"VAELoader": "vae_name", "WanVideoVAELoader": "model_name"})
+IMAGE_LOADERS: Mapping[str, str] = MappingProxyType({"LoadImage": "image"})
+
+
+def graph_summary(g: Mapping[str, Mapping[str, Any]]) -> str:
+    """The graph's node classes with counts, for error messages."""
+    counts = Counter(str(n.get("class_type")) for n in g.values())
+    return ", ".join(f"{c} x{k}" if k > 1 else c for c, k in sorted(counts.items()))
+
+
+def nodes_of(g: Mapping[str, Mapping[str, Any]], classes: Iterable[str]) -> list[str]:
+    """Ids of the nodes whose class is one of `classes`, in id order."""
+    wanted = set(classes)
+    return sorted((i for i, n in g.items() if n.get("class_type") in wanted), key=_id_key)
+
+
+def _prefer(g: Mapping[str, Mapping[str, Any]], ids: list[str], near: set[str], words: tuple[str, ...]) -> list[str]:
+    """Narrow ambiguous candidates: those feeding the samplers first, then a title naming the role."""
+    if len(ids) > 1:
+        feeding = [i for i in ids if i in near]
+        ids = feeding or ids
+    if len(ids) > 1:
+        titled = [i for i in ids if any(w in (_title(g[i]) or "").lower() for w in words)]
+        ids = titled or ids
+    return ids
+
+
+def latent_node(g: Mapping[str, Mapping[str, Any]]) -> str | None:
+    """The node that sets the clip's width, height and length (the one feeding the samplers if several)."""
+    near: set[str] = set()
+    for s in sampler_nodes(g):
+        near |= _upstream(g, s)
+    found = _prefer(g, nodes_of(g, LATENT_NODES), near, ("latent", "video"))
+    return found[0] if len(found) == 1 else None
+
+
+def video_nodes(g: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Every node that writes the clip (CreateVideo, SaveWEBM, VHS_VideoCombine, ...)."""
+    return nodes_of(g, VIDEO_NODES)
+
+
 def _expert_loader_of(g: Mapping[str, Mapping[str, Any]], sampler: str) -> str | None:
-    """Follow a sampler's `model` input upstream to its UNETLoader."""
+    """Follow a sampler's `model` input upstream (through LoRA, shift, block-swap nodes) to its loader."""
     seen: set[str] = set()
     current = sampler
     while current not in seen:
@@ -71,7 +150,7 @@ def _expert_loader_of(g: Mapping[str, Mapping[str, Any]], sampler: str) -> str |
         node = g.get(current)
         if node is None:
             return None
-        if node.get("class_type") == "UNETLoader":
+        if node.get("class_type") in EXPERT_LOADERS:
             return current
         link = node.get("inputs", {}).get("model")
         if not _is_link(link):
@@ -80,18 +159,36 @@ def _expert_loader_of(g: Mapping[str, Mapping[str, Any]], sampler: str) -> str |
     return None
 
 
+def expert_loaders(g: Mapping[str, Mapping[str, Any]]) -> tuple[str, ...]:
+    """The diffusion-model loaders in the order their passes run (high then low noise for the 14B pair)."""
+    out: list[str] = []
+    for s in sampler_nodes(g):
+        loader = _expert_loader_of(g, s)
+        if loader is not None and loader not in out:
+            out.append(loader)
+    return tuple(out)
+
+
 def _expert_loaders(g: Mapping[str, Mapping[str, Any]]) -> tuple[str, str]:
-    """The (high, low) UNETLoader ids: by title, else by the pass each one feeds."""
-    by_title = [_matches(g, ROLE_SELECTORS[r][0]) for r in ("high", "low")]
-    if all(len(m) == 1 for m in by_title):
-        return by_title[0][0], by_title[1][0]
+    """The (high, low) expert loader ids: by the pass each one feeds; titles break a tie."""
     passes = sampler_nodes(g)
     loaders = [_expert_loader_of(g, s) for s in passes]
     if len(passes) == 2 and None not in loaders and loaders[0] != loaders[1]:
         return str(loaders[0]), str(loaders[1])
+    by_title = [_matches(g, ROLE_SELECTORS[r][0]) for r in ("high", "low")]
+    if all(len(m) == 1 for m in by_title):
+        return by_title[0][0], by_title[1][0]
+    found = nodes_of(g, EXPERT_LOADERS)
     raise WorkflowError(
-        "cannot tell the high-noise and low-noise UNETLoader apart: title them "
-        "'Load Diffusion Model (high noise)' and 'Load Diffusion Model (low noise)' in the workflow file")
+        f"needs two experts (a high-noise and a low-noise diffusion model, each feeding one of two sampler "
+        f"passes); the graph has {len(passes)} sampler pass(es) and {len(found)} model loader(s) "
+        f"({', '.join(found) or 'none'}). Nodes: {graph_summary(g)}")
+
+
+def role_nodes(g: Mapping[str, Mapping[str, Any]], role: str) -> list[tuple[str, str]]:
+    """(node id, file input) of the nodes that load a role's file: text_encoder, vae, image."""
+    table = {"text_encoder": TEXT_ENCODER_LOADERS, "vae": VAE_LOADERS, "image": IMAGE_LOADERS}[role]
+    return [(i, table[str(g[i]["class_type"])]) for i in nodes_of(g, table)]
 
 
 def _role_files(g: Mapping[str, Mapping[str, Any]], wf: Workflow) -> dict[str, str]:
@@ -99,11 +196,17 @@ def _role_files(g: Mapping[str, Mapping[str, Any]], wf: Workflow) -> dict[str, s
     try:
         high, low = _expert_loaders(wf.graph)
         for role, nid in (("high", high), ("low", low)):
-            if nid in g and g[nid].get("class_type") == "UNETLoader":
-                out[role] = g[nid]["inputs"].get("unet_name")
+            if nid in g and g[nid].get("class_type") in EXPERT_LOADERS:
+                out[role] = g[nid]["inputs"].get(EXPERT_LOADERS[str(g[nid]["class_type"])])
     except WorkflowError:
-        pass
-    for role in ("text_encoder", "vae", "image", "lora_high", "lora_low"):
+        experts = expert_loaders(g)
+        if len(experts) == 1:
+            out["model"] = g[experts[0]]["inputs"].get(EXPERT_LOADERS[str(g[experts[0]]["class_type"])])
+    for role in ("text_encoder", "vae", "image"):
+        loaders = role_nodes(g, role)
+        if len(loaders) == 1 and isinstance(g[loaders[0][0]]["inputs"].get(loaders[0][1]), str):
+            out[role] = g[loaders[0][0]]["inputs"][loaders[0][1]]
+    for role in ("lora_high", "lora_low"):
         selector, inp = ROLE_SELECTORS[role]
         found = _matches(g, selector)
         if len(found) == 1 and isinstance(g[found[0]]["inputs"].get(inp), str):
@@ -114,5 +217,3 @@ def _role_files(g: Mapping[str, Mapping[str, Any]], wf: Workflow) -> dict[str, s
         elif node.get("class_type") == "FrameInterpolationModelLoader":
             out["vfi"] = node["inputs"].get("model_name")
     return out
-
-

@@ -24,7 +24,23 @@ from .graph import (
     _title,
     validate_graph,
 )
-from .roles import ROLE_SELECTORS, _expert_loader_of, _expert_loaders, _find_vfi, _role_files, sampler_nodes
+from .roles import (
+    DECODE_CLASSES,
+    EXPERT_LOADERS,
+    LATENT_NODES,
+    ROLE_SELECTORS,
+    VIDEO_NODES,
+    _expert_loader_of,
+    _expert_loaders,
+    _find_vfi,
+    _role_files,
+    expert_loaders,
+    graph_summary,
+    latent_node,
+    role_nodes,
+    sampler_nodes,
+    video_nodes,
+)
 
 __all__ = ["ExpectedOutput", "Variant"]
 
@@ -152,7 +168,10 @@ class Variant:
         return self._with(pass_order=order)
 
     def duration(self, seconds: float, fps: float = DEFAULT_FPS) -> Variant:
-        """Clip length: WanImageToVideo length = seconds * fps + 1 frames, CreateVideo at `fps`."""
+        """Clip length: the latent node's length = seconds * fps + 1 frames, the video node(s) at `fps`.
+
+        The latent node is WanImageToVideo, Wan22ImageToVideoLatent, WanFirstLastFrameToVideo, ... (roles.LATENT_NODES).
+        """
         if seconds <= 0 or fps <= 0:
             raise WorkflowError(f"duration({seconds}, fps={fps}) must be positive; the suites use 5 or 10 s")
         frames = seconds * fps
@@ -163,7 +182,7 @@ class Variant:
         return self._with(seconds=float(seconds), fps=float(fps))
 
     def resolution(self, width: int, height: int) -> Variant:
-        """WanImageToVideo width and height (multiples of 16)."""
+        """The latent node's width and height (multiples of 16)."""
         for v in (width, height):
             if not isinstance(v, int) or isinstance(v, bool) or v < 16 or v % 16:
                 raise WorkflowError(f"resolution({width}, {height}): both sides must be whole multiples of "
@@ -200,7 +219,7 @@ class Variant:
         return self._with(compile_backend=backend)
 
     def interpolate(self, multiplier: int = 2, node: str = "RIFE VFI", ckpt: str | None = None) -> Variant:
-        """Insert frame interpolation between VAEDecode and CreateVideo and multiply CreateVideo's fps.
+        """Insert frame interpolation between the decode and the video node(s) and multiply their fps.
 
         node='RIFE VFI' uses Fannovel16/ComfyUI-Frame-Interpolation; node='core' uses the core
         FrameInterpolationModelLoader + FrameInterpolate pair (ComfyUI newer than 0.8.0). Either one turns
@@ -219,7 +238,8 @@ class Variant:
         return self._with(seed=n)
 
     def models(self, mapping: Mapping[str, str]) -> Variant:
-        """Swap model files by role: high, low, text_encoder, vae, image, lora_high, lora_low, vfi.
+        """Swap model files by role: high, low (two experts), model (one), text_encoder, vae, image, lora_high,
+        lora_low, vfi.
 
         Roles whose node this variant lacks are ignored (LoRAs without schedule('lightx2v_4step'), vfi
         without interpolate(), text_encoder under precomputed_conditioning()), so a tier can pass its whole
@@ -269,7 +289,7 @@ class Variant:
     # ----------------------------------------------------------------- outputs
 
     def image_size(self) -> tuple[int, int]:
-        """(width, height) for the start image: WanImageToVideo's size, or 512x512 without one."""
+        """(width, height) for the start image: the latent node's size, or 512x512 without one."""
         d = self.describe()
         if d["width"] and d["height"]:
             return int(d["width"]), int(d["height"])
@@ -347,14 +367,13 @@ class Variant:
         steps = first.get("steps") if isinstance(first.get("steps"), int) else None
         cfg = first.get("cfg") if isinstance(first.get("cfg"), (int, float)) else None
         split = first.get("end_at_step") if len(passes) > 1 else None
-        wan = _matches(g, "class:WanImageToVideo")
-        wan_in = g[wan[0]]["inputs"] if len(wan) == 1 else {}
-        width = wan_in.get("width") if isinstance(wan_in.get("width"), int) else None
-        height = wan_in.get("height") if isinstance(wan_in.get("height"), int) else None
-        length = wan_in.get("length") if isinstance(wan_in.get("length"), int) else None
+        latent = latent_node(g)
+        keys = LATENT_NODES[str(g[latent]["class_type"])] if latent else ("", "", "")
+        wan_in = g[latent]["inputs"] if latent else {}
+        width, height, length = (wan_in.get(k) if isinstance(wan_in.get(k), int) else None for k in keys)
         vfi_node, multiplier = _find_vfi(g)
-        cv = _matches(g, "class:CreateVideo")
-        out_fps = g[cv[0]]["inputs"].get("fps") if len(cv) == 1 else None
+        videos = video_nodes(g)
+        out_fps = g[videos[0]]["inputs"].get(VIDEO_NODES[str(g[videos[0]]["class_type"])]) if videos else None
         out_fps = float(out_fps) if isinstance(out_fps, (int, float)) and out_fps is not True else None
         base_fps = out_fps / multiplier if out_fps else None
         loras = [g[i]["inputs"].get("lora_name") for i in _matches(g, "class:LoraLoaderModelOnly")]
@@ -479,11 +498,11 @@ class _Builder:
         if s.pass_order == "low_high":
             self.swap_experts()
         if s.seconds is not None:
-            wan = self.select("class:WanImageToVideo")
-            self.g[wan]["inputs"]["length"] = round(s.seconds * (s.fps or DEFAULT_FPS)) + 1
+            wan, (_w, _h, length) = self.latent("duration")
+            self.g[wan]["inputs"][length] = round(s.seconds * (s.fps or DEFAULT_FPS)) + 1
         if s.resolution is not None:
-            wan = self.select("class:WanImageToVideo")
-            self.g[wan]["inputs"]["width"], self.g[wan]["inputs"]["height"] = s.resolution
+            wan, (width, height, _n) = self.latent("resolution")
+            self.g[wan]["inputs"][width], self.g[wan]["inputs"][height] = s.resolution
         if s.compile_backend is not None:
             self.torch_compile(s.compile_backend)
         self.video(s)
@@ -508,10 +527,31 @@ class _Builder:
         return bool(s.pass_order == "low_high" or (s.schedule and s.schedule[4]) or roles & {"high", "low"})
 
     def experts(self) -> tuple[str, str]:
+        s = self.state
+        method = ("pass_order('low_high')" if s.pass_order == "low_high" else
+                  f"schedule({s.schedule[0]!r})" if s.schedule and s.schedule[4] else "models(high=/low=)")
         try:
             return _expert_loaders(self.g)
         except WorkflowError as exc:
-            raise WorkflowError(f"{self.where}: {exc}") from None
+            raise WorkflowError(f"{self.where}: {method} {exc}") from None
+
+    def inapplicable(self, method: str, looked_for: str) -> WorkflowError:
+        """The error of a builder method the graph has nothing for."""
+        return WorkflowError(f"{self.where}: {method}() does not apply: it looks for {looked_for}, and the graph "
+                             f"has none. Nodes: {graph_summary(self.g)}")
+
+    def latent(self, method: str) -> tuple[str, tuple[str, str, str]]:
+        """The latent/conditioning node that sets the clip's size, and its width/height/length inputs."""
+        found = latent_node(self.g)
+        if found is None:
+            candidates = [i for i, n in self.g.items() if n.get("class_type") in LATENT_NODES]
+            if candidates:
+                raise WorkflowError(
+                    f"{self.where}: {method}() found {len(candidates)} latent nodes "
+                    f"({', '.join(_describe_node(self.g, i) for i in candidates)}) and cannot tell which sets "
+                    "the clip; give the one to change a title containing 'latent'")
+            raise self.inapplicable(method, "a latent/conditioning node (" + ", ".join(sorted(LATENT_NODES)) + ")")
+        return found, LATENT_NODES[str(self.g[found]["class_type"])]
 
     def precomputed_conditioning(self, folder: str) -> None:
         encoders = _matches(self.g, "class:CLIPTextEncode")
@@ -538,6 +578,11 @@ class _Builder:
     def schedule(self, steps: int, cfg: float, split: int, lora: bool,
                  experts: tuple[str, str] | None) -> None:
         passes = self.passes()
+        others = [i for i in passes if self.g[i]["class_type"] not in ("KSampler", "KSamplerAdvanced")]
+        if not passes or others:
+            raise self.inapplicable("schedule", "KSampler or KSamplerAdvanced passes") if not passes else \
+                WorkflowError(f"{self.where}: schedule() sets KSampler/KSamplerAdvanced steps and cfg; the graph "
+                              f"samples with {', '.join(_describe_node(self.g, i) for i in others)}")
         if len(passes) == 2:
             for index, node_id in enumerate(passes):
                 inputs = self.g[node_id]["inputs"]
@@ -554,6 +599,10 @@ class _Builder:
             raise WorkflowError(f"{self.where} has {len(passes)} sampler nodes; schedule() handles one "
                                 "or two passes")
         if lora and experts is not None:
+            for loader in experts:
+                if self.g[loader]["class_type"] not in ("UNETLoader", "UnetLoaderGGUF"):
+                    raise WorkflowError(f"{self.where}: schedule() inserts LoraLoaderModelOnly after UNETLoader "
+                                        f"experts; the graph loads them with {_describe_node(self.g, loader)}")
             for role, loader in (("high", experts[0]), ("low", experts[1])):
                 lora_id = self.add("LoraLoaderModelOnly",
                                    {"model": [loader, 0], "lora_name": LIGHTX2V_LORAS[role],
@@ -565,14 +614,33 @@ class _Builder:
         for role, filename in self.state.models:
             if role in ("high", "low"):
                 assert experts is not None
-                self.g[experts[0 if role == "high" else 1]]["inputs"]["unet_name"] = filename
+                loader = experts[0 if role == "high" else 1]
+                self.g[loader]["inputs"][EXPERT_LOADERS[str(self.g[loader]["class_type"])]] = filename
+            elif role == "model":
+                single = expert_loaders(self.g)
+                if len(single) != 1:
+                    raise WorkflowError(
+                        f"{self.where}: models(model=...) swaps the one diffusion model of a single-expert graph; "
+                        f"this graph's samplers use {len(single)} model loaders ({', '.join(single) or 'none'}); "
+                        "use high=/low= for a two-expert graph")
+                self.g[single[0]]["inputs"][EXPERT_LOADERS[str(self.g[single[0]]["class_type"])]] = filename
             elif role == "vfi":
                 continue  # applied with the interpolation node
+            elif role in ("text_encoder", "vae", "image"):
+                nodes = role_nodes(self.g, role)
+                if not nodes and role == "text_encoder":
+                    continue  # no text encoder (precomputed conditioning): nothing to swap
+                if len(nodes) != 1:
+                    raise WorkflowError(
+                        f"{self.where}: models({role}=...) needs exactly one {role} loader, found {len(nodes)}"
+                        f" ({', '.join(i for i, _ in nodes) or 'none'}); set the file with set('id:N', ...) "
+                        "instead")
+                self.g[nodes[0][0]]["inputs"][nodes[0][1]] = filename
             else:
                 selector, name = ROLE_SELECTORS[role]
                 found = _matches(self.g, selector)
-                if not found and (role.startswith("lora_") or role == "text_encoder"):
-                    continue  # the variant has no LoRA / no text encoder: nothing to swap
+                if not found:
+                    continue  # the variant has no LoRA: nothing to swap
                 if len(found) != 1:
                     raise WorkflowError(f"{self.where}: model role {role!r} needs exactly one node matching "
                                         f"{selector!r}, found {len(found)}; give that node this title")
@@ -587,7 +655,7 @@ class _Builder:
             link = self.g[current]["inputs"].get("model")
             if not _is_link(link):
                 break
-            if self.g[link[0]]["class_type"] in ("UNETLoader", "LoraLoaderModelOnly"):
+            if self.g[link[0]]["class_type"] in (*EXPERT_LOADERS, "LoraLoaderModelOnly"):
                 return current, "model"
             current = link[0]
         raise WorkflowError(f"{self.where}: cannot follow the model chain of sampler "
@@ -596,7 +664,8 @@ class _Builder:
     def swap_experts(self) -> None:
         passes = self.passes()
         if len(passes) != 2:
-            raise WorkflowError(f"{self.where} has {len(passes)} sampler passes; pass_order() needs two")
+            raise WorkflowError(f"{self.where}: pass_order() does not apply: it swaps the experts of two sampler "
+                                f"passes, and the graph has {len(passes)} pass(es). Nodes: {graph_summary(self.g)}")
         (a, ia), (b, ib) = self.chain_consumer(passes[0]), self.chain_consumer(passes[1])
         if a == b:
             raise WorkflowError(f"{self.where}: both passes share node {a}; pass_order() cannot swap experts")
@@ -618,17 +687,28 @@ class _Builder:
     def video(self, s: _State) -> None:
         if s.fps is None and s.interpolation is None:
             return
-        cv = self.select("class:CreateVideo")
-        fps = s.fps if s.fps is not None else float(self.g[cv]["inputs"].get("fps", DEFAULT_FPS))
+        method = "interpolate" if s.interpolation is not None else "duration"
+        videos = video_nodes(self.g)
+        if not videos:
+            raise self.inapplicable(method, "a video node (" + ", ".join(sorted(VIDEO_NODES)) + ")")
+        rate = {v: VIDEO_NODES[str(self.g[v]["class_type"])] for v in videos}
+        first = self.g[videos[0]]["inputs"].get(rate[videos[0]], DEFAULT_FPS)
+        fps = s.fps if s.fps is not None else float(first)
         if s.interpolation is None:
-            self.g[cv]["inputs"]["fps"] = fps
+            for v in videos:
+                self.g[v]["inputs"][rate[v]] = fps
             return
         kind, multiplier, ckpt = s.interpolation
         ckpt = dict(s.models).get("vfi") or ckpt or DEFAULT_VFI_CKPT
-        source = self.g[cv]["inputs"].get("images")
-        if not _is_link(source):
-            raise WorkflowError(f"{self.where}: CreateVideo's images input is not linked; interpolate() "
-                                "inserts between the decoder and CreateVideo")
+        sources = {tuple(self.g[v]["inputs"]["images"]) if _is_link(self.g[v]["inputs"].get("images")) else None
+                   for v in videos}
+        source = next(iter(sources)) if len(sources) == 1 else None
+        if source is None or self.g[str(source[0])]["class_type"] not in DECODE_CLASSES:
+            raise WorkflowError(
+                f"{self.where}: interpolate() inserts between the decode node ({', '.join(sorted(DECODE_CLASSES))})"
+                " and the video node(s), whose images input must be linked to one decode output; the video "
+                f"nodes {', '.join(_describe_node(self.g, v) for v in videos)} take "
+                f"{sorted(str(x) for x in sources)}")
         if kind == "RIFE VFI":
             vfi = self.add("RIFE VFI", {"ckpt_name": ckpt, "frames": list(source),
                                         "clear_cache_after_n_frames": 10, "multiplier": multiplier,
@@ -641,13 +721,14 @@ class _Builder:
                               "Load Frame Interpolation Model")
             vfi = self.add("FrameInterpolate", {"interp_model": [loader, 0], "images": list(source),
                                                 "multiplier": multiplier}, "Interpolate Frames")
-        self.g[cv]["inputs"]["images"] = [vfi, 0]
-        self.g[cv]["inputs"]["fps"] = fps * multiplier
+        for v in videos:
+            self.g[v]["inputs"]["images"] = [vfi, 0]
+            self.g[v]["inputs"][rate[v]] = fps * multiplier
 
     def apply_scale(self, scale: Mapping[str, int]) -> None:
         if scale.keys() & {"width", "height", "frames"}:
-            wan = self.select("class:WanImageToVideo")
-            for key, name in (("width", "width"), ("height", "height"), ("frames", "length")):
+            wan, names = self.latent("scaled")
+            for key, name in zip(("width", "height", "frames"), names, strict=True):
                 if key in scale:
                     self.g[wan]["inputs"][name] = scale[key]
         passes = self.passes()
