@@ -115,6 +115,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("run_timeout", "Seconds one workflow run may take (default: the tier's run_timeout_s).",
            parse=_positive_float, metavar="SECONDS"),
     Option("workflows_dir", "Folder of API-format workflow JSON files.", metavar="DIR", default="workflows"),
+    Option("workflows", "Workflow files to gate as they are, one test each (API or UI format): a file, a folder "
+           "of *.json, or template:GLOB for the templates ComfyUI ships (e.g. template:video_wan2_2_*); "
+           "may be repeated.", multiple=True, metavar="PATH|template:GLOB"),
     Option("baselines_dir", "Folder of stored baselines (one sub-folder per tier).", metavar="DIR",
            default="baselines"),
     Option("update_baselines", "Record this session's results as the new baselines (nothing else writes them).",
