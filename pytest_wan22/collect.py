@@ -253,14 +253,24 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
 
 
 def load_case(case: WorkflowCase, object_info: Callable[[], Mapping[str, Any]]) -> Variant:
-    """The case's Variant: API files as they are, UI files converted against the server's object_info."""
+    """The case's Variant: API files as they are, UI files converted against the server's object_info.
+
+    A conversion that leaves something undecided raises WorkflowError naming each node, input and reason,
+    and what the server lacks (node packs with their repositories, model files with their folders).
+    """
     data = read_graph(case.path)
     if is_ui_format(data):
-        conversion = convert_ui(data, object_info())
+        info = object_info()
+        conversion = convert_ui(data, info)
         if conversion.issues:
-            raise WorkflowError(f"{case.path}: the UI-format workflow cannot be converted to API format without "
-                                f"guessing ({len(conversion.issues)} issue(s)); nothing was run:\n"
-                                + conversion.report())
+            from . import preflight
+
+            lacks = preflight.check(conversion.prompt, info)
+            raise WorkflowError(
+                f"{case.path}: the UI-format workflow cannot be converted to API format without guessing "
+                f"({len(conversion.issues)} issue(s)); nothing was run:\n" + conversion.report()
+                + ("\nwhat the server lacks for the part that converts:\n" + preflight.format_problems(lacks)
+                   if lacks else ""))
         workflow = Workflow(conversion.prompt, name=case.name, source=case.path)
     else:
         workflow = Workflow(data, name=case.name, source=case.path)
@@ -269,10 +279,10 @@ def load_case(case: WorkflowCase, object_info: Callable[[], Mapping[str, Any]]) 
 
 
 def run_workflow(request: pytest.FixtureRequest, wan22_run: Callable[..., Any], wan22_servers: Any,
-                 wan22_models: Any) -> None:
+                 wan22_models: Any, wan22_tier: Any) -> None:
     """Run one workflow file (or a variant its sidecar derives) through wan22_run."""
     from .client import ComfyClient
-    from .fixtures import prepare_synthetic
+    from .fixtures import adapt, prepare_synthetic
 
     case = request.node.stash[CASE_KEY]
     server = wan22_servers.get()
@@ -286,9 +296,10 @@ def run_workflow(request: pytest.FixtureRequest, wan22_run: Callable[..., Any], 
     try:
         variant = load_case(case, object_info)
         variant.build()  # a builder method that does not apply fails here, before any run
+        prepare_synthetic(variant, wan22_models, server)
+        adapt(variant, wan22_tier, wan22_models).build()  # and so does the tier's scale or model swap
     except Wan22Error as exc:
         pytest.fail(str(exc), pytrace=False)
-    prepare_synthetic(variant, wan22_models, server)
     side = case.sidecar
     wan22_run(variant, rounds=side.rounds, warmup_rounds=side.warmup_rounds, budget_gib=side.budget_gib,
               allow_offload=side.allow_offload)

@@ -21,7 +21,7 @@ from .compare import Summary, Verdict, compare, summarise
 from .errors import ServerStartError, Wan22Error
 from .launcher import ComfyServer, ServerHandle, ServerSpec, public_argv
 from .records import Environment, RunRecord
-from .roles import expert_loaders
+from .roles import expert_loaders, synthetic_roles
 from .runner import RunContext, ensure_input_images, fresh_seed, run_prompt, warnings_of
 from .settings import Settings
 from .tiers import Profile, Tier, make_profile
@@ -374,10 +374,15 @@ def adapt(variant: Variant, tier: Tier, models: SyntheticModels | None) -> Varia
     if models is not None:
         if len(expert_loaders(variant.workflow.graph)) == 1:
             models = _ti2v_models(models)
-        roles = ("high", "low", "model", "vae", "text_encoder", "lora_high", "lora_low")
+        roles = synthetic_roles(variant.workflow.graph, models.files)
         variant = variant.models({k: models.set.name(k) for k in models.files if k in roles})
         if "conditioning" in models.files and "text_encoder" not in models.files:
-            variant = variant.precomputed_conditioning(models.set.name("conditioning"))
+            candidate = variant.precomputed_conditioning(models.set.name("conditioning"))
+            try:
+                candidate.build()
+                variant = candidate
+            except Wan22Error:
+                pass  # no core text-encoder path to replace: the preflight names the encoder the graph needs
     if tier.scale:
         variant = variant.scaled(**tier.scale)
     return variant

@@ -136,3 +136,23 @@ def test_experts_found_by_pass_even_with_misleading_titles() -> None:
     v = Variant(Workflow(graph)).pass_order("low_high")
     assert v.describe()["pass_order"] == "low_high"
     assert v.describe()["models"]["high"] == wf.graph[high]["inputs"]["unet_name"]
+
+
+def test_model_chain_followed_through_a_switch_node() -> None:
+    graph = copy.deepcopy(TI2V_5B)
+    graph["90"] = {"class_type": "easy anythingIndexSwitch",
+                   "inputs": {"index": ["91", 0], "value0": ["48", 0], "value1": ["48", 0]}}
+    graph["91"] = {"class_type": "PrimitiveInt", "inputs": {"value": 0}}
+    graph["3"]["inputs"]["model"] = ["90", 0]
+    assert expert_loaders(graph) == ("37",)
+
+
+def test_synthetic_roles_only_where_the_graph_has_core_loaders() -> None:
+    from pytest_wan22.roles import synthetic_roles
+
+    everything = ("high", "low", "model", "vae", "text_encoder", "lora_high", "lora_low")
+    assert synthetic_roles(TI2V_5B, everything) == {"model", "vae", "text_encoder", "lora_high", "lora_low"}
+    graph = copy.deepcopy(TI2V_5B)
+    graph["37"]["class_type"] = "WanVideoModelLoader"
+    graph["39"]["class_type"] = "WanVideoVAELoader"
+    assert synthetic_roles(graph, everything) == {"text_encoder", "lora_high", "lora_low"}
