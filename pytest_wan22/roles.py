@@ -142,27 +142,33 @@ def video_nodes(g: Mapping[str, Mapping[str, Any]]) -> list[str]:
     return nodes_of(g, VIDEO_NODES)
 
 
+_CONTROL_INPUTS = frozenset({"index", "select", "switch", "boolean", "condition"})
+
+
 def _expert_loader_of(g: Mapping[str, Mapping[str, Any]], sampler: str) -> str | None:
-    """Follow a sampler's `model` input upstream (through LoRA, shift, block-swap nodes) to its loader."""
-    seen: set[str] = set()
-    current = sampler
-    while current not in seen:
-        seen.add(current)
-        node = g.get(current)
-        if node is None:
-            return None
+    """Follow a sampler's `model` input upstream (through LoRA, shift, block-swap and switch nodes) to its loader.
+
+    A node without a `model` input (a switch such as ComfySwitchNode or easy anythingIndexSwitch) is followed
+    along every linked value input; they must all lead to the same loader.
+    """
+    def walk(node_id: str, seen: frozenset[str]) -> set[str]:
+        node = g.get(node_id)
+        if node is None or node_id in seen:
+            return set()
         if node.get("class_type") in EXPERT_LOADERS:
-            return current
+            return {node_id}
         inputs = node.get("inputs", {})
         link = inputs.get("model")
-        if not _is_link(link):
-            # a switch or pass-through node (e.g. easy anythingIndexSwitch) whose value inputs all take one source
-            sources = {tuple(v) for k, v in inputs.items() if _is_link(v) and k not in ("index", "select")}
-            if len(sources) != 1:
-                return None
-            link = list(next(iter(sources)))
-        current = link[0]
-    return None
+        branches = [link] if _is_link(link) else [
+            v for k, v in inputs.items() if _is_link(v) and k not in _CONTROL_INPUTS]
+        found: set[str] = set()
+        for branch in branches:
+            found |= walk(str(branch[0]), seen | {node_id})
+        return found
+
+    start = g.get(sampler, {}).get("inputs", {}).get("model")
+    loaders = walk(str(start[0]), frozenset({sampler})) if _is_link(start) else set()
+    return next(iter(loaders)) if len(loaders) == 1 else None
 
 
 def expert_loaders(g: Mapping[str, Mapping[str, Any]]) -> tuple[str, ...]:

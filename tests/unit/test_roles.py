@@ -156,3 +156,17 @@ def test_synthetic_roles_only_where_the_graph_has_core_loaders() -> None:
     graph["37"]["class_type"] = "WanVideoModelLoader"
     graph["39"]["class_type"] = "WanVideoVAELoader"
     assert synthetic_roles(graph, everything) == {"text_encoder", "lora_high", "lora_low"}
+
+
+def test_model_chain_followed_through_both_branches_of_a_switch() -> None:
+    graph = copy.deepcopy(TI2V_5B)
+    graph["92"] = {"class_type": "LoraLoaderModelOnly",
+                   "inputs": {"model": ["37", 0], "lora_name": "l.safetensors", "strength_model": 1.0}}
+    graph["93"] = {"class_type": "ComfySwitchNode",
+                   "inputs": {"switch": ["94", 0], "on_false": ["37", 0], "on_true": ["92", 0]}}
+    graph["94"] = {"class_type": "PrimitiveBoolean", "inputs": {"value": True}}
+    graph["48"]["inputs"]["model"] = ["93", 0]
+    assert expert_loaders(graph) == ("37",)
+    graph["95"] = {"class_type": "UNETLoader", "inputs": {"unet_name": "other.safetensors", "weight_dtype": "default"}}
+    graph["92"]["inputs"]["model"] = ["95", 0]  # the branches now lead to two loaders: undecidable
+    assert expert_loaders(graph) == ()
