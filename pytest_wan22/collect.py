@@ -279,10 +279,10 @@ def load_case(case: WorkflowCase, object_info: Callable[[], Mapping[str, Any]]) 
 
 
 def run_workflow(request: pytest.FixtureRequest, wan22_run: Callable[..., Any], wan22_servers: Any,
-                 wan22_models: Any, wan22_tier: Any) -> None:
+                 wan22_models: Any, wan22_tier: Any, wan22_settings: Any) -> None:
     """Run one workflow file (or a variant its sidecar derives) through wan22_run."""
     from .client import ComfyClient
-    from .fixtures import adapt, prepare_synthetic
+    from .fixtures import _preflight, adapt, prepare_synthetic
 
     case = request.node.stash[CASE_KEY]
     server = wan22_servers.get()
@@ -295,7 +295,14 @@ def run_workflow(request: pytest.FixtureRequest, wan22_run: Callable[..., Any], 
 
     try:
         variant = load_case(case, object_info)
-        variant.build()  # a builder method that does not apply fails here, before any run
+        graph = variant.build()  # a builder method that does not apply fails here, before any run
+    except Wan22Error as exc:
+        pytest.fail(str(exc), pytrace=False)
+    if any(str(n.get("class_type")) not in object_info() for n in graph.values()):
+        # a node pack is missing: name everything the graph, as the file has it, lacks (packs, files, folders)
+        with ComfyClient(server.handle.url) as client:
+            _preflight(server, client, graph, variant.variant_id, wan22_settings.missing)
+    try:
         prepare_synthetic(variant, wan22_models, server)
         adapt(variant, wan22_tier, wan22_models).build()  # and so does the tier's scale or model swap
     except Wan22Error as exc:

@@ -737,8 +737,14 @@ class _Builder:
                 self.g[node_id]["inputs"]["steps"] = scale["steps"]
         if len(passes) == 2 and ("split" in scale or "steps" in scale):
             first, second = (self.g[i]["inputs"] for i in passes)
-            steps = int(first.get("steps", 0))
-            split = scale.get("split", min(int(first.get("end_at_step", steps // 2)), max(steps - 1, 1)))
+            steps = first.get("steps")
+            end = first.get("end_at_step")
+            if "split" in scale:
+                split = scale["split"]
+            elif isinstance(steps, int) and isinstance(end, int):
+                split = min(end, max(steps - 1, 1))
+            else:
+                return  # the split is linked to another node (a primitive): the graph keeps deciding it
             if "start_at_step" in first:
                 first["end_at_step"] = split
                 second["start_at_step"] = split
@@ -753,8 +759,15 @@ class _Builder:
                 if name in inputs and not _is_link(inputs[name]):
                     inputs[name] = seed
                     done += 1
+                elif name in inputs:  # linked to a primitive (PrimitiveInt, INTConstant, ...): set its value
+                    source = self.g.get(str(inputs[name][0]), {}).get("inputs", {})
+                    for key in ("value", "seed", "noise_seed", "int"):
+                        if isinstance(source.get(key), int) and not isinstance(source.get(key), bool):
+                            source[key] = seed
+                            done += 1
+                            break
         if not done:
-            raise WorkflowError(f"{self.where} has no sampler that adds noise with a seed input; seed() "
-                                "cannot apply")
+            raise WorkflowError(f"{self.where} has no sampler that adds noise with a seed input or a seed linked "
+                                "to a primitive node; seed() cannot apply")
 
 

@@ -170,3 +170,30 @@ def test_model_chain_followed_through_both_branches_of_a_switch() -> None:
     graph["95"] = {"class_type": "UNETLoader", "inputs": {"unet_name": "other.safetensors", "weight_dtype": "default"}}
     graph["92"]["inputs"]["model"] = ["95", 0]  # the branches now lead to two loaders: undecidable
     assert expert_loaders(graph) == ()
+
+
+def test_seed_and_scale_with_linked_inputs() -> None:
+    graph = copy.deepcopy(TI2V_5B)
+    graph["91"] = {"class_type": "PrimitiveInt", "inputs": {"value": 6}}
+    graph["3"]["inputs"]["seed"] = ["91", 0]
+    g = Variant(Workflow(graph)).seed(42).build()
+    assert g["91"]["inputs"]["value"] == 42
+    assert g["3"]["inputs"]["seed"] == ["91", 0]
+    graph["91"]["class_type"] = "SomethingElse"
+    graph["91"]["inputs"] = {"text": "x"}
+    with pytest.raises(WorkflowError, match="seed linked to a primitive"):
+        Variant(Workflow(graph)).seed(1).build()
+
+
+def test_scaled_keeps_a_linked_split() -> None:
+    from pytest_wan22.workflows import load_workflow
+    from tests.unit.test_workflows import WORKFLOW
+
+    graph = load_workflow(WORKFLOW).graph
+    first = next(i for i, n in graph.items() if n["inputs"].get("start_at_step") == 0)
+    graph["91"] = {"class_type": "PrimitiveInt", "inputs": {"value": 10}}
+    graph[first]["inputs"]["end_at_step"] = ["91", 0]
+    g = Variant(Workflow(graph)).scaled(steps=4).build()
+    assert (g[first]["inputs"]["steps"], g[first]["inputs"]["end_at_step"]) == (4, ["91", 0])
+    g = Variant(Workflow(graph)).scaled(steps=4, split=2).build()
+    assert g[first]["inputs"]["end_at_step"] == 2
