@@ -249,7 +249,11 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
             if path in seen:
                 continue
             seen.add(path)
-            items.extend(WorkflowFile.from_parent(session, path=path).collect())
+            try:
+                nodeid = path.relative_to(config.rootpath).as_posix()
+            except ValueError:  # outside the rootdir: the whole path
+                nodeid = path.as_posix()
+            items.extend(WorkflowFile.from_parent(session, path=path, nodeid=nodeid).collect())
 
 
 def load_case(case: WorkflowCase, object_info: Callable[[], Mapping[str, Any]]) -> Variant:
