@@ -209,13 +209,21 @@ class _Converter:
                         target.promoted[str(name)] = value
             else:
                 widget_inputs = [(slot, i) for slot, i in enumerate(inst.inputs) if i.widget]
+                # older files: one value per widget-typed input of the definition, in its order
+                specs = [(k, d) for k, d in enumerate(definition.get("inputs") or []) if isinstance(d, Mapping)]
+                widget_defs = [(k, d) for k, d in specs if d.get("type") in _WIDGET_TYPES]
                 if len(widget_inputs) == len(values):
                     for (slot, _inp), value in zip(widget_inputs, values, strict=True):
                         if self.alias.get((f"{scope}::inst", slot)) is None:
                             self.alias[(f"{scope}::inst", slot)] = ("value", value)
+                elif len(widget_defs) == len(values):
+                    for (k, _d), value in zip(widget_defs, values, strict=True):
+                        if self.resolve((f"{scope}::in", k)) is None:
+                            self.alias[(f"{scope}::in", k)] = ("value", value)
                 else:
                     self.issue(inst, None, f"subgraph instance stores {len(values)} widget values for "
-                               f"{len(widget_inputs)} promoted widgets; cannot tell which value goes where")
+                               f"{len(widget_inputs)} promoted widgets ({len(widget_defs)} widget inputs in its "
+                               "definition); cannot tell which value goes where")
         # an instance output nobody inside feeds stays unconnected
         for slot in range(len(inst.outputs)):
             self.alias.setdefault((inst.id, slot), None)

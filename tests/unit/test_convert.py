@@ -300,3 +300,32 @@ def test_load_workflow_converts_ui_files_with_object_info(tmp_path: Path) -> Non
     path.write_text(json.dumps(broken.data()), encoding="utf-8")
     with pytest.raises(WorkflowError, match=r"(?s)without guessing .*node 7 \(VAEDecode\) input 'vae'"):
         load_workflow(path, object_info=INFO)
+
+
+def test_subgraph_instance_values_pair_with_the_definitions_widget_inputs() -> None:
+    """Older files store one value per widget-typed definition input on the instance, linked or not."""
+    ui = UI()
+    ui.node(1, "UNETLoader", ["m.safetensors", "default"], outputs=("MODEL",))
+    ui.node(2, "PrimitiveFloat", [9.0], outputs=("FLOAT",))
+    ui.node(3, "sg", [3.0, 7.0], inputs=(("model", "MODEL"), ("other", "FLOAT")), outputs=("MODEL",))
+    ui.node(4, "TorchCompileModel", ["inductor"], inputs=(("model", "MODEL"),), outputs=("MODEL",))
+    ui.link(1, 0, 3, "model")
+    ui.link(2, 0, 3, "other")
+    ui.link(3, 0, 4, "model")
+    sg = {"id": "sg", "inputs": [{"name": "model", "type": "MODEL"}, {"name": "shift", "type": "FLOAT"},
+                                 {"name": "other", "type": "FLOAT"}],
+          "nodes": [{"id": 5, "type": "ModelSamplingSD3", "mode": 0, "widgets_values": [8.0],
+                     "inputs": [{"name": "model", "type": "MODEL", "link": 1},
+                                {"name": "shift", "type": "FLOAT", "widget": {"name": "shift"}, "link": 3}]},
+                    {"id": 6, "type": "ModelSamplingSD3", "mode": 0, "widgets_values": [8.0],
+                     "inputs": [{"name": "model", "type": "MODEL", "link": 4},
+                                {"name": "shift", "type": "FLOAT", "widget": {"name": "shift"}, "link": 5}]}],
+          "links": [{"id": 1, "origin_id": -10, "origin_slot": 0, "target_id": 5, "target_slot": 0},
+                    {"id": 3, "origin_id": -10, "origin_slot": 1, "target_id": 5, "target_slot": 1},
+                    {"id": 4, "origin_id": 5, "origin_slot": 0, "target_id": 6, "target_slot": 0},
+                    {"id": 5, "origin_id": -10, "origin_slot": 2, "target_id": 6, "target_slot": 1},
+                    {"id": 2, "origin_id": 6, "origin_slot": 0, "target_id": -20, "target_slot": 0}]}
+    c = convert_ui(ui.data(definitions={"subgraphs": [sg]}), INFO)
+    assert c.ok, c.report()
+    assert c.prompt["3:5"]["inputs"]["shift"] == 3.0  # the instance's value, not the inner 8.0
+    assert c.prompt["3:6"]["inputs"]["shift"] == ["2", 0]  # a linked input keeps its link
