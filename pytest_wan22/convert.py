@@ -301,7 +301,7 @@ class _Converter:
             if node.mode != _BYPASSED:
                 continue
             for slot, (_name, out_type) in enumerate(node.outputs):
-                match = [i for i in node.inputs if i.type == out_type and i.source is not None]
+                match = [i for i in node.inputs if _same_type(i.type, out_type) and i.source is not None]
                 same_slot = node.inputs[slot] if slot < len(node.inputs) else None
                 pick = same_slot if same_slot in match else (match[0] if match else None)
                 self.alias[(node.id, slot)] = pick.source if pick else None
@@ -479,6 +479,16 @@ class _Converter:
             if node.id in prompt and node.type not in self.info:
                 self.issue(node, name, "linked to a muted, bypassed or missing node; the class is not on "
                            "the server, so whether the input is required is unknown")
+
+
+def _same_type(a: Any, b: Any) -> bool:
+    """Socket types that pass through a bypassed node: equal, overlapping comma lists, or '*'."""
+    if a == b:
+        return True
+    if not isinstance(a, str) or not isinstance(b, str):
+        return False
+    left, right = {t.strip() for t in a.split(",")}, {t.strip() for t in b.split(",")}
+    return bool(left & right) or "*" in left | right
 
 
 def _fits(value: Any, kind: str) -> bool:

@@ -329,3 +329,15 @@ def test_subgraph_instance_values_pair_with_the_definitions_widget_inputs() -> N
     assert c.ok, c.report()
     assert c.prompt["3:5"]["inputs"]["shift"] == 3.0  # the instance's value, not the inner 8.0
     assert c.prompt["3:6"]["inputs"]["shift"] == ["2", 0]  # a linked input keeps its link
+
+
+def test_bypass_matches_comma_types_and_prefers_the_same_slot() -> None:
+    ui = sampler_graph()
+    ui.node(21, "SomePackNode", inputs=(("clip", "CLIP"), ("model", "MODEL,LATENT")), outputs=("MODEL",), mode=4)
+    ui.nodes[1]["inputs"][0]["link"] = None
+    ui.link(4, 0, 21, "clip")
+    ui.link(1, 0, 21, "model")
+    ui.link(21, 0, 2, "model")
+    c = convert_ui(ui.data(), INFO)
+    assert c.ok, c.report()
+    assert c.prompt["2"]["inputs"]["model"] == ["1", 0]
