@@ -24,6 +24,7 @@ _DROPPED = frozenset({"Note", "MarkdownNote", "Label (rgthree)", "Fast Groups By
 _EVERYWHERE_PREFIXES = ("Anything Everywhere", "Prompts Everywhere", "Seed Everywhere")
 _WIDGET_TYPES = frozenset({"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"})
 _UPLOAD_FLAGS = ("image_upload", "video_upload", "animated_image_upload", "audio_upload", "upload")
+_UPLOAD_VALUES = frozenset({"image", "video", "audio", "upload"})
 _SUBGRAPH_INPUT, _SUBGRAPH_OUTPUT = -10, -20
 _MUTED, _BYPASSED = 2, 4
 
@@ -229,10 +230,106 @@ class _Converter:
             self.alias.setdefault((inst.id, slot), None)
 
     def read_group_node(self, inst: _Node) -> None:
+        """Expand a legacy group node (extra.groupNodes) the way the editor lays it out.
+
+        Its inner nodes get ids 'instance:index'. The instance's widgets are the inner nodes' own widgets in
+        node order (a seed's control value and an upload button included); its inputs are the inner sockets
+        not linked inside the group, then the inner widgets converted to sockets; its outputs are the inner
+        outputs not used only inside. Any count that does not add up is reported, never guessed.
+        """
         self.nodes.pop(inst.id)
-        self.issue(inst, None, "a legacy group node (extra.groupNodes): its slot and widget layout is not "
-                   "converted; open the file in a current ComfyUI, which turns group nodes into subgraphs, "
-                   "and save it again")
+        name = inst.type.split(">", 1)[1] if ">" in inst.type else inst.type.removeprefix("workflow/")
+        definition = self.group_nodes.get(name)
+        if not isinstance(definition, Mapping):
+            self.issue(inst, None, f"group node {name!r} has no definition in extra.groupNodes; open the file in "
+                       "a current ComfyUI (it turns group nodes into subgraphs) and save it again")
+            return
+        inner = [n for n in definition.get("nodes") or [] if isinstance(n, Mapping)]
+        links_to: dict[tuple[int, int], tuple[int, int]] = {}
+        used_inside: set[tuple[int, int]] = set()
+        for link in definition.get("links") or []:
+            if isinstance(link, (list, tuple)) and len(link) >= 4 and all(isinstance(x, int) for x in link[:4]):
+                links_to[(link[2], link[3])] = (link[0], link[1])
+                used_inside.add((link[0], link[1]))
+        external = {(e[0], e[1]) for e in definition.get("external") or []
+                    if isinstance(e, (list, tuple)) and len(e) >= 2}
+        for raw in inner:
+            if raw.get("type") not in self.info:
+                self.issue(inst, None, f"group node {name!r} holds a {raw.get('type')!r} node, which the server does "
+                           "not describe; its slot and widget layout cannot be worked out (install the pack, or "
+                           "save the file from a current ComfyUI, which turns group nodes into subgraphs)")
+                return
+        widgets: list[tuple[int, str] | None] = []  # the instance's widget values, in order
+        plain: list[tuple[int, int]] = []  # (inner index, inner slot) of the instance's inputs
+        converted: list[tuple[int, int]] = []
+        outputs: list[tuple[int, int]] = []
+        for i, raw in enumerate(inner):
+            raw_inputs = [x for x in raw.get("inputs") or [] if isinstance(x, Mapping)]
+            converted_names = {x["widget"].get("name") for x in raw_inputs if isinstance(x.get("widget"), Mapping)}
+            for wname, kind, extra in self.widget_specs(str(raw["type"])):
+                if wname in converted_names:
+                    continue
+                widgets.append((i, wname))
+                if _extra_widget(wname, kind, extra):
+                    widgets.append(None)
+            for j, x in enumerate(raw_inputs):
+                if (i, j) in links_to:
+                    continue
+                (converted if isinstance(x.get("widget"), Mapping) else plain).append((i, j))
+            for o in range(len(self.info[str(raw["type"])].get("output") or [])):
+                if (i, o) not in used_inside or (i, o) in external:
+                    outputs.append((i, o))
+        values = inst.widgets if isinstance(inst.widgets, list) else []
+        sockets = [x for x in inst.inputs if x.widget is None]
+        problems = []
+        if len(values) != len(widgets):
+            problems.append(f"{len(values)} widget values for {len(widgets)} inner widgets")
+        if len(sockets) != len(plain) + len(converted):
+            problems.append(f"{len(sockets)} inputs for {len(plain) + len(converted)} open inner sockets")
+        if len(inst.outputs) != len(outputs):
+            problems.append(f"{len(inst.outputs)} outputs for {len(outputs)} inner outputs")
+        if problems:
+            self.issue(inst, None, f"group node {name!r} does not match the layout its inner nodes give ("
+                       + "; ".join(problems) + "); save the file from a current ComfyUI, which turns group nodes "
+                       "into subgraphs")
+            return
+        named: dict[int, dict[str, Any]] = {i: {} for i in range(len(inner))}
+        converted_links: dict[int, list[_In]] = {}
+        for slot, value in zip(widgets, values, strict=True):
+            if slot is not None:
+                named.setdefault(slot[0], {})[slot[1]] = value
+        outer = dict(zip(plain + converted, (x.source for x in sockets), strict=True))
+        for sock in inst.inputs:  # group widgets the instance turned into sockets
+            if sock.widget is None or sock.source is None:
+                continue
+            match = [w for w in widgets if w is not None and sock.widget in (
+                w[1], f"{inner[w[0]].get('title') or inner[w[0]].get('type')} {w[1]}")]
+            if len(match) != 1:
+                self.issue(inst, sock.widget, f"group node {name!r}: the linked widget matches {len(match)} inner "
+                           "widgets; cannot tell which one it feeds")
+                continue
+            named[match[0][0]].pop(match[0][1], None)
+            converted_links.setdefault(match[0][0], []).append(
+                _In(match[0][1], sock.type, match[0][1], sock.source))
+        scope = f"{inst.id}:"
+        for i, raw in enumerate(inner):
+            raw_inputs = [x for x in raw.get("inputs") or [] if isinstance(x, Mapping)]
+            ins = []
+            for j, x in enumerate(raw_inputs):
+                widget = x["widget"].get("name") if isinstance(x.get("widget"), Mapping) else None
+                origin = links_to.get((i, j))
+                source = (f"{scope}{origin[0]}", origin[1]) if origin else outer.get((i, j))
+                ins.append(_In(str(x.get("name")), x.get("type"), widget, source))
+            ins += converted_links.get(i, [])
+            mode = raw.get("mode", 0) if isinstance(raw.get("mode"), int) else 0
+            node = _Node(f"{scope}{i}", str(raw["type"]), inst.mode if inst.mode in (_MUTED, _BYPASSED) else mode,
+                         raw.get("title") if isinstance(raw.get("title"), str) else None, ins,
+                         [(str(o.get("name")), o.get("type")) for o in raw.get("outputs") or []
+                          if isinstance(o, Mapping)],
+                         named.get(i, {}), {}, scope)
+            self.nodes[node.id] = node
+        for k, (i, o) in enumerate(outputs):
+            self.alias[(inst.id, k)] = (f"{scope}{i}", o)
 
     # ----------------------------------------------------------------- virtual nodes
 
@@ -368,12 +465,9 @@ class _Converter:
                            + " left unset (server defaults), the inputs before it are named")
                 return out
             out[name] = value
-            if kind == "INT" and (extra.get("control_after_generate") or name in ("seed", "noise_seed")) \
-                    and pos < len(values) and values[pos] in CONTROL_VALUES:
-                pos += 1  # the frontend's "control after generate" widget
-            elif kind == "COMBO" and any(extra.get(f) for f in _UPLOAD_FLAGS) and pos < len(values) \
-                    and isinstance(values[pos], str) and values[pos] in ("image", "video", "audio", "upload"):
-                pos += 1  # the upload button's value
+            if _extra_widget(name, kind, extra) and pos < len(values) and isinstance(values[pos], str) \
+                    and values[pos] in (CONTROL_VALUES if kind == "INT" else _UPLOAD_VALUES):
+                pos += 1  # the frontend's "control after generate" widget, or the upload button's value
         return out
 
     def node_inputs(self, node: _Node) -> dict[str, Any]:
@@ -479,6 +573,13 @@ class _Converter:
             if node.id in prompt and node.type not in self.info:
                 self.issue(node, name, "linked to a muted, bypassed or missing node; the class is not on "
                            "the server, so whether the input is required is unknown")
+
+
+def _extra_widget(name: str, kind: Any, extra: Mapping[str, Any]) -> bool:
+    """Whether the editor adds a widget after this one: a seed's "control after generate", an upload button."""
+    if kind == "INT":
+        return bool(extra.get("control_after_generate")) or name in ("seed", "noise_seed")
+    return kind == "COMBO" and any(extra.get(f) for f in _UPLOAD_FLAGS)
 
 
 def _same_type(a: Any, b: Any) -> bool:

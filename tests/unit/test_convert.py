@@ -274,11 +274,39 @@ def test_use_everywhere_links_from_extra() -> None:
     assert [(i.node_id, i.input) for i in bare.issues] == [("7", "vae")]
 
 
-def test_legacy_group_node_is_reported() -> None:
+def group_graph(values: list[Any]) -> dict[str, Any]:
+    """The loader's model runs through a legacy group node: ModelSamplingSD3 -> TorchCompileModel."""
     ui = sampler_graph()
-    ui.node(90, "workflow>MyGroup", [1])
-    c = convert_ui(ui.data(extra={"groupNodes": {"MyGroup": {"nodes": [], "links": []}}}), INFO)
-    assert any(i.node_id == "90" and "group node" in i.message for i in c.issues)
+    ui.node(90, "workflow>Speed", values, inputs=(("model", "MODEL"),), outputs=("MODEL",))
+    ui.nodes[1]["inputs"][0]["link"] = None
+    ui.link(1, 0, 90, "model")
+    ui.link(90, 0, 2, "model")
+    group = {"nodes": [
+        {"index": 0, "type": "ModelSamplingSD3", "inputs": [{"name": "model", "type": "MODEL", "link": None}],
+         "outputs": [{"name": "MODEL", "type": "MODEL", "links": []}], "widgets_values": [8.0]},
+        {"index": 1, "type": "TorchCompileModel", "title": "Compile",
+         "inputs": [{"name": "model", "type": "MODEL", "link": None}],
+         "outputs": [{"name": "MODEL", "type": "MODEL", "links": []}], "widgets_values": ["inductor"]}],
+        "links": [[0, 0, 1, 0, 1, "MODEL"]], "external": [[1, 0, "MODEL"]]}
+    return ui.data(extra={"groupNodes": {"Speed": group}})
+
+
+def test_legacy_group_node_is_expanded_with_stable_ids() -> None:
+    c = convert_ui(group_graph([5.0, "cudagraphs"]), INFO)
+    assert c.ok, c.report()
+    assert c.prompt["90:0"]["inputs"] == {"shift": 5.0, "model": ["1", 0]}
+    assert c.prompt["90:1"]["inputs"] == {"backend": "cudagraphs", "model": ["90:0", 0]}
+    assert c.prompt["90:1"]["_meta"]["title"] == "Compile"
+    assert c.prompt["2"]["inputs"]["model"] == ["90:1", 0]
+    assert "90" not in c.prompt
+
+
+def test_legacy_group_node_that_does_not_add_up_is_reported() -> None:
+    c = convert_ui(group_graph([5.0]), INFO)
+    assert (c.issues[0].node_id, c.issues[0].input) == ("90", None)
+    assert "1 widget values for 2 inner widgets" in c.issues[0].message
+    missing = convert_ui(group_graph([5.0, "inductor"]) | {"extra": {"groupNodes": {}}}, INFO)
+    assert any("no definition in extra.groupNodes" in i.message for i in missing.issues)
 
 
 def test_api_format_is_not_converted() -> None:
