@@ -1,4 +1,5 @@
-"""wan22-check: what a Wan 2.2 workflow file needs (node packs, model files), before any GPU time is spent."""
+"""wan22-check: what a Wan 2.2 workflow file needs (node packs, model files), before any GPU time is spent;
+converts UI-format files to the API prompt ComfyUI runs (--to-api)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,14 @@ import argparse
 import dataclasses
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from .client import ComfyClient
-from .errors import Wan22Error
+from .convert import Conversion, convert_ui, is_ui_format
+from .errors import Wan22Error, WorkflowError
+from .graph import read_graph
 from .preflight import check, format_problems, model_folder
 from .workflows import load_workflow, real_workflow_summary
 
@@ -109,22 +113,40 @@ def render(report: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
-def check_server(path: str, url: str, report: dict[str, Any]) -> tuple[int, str, list[dict[str, Any]]]:
-    """(exit code, text, problems) of checking an API-format file against the server at url."""
-    if report["format"] != "api":
-        try:
-            load_workflow(path)
-            cause = f"{path} is not in API format"
-        except Wan22Error as exc:
-            cause = str(exc).split("; real_workflow_summary()")[0]
-        return EXIT_BAD_INPUT, f"cannot check against {url}: only API format can be checked; {cause}", []
+def fetch_object_info(url: str) -> dict[str, Any]:
+    """The server's /object_info (raises Wan22Error naming the cause)."""
+    with ComfyClient(url, timeout=30.0) as client:
+        return dict(client.object_info())
+
+
+def load_object_info(path: str) -> dict[str, Any]:
+    """A saved /object_info (JSON file), for converting without a server."""
     try:
-        with ComfyClient(url, timeout=30.0) as client:
-            object_info = client.object_info()
-        problems = check(load_workflow(path).to_prompt(), object_info)
-    except Wan22Error as exc:
-        text = str(exc).replace("--wan22-url (ini wan22_url)", "--url")
-        return EXIT_BAD_INPUT, f"cannot check against {url}: {text}", []
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise WorkflowError(f"cannot read --object-info {path}: {exc}; save it with "
+                            "`curl http://HOST:PORT/object_info > FILE`") from exc
+    if not isinstance(data, dict):
+        raise WorkflowError(f"--object-info {path} is not a JSON object of node classes")
+    return data
+
+
+def to_prompt(path: str, object_info: Mapping[str, Any] | None) -> tuple[dict[str, Any], Conversion | None]:
+    """The API prompt of a workflow file and, for a UI-format file, its conversion."""
+    data = read_graph(path)
+    if not is_ui_format(data):
+        return load_workflow(path).to_prompt(), None
+    if object_info is None:
+        raise WorkflowError(f"{path} is in UI format: converting it needs the server's node list; add --url "
+                            "http://HOST:PORT of a running ComfyUI (or --object-info FILE)")
+    conversion = convert_ui(data, object_info)
+    return conversion.prompt, conversion
+
+
+def check_server(prompt: Mapping[str, Any], url: str,
+                 object_info: Mapping[str, Any]) -> tuple[int, str, list[dict[str, Any]]]:
+    """(exit code, text, problems) of checking an API prompt against the server's object_info."""
+    problems = check(prompt, object_info)
     rows = [dataclasses.asdict(p) for p in problems]
     if not problems:
         return EXIT_OK, f"server {url}: everything the workflow needs is installed", rows
@@ -132,14 +154,28 @@ def check_server(path: str, url: str, report: dict[str, Any]) -> tuple[int, str,
                            + format_problems(problems)), rows
 
 
+def _conversion_text(conversion: Conversion) -> str:
+    head = f"UI to API conversion: {len(conversion.prompt)} nodes"
+    if conversion.dropped:
+        head += f", left out {len(conversion.dropped)} (" + "; ".join(conversion.dropped) + ")"
+    if conversion.ok:
+        return head + "; every node and input named"
+    return (head + f"; {len(conversion.issues)} thing(s) it could not decide (node, input, why):\n"
+            + "\n".join(f"  {i}" for i in conversion.issues))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the wan22-check console script; returns the exit code."""
     parser = argparse.ArgumentParser(
         prog="wan22-check", description="Show what a Wan 2.2 ComfyUI workflow file needs: custom node packs, "
-        "model files and their folders; with --url, check an API-format file against a running ComfyUI.",
-        epilog="exit codes: 0 nothing missing (or no server asked), 1 the server lacks something, 2 bad input")
+        "model files and their folders; with --url, convert a UI-format file against a running ComfyUI and "
+        "check the prompt against it.",
+        epilog="exit codes: 0 nothing missing (or no server asked), 1 the server lacks something or the "
+        "conversion could not decide something, 2 bad input")
     parser.add_argument("workflow", help="workflow JSON file (API or UI format)")
     parser.add_argument("--url", help="a running ComfyUI, e.g. http://127.0.0.1:8188: check against its /object_info")
+    parser.add_argument("--object-info", metavar="FILE", help="a saved /object_info to convert against, no server")
+    parser.add_argument("--to-api", metavar="OUT", help="write the API prompt ComfyUI would run to OUT (JSON)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     args = parser.parse_args(argv)
     try:
@@ -147,20 +183,44 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Wan22Error as exc:
         print(f"wan22-check: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    code, server_text = EXIT_OK, ""
-    if args.url:
-        code, server_text, problems = check_server(args.workflow, args.url, report)
-        report["server"] = {"url": args.url, "exit_code": code, "message": server_text, "problems": problems}
+    code, server_text, conversion = EXIT_OK, "", None
+    if args.url or args.object_info or args.to_api:
+        try:
+            info = (fetch_object_info(args.url) if args.url
+                    else load_object_info(args.object_info) if args.object_info else None)
+            prompt, conversion = to_prompt(args.workflow, info)
+        except Wan22Error as exc:
+            text = str(exc).replace("--wan22-url (ini wan22_url)", "--url")
+            where = f"cannot check against {args.url}: " if args.url else ""
+            print(render(report) if not args.json else json.dumps(report, indent=2, default=str))
+            print(f"wan22-check: {where}{text}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        if conversion is not None:
+            report["conversion"] = {"nodes": len(conversion.prompt), "dropped": list(conversion.dropped),
+                                    "issues": [dataclasses.asdict(i) for i in conversion.issues]}
+            if conversion.issues:
+                code = EXIT_PROBLEMS
+        if args.to_api:
+            Path(args.to_api).write_text(json.dumps(prompt, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+            report["api_file"] = args.to_api
+        if args.url and info is not None:
+            server_code, server_text, problems = check_server(prompt, args.url, info)
+            code = max(code, server_code)
+            report["server"] = {"url": args.url, "exit_code": server_code, "message": server_text,
+                                "problems": problems}
+    report["exit_code"] = code
     if args.json:
         print(json.dumps(report, indent=2, default=str))
-    else:
-        print(render(report))
-        if server_text and code != EXIT_BAD_INPUT:
-            print(server_text)
-        elif not args.url and report["format"] == "api":
-            print("not checked against a server: add --url http://HOST:PORT of a running ComfyUI to check it")
-    if code == EXIT_BAD_INPUT:
-        print(f"wan22-check: {server_text}", file=sys.stderr)
+        return code
+    print(render(report))
+    if conversion is not None:
+        print(_conversion_text(conversion))
+    if args.to_api:
+        print(f"API prompt written to {args.to_api}")
+    if server_text:
+        print(server_text)
+    elif not args.url:
+        print("not checked against a server: add --url http://HOST:PORT of a running ComfyUI to check it")
     return code
 
 

@@ -8,6 +8,7 @@ import os
 import platform
 import re
 import shutil
+import sys
 import time
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field, replace
@@ -23,6 +24,7 @@ from .compare import MACHINE_SPREAD, Summary, Verdict, compare, more_rounds, sum
 from .errors import ServerStartError, Wan22Error
 from .launcher import ComfyServer, ServerHandle, ServerSpec, public_argv
 from .records import Environment, RunRecord
+from .roles import expert_loaders, synthetic_roles
 from .runner import RunContext, ensure_input_images, fresh_seed, run_prompt
 from .settings import Settings
 from .tiers import Profile, Tier, make_profile, merge_args
@@ -86,6 +88,8 @@ class SyntheticModels:
 
     root: Path
     set: ModelSet
+    python: str = sys.executable  # the interpreter that generates sets (ComfyUI's)
+    device: str = "cpu"
 
     @property
     def preset(self) -> str:
@@ -116,7 +120,30 @@ def wan22_models(wan22_settings: Settings, wan22_tier: Tier) -> SyntheticModels 
                                log_path=root / "generate.log")
     except Wan22Error as exc:
         pytest.fail(str(exc), pytrace=False)
-    return SyntheticModels(root, models)
+    return SyntheticModels(root, models, wan22_settings.python, "cuda" if gpu else "cpu")
+
+
+# --- single-expert (TI2V 5B) graphs run on the matching 5B set, generated beside the session's set so the
+# --- launched server (whose base directory is that root) lists it
+def _ti2v_models(models: SyntheticModels) -> SyntheticModels:
+    from .synth import TI2V_PRESETS, ensure_models
+
+    preset = TI2V_PRESETS[models.preset]
+    gpu = models.device != "cpu"
+    try:
+        ms = ensure_models(models.python, models.root, preset, device=models.device, timeout=1800 if gpu else 600,
+                           log_path=models.root / f"generate-{preset}.log")
+    except Wan22Error as exc:
+        pytest.fail(str(exc), pytrace=False)
+    return SyntheticModels(models.root, ms, models.python, models.device)
+
+
+def prepare_synthetic(variant: Variant, models: SyntheticModels | None, server: Server) -> None:
+    """Generate the synthetic set a single-expert graph needs before its first run; the server lists it anew."""
+    if models is not None and len(expert_loaders(variant.workflow.graph)) == 1:
+        _ti2v_models(models)
+        server.object_info = {}
+# --- end of the single-expert part
 
 
 @dataclass
@@ -429,10 +456,17 @@ class VariantResult:
 def adapt(variant: Variant, tier: Tier, models: SyntheticModels | None) -> Variant:
     """The variant as this tier runs it: synthetic model files swapped in, and the tier's scale applied."""
     if models is not None:
-        roles = ("high", "low", "vae", "text_encoder", "lora_high", "lora_low")
+        if len(expert_loaders(variant.workflow.graph)) == 1:
+            models = _ti2v_models(models)
+        roles = synthetic_roles(variant.workflow.graph, models.files)
         variant = variant.models({k: models.set.name(k) for k in models.files if k in roles})
         if "conditioning" in models.files and "text_encoder" not in models.files:
-            variant = variant.precomputed_conditioning(models.set.name("conditioning"))
+            candidate = variant.precomputed_conditioning(models.set.name("conditioning"))
+            try:
+                candidate.build()
+                variant = candidate
+            except Wan22Error:
+                pass  # no core text-encoder path to replace: the preflight names the encoder the graph needs
     if tier.scale:
         variant = variant.scaled(**tier.scale)
     return variant

@@ -115,6 +115,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("run_timeout", "Seconds one workflow run may take (default: the tier's run_timeout_s).",
            parse=_positive_float, metavar="SECONDS"),
     Option("workflows_dir", "Folder of API-format workflow JSON files.", metavar="DIR", default="workflows"),
+    Option("workflows", "Workflow files to gate as they are, one test each (API or UI format): a file, a folder "
+           "of *.json, or template:GLOB for the templates ComfyUI ships (e.g. template:video_wan2_2_*); "
+           "may be repeated.", multiple=True, metavar="PATH|template:GLOB"),
     Option("baselines_dir", "Folder of stored baselines (one sub-folder per tier).", metavar="DIR",
            default="baselines"),
     Option("update_baselines", "Record this session's results as the new baselines (nothing else writes them).",
@@ -130,8 +133,10 @@ OPTIONS: tuple[Option, ...] = (
            parse=_non_negative_int, default=1, metavar="N"),
     Option("log_dir", "Where server logs and run records go (default: a folder under pytest's basetemp).",
            metavar="DIR"),
-    Option("synthetic", "Run on synthetic random-weight models of this preset (tiny, a14b) instead of the "
-           "user's; the cpu tier always uses tiny.", parse=_choice("tiny", "a14b"), metavar="PRESET"),
+    Option("synthetic", "Run on synthetic random-weight models of this preset (tiny, a14b; ti2v5b_tiny, ti2v5b "
+           "for TI2V 5B graphs only) instead of the user's; the cpu tier always uses tiny. Single-expert "
+           "(TI2V 5B) workflows run on the matching 5B set.",
+           parse=_choice("tiny", "a14b", "ti2v5b_tiny", "ti2v5b"), metavar="PRESET"),
     Option("models_dir", "Where synthetic models are generated and kept between sessions.", metavar="DIR"),
     Option("missing", "What to do when a variant needs a node or model file the server lacks.",
            parse=_choice("fail", "skip"), default="fail", metavar="fail|skip"),

@@ -73,6 +73,9 @@ def state_of(config: pytest.Config) -> State:
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
     pluginmanager.add_hookspecs(hookspecs)
+    from . import collect  # --wan22-workflows: user workflow files as tests
+
+    pluginmanager.register(collect, "wan22-collect")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -46,6 +46,13 @@ CLASS_INPUT_FOLDERS: Mapping[tuple[str, str], str] = {
     ("UpscaleModelLoader", "model_name"): "upscale_models",
     ("FrameInterpolationModelLoader", "model_name"): "frame_interpolation",
     ("UnetLoaderGGUF", "unet_name"): "diffusion_models",
+    ("CLIPLoaderGGUF", "clip_name"): "text_encoders",
+    # kijai/ComfyUI-WanVideoWrapper loaders
+    ("WanVideoModelLoader", "model"): "diffusion_models",
+    ("WanVideoVAELoader", "model_name"): "vae",
+    ("LoadWanVideoT5TextEncoder", "model_name"): "text_encoders",
+    ("WanVideoLoraSelect", "lora"): "loras",
+    **{("WanVideoLoraSelectMulti", f"lora_{i}"): "loras" for i in range(5)},
 }
 #: ComfyUI-Frame-Interpolation nodes keep their checkpoints inside the node pack, one folder per model type.
 VFI_MODEL_TYPES: Mapping[str, str] = {
@@ -54,6 +61,11 @@ VFI_MODEL_TYPES: Mapping[str, str] = {
     "STMFNet VFI": "stmfnet", "FLAVR VFI": "flavr", "CAIN VFI": "cain",
 }
 _VFI_PACK_DIR = "custom_nodes/ComfyUI-Frame-Interpolation/ckpts"
+#: Inputs that name a file in <comfyui>/input/ (uploaded media): (class, input) -> what it is.
+INPUT_MEDIA: Mapping[tuple[str, str], str] = {
+    ("LoadImage", "image"): "image", ("LoadImageMask", "image"): "image", ("LoadVideo", "file"): "video",
+    ("LoadAudio", "audio"): "audio",
+}
 
 #: Node classes by exact name -> the pack that provides them.
 _PACKS_EXACT: Mapping[str, str] = {
@@ -129,7 +141,7 @@ def model_folder(class_type: str, input_name: str) -> str | None:
     """Where a model-file input's value must be, relative to <comfyui> ('models/<folder>', 'input', ...)."""
     if class_type in VFI_MODEL_TYPES and input_name == "ckpt_name":
         return f"{_VFI_PACK_DIR}/{VFI_MODEL_TYPES[class_type]}"
-    if class_type == "LoadImage" and input_name == "image":
+    if (class_type, input_name) in INPUT_MEDIA:
         return "input"
     folder = CLASS_INPUT_FOLDERS.get((class_type, input_name)) or MODEL_INPUT_FOLDERS.get(input_name)
     return f"models/{folder}" if folder else None
@@ -280,7 +292,7 @@ class _Checker:
             return
         folder = model_folder(cls, name)
         if folder is not None and isinstance(value, str):
-            message, fix = self.missing_file(value, folder, options)
+            message, fix = self.missing_file(value, folder, options, INPUT_MEDIA.get((cls, name), "file"))
             self.add("model", node_id, node, name, value, message, fix)
             return
         close = difflib.get_close_matches(str(value), [str(o) for o in options], n=1)
@@ -289,7 +301,7 @@ class _Checker:
                  f"use one of {_short(options)}" if options else "the server offers no values for it")
 
     @staticmethod
-    def missing_file(value: str, folder: str, options: list[Any]) -> tuple[str, str]:
+    def missing_file(value: str, folder: str, options: list[Any], media: str = "image") -> tuple[str, str]:
         base = value.replace("\\", "/").rsplit("/", 1)[-1]
         same = [o for o in options if isinstance(o, str) and o.replace("\\", "/").rsplit("/", 1)[-1] == base]
         if not options:
@@ -301,8 +313,9 @@ class _Checker:
         if same:
             listed += f"; {same[0]!r} has the same file name, use that name"
         if folder == "input":
-            return (f"input image {value!r} not in input/ ({listed})",
-                    "upload it with POST /upload/image or put it in <comfyui>/input/")
+            fix = "put it in <comfyui>/input/"
+            return (f"input {media} {value!r} not in input/ ({listed})",
+                    "upload it with POST /upload/image or " + fix if media == "image" else fix)
         if folder.startswith("custom_nodes/"):
             return (f"model file {value!r} not in {folder}/ ({listed})",
                     f"put it in <comfyui>/{folder}/ (the node pack downloads it on first use only when the "

@@ -32,6 +32,7 @@ class Settings:
     startup_timeout: float = 180.0
     run_timeout: float | None = None
     workflows_dir: Path = Path("workflows")
+    workflows: tuple[str, ...] = ()  # --wan22-workflows entries: paths (resolved later) or template:GLOB
     baselines_dir: Path = Path("baselines")
     update_baselines: bool = False
     tolerances: Mapping[str, Tolerance] = field(default_factory=dict)
@@ -163,6 +164,7 @@ def resolve(rootdir: Path, cli: Getter, ini: Getter, env: Mapping[str, str] | No
         url=url.rstrip("/") if url else None, host=values["host"], port=values["port"], tier=values["tier"],
         server_args=server_args, startup_timeout=values["startup_timeout"], run_timeout=values["run_timeout"],
         workflows_dir=_path(values["workflows_dir"], rootdir) or rootdir / "workflows",
+        workflows=tuple(values["workflows"] or ()),
         baselines_dir=_path(values["baselines_dir"], rootdir) or rootdir / "baselines",
         update_baselines=values["update_baselines"], tolerances=tols, rounds=values["rounds"],
         warmup_rounds=values["warmup_rounds"], log_dir=_path(values["log_dir"], rootdir),

@@ -13,6 +13,10 @@ Presets:
   a14b  Full Wan 2.2 i2v A14B under the official Comfy-Org names in the fp8_scaled layout
         (float8_e4m3fn Linear weights + float32 per-tensor ``scale_weight`` + ``scaled_fp8`` marker),
         the full UMT5-XXL encoder (every weight written), the Wan 2.1 VAE and a 640x640 start image.
+  ti2v5b_tiny  TI2V 5B stand-in for CPU: DiT dim 128 / 2 layers with 48 latent channels, and the Wan 2.2
+        VAE (48 channels) at the size ComfyUI always builds it (about 0.7 GB in bf16).
+  ti2v5b  Full TI2V 5B (dim 3072, 30 layers, fp16) as wan2.2_ti2v_5B_fp16.safetensors, the Wan 2.2 VAE as
+        wan2.2_vae.safetensors and the full UMT5-XXL encoder.
 Files are streamed tensor by tensor (random numbers drawn on --device) and written atomically.
 
 RIFE (``--rife-dir PACK_DIR``, with or without OUT): a random-weight IFNet 4.7 state dict (torch.save) at
@@ -67,6 +71,23 @@ class Preset:
     text_encoder: str  # default text encoder: none | stub | full
     image_size: tuple[int, int]
     files: Mapping[str, str] = field(default_factory=dict)  # role -> path under the base dir
+    family: str = "i2v_a14b"  # i2v_a14b: two experts, Wan 2.1 VAE; ti2v_5b: one model, Wan 2.2 VAE
+
+    @property
+    def in_dim(self) -> int:
+        """DiT input channels: 36 (16 latent + 20 image conditioning) for A14B i2v, 48 latent for TI2V 5B."""
+        return 48 if self.family == "ti2v_5b" else 36
+
+    @property
+    def out_dim(self) -> int:
+        """DiT output (latent) channels: 16 with the Wan 2.1 VAE, 48 with the Wan 2.2 VAE."""
+        return 48 if self.family == "ti2v_5b" else 16
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        """The roles every set of this preset has."""
+        models = ("model",) if self.family == "ti2v_5b" else ("high", "low")
+        return (*models, "vae", "image", "conditioning")
 
 
 PRESETS: dict[str, Preset] = {
@@ -88,7 +109,24 @@ PRESETS: dict[str, Preset] = {
         "lora_high": "models/loras/wan2.2_i2v_lightx2v_4steps_lora_v1_high_noise.safetensors",
         "lora_low": "models/loras/wan2.2_i2v_lightx2v_4steps_lora_v1_low_noise.safetensors",
     }),
+    # TI2V 5B: one DiT (dim 3072, 30 layers, 48 latent channels) and the Wan 2.2 VAE. ComfyUI builds that VAE
+    # at its full size whatever the file holds (encoder dim 160, decoder 256), so the tiny set has it too.
+    "ti2v5b_tiny": Preset("ti2v5b_tiny", 128, 256, 2, 160, "bf16", "none", (64, 64), {
+        "model": "models/diffusion_models/wan22_tiny_ti2v_5b.safetensors",
+        "vae": "models/vae/wan22_synthetic_vae.safetensors",
+        "image": "input/wan22_tiny_start.png",
+        "conditioning": "output/wan22_tiny_cond",
+    }, family="ti2v_5b"),
+    "ti2v5b": Preset("ti2v5b", 3072, 14336, 30, 160, "fp16", "full", (1280, 704), {
+        "model": "models/diffusion_models/wan2.2_ti2v_5B_fp16.safetensors",
+        "vae": "models/vae/wan2.2_vae.safetensors",
+        "image": "input/wan22_ti2v_start.png",
+        "conditioning": "output/wan22_ti2v5b_cond",
+    }, family="ti2v_5b"),
 }
+#: The TI2V 5B preset that goes with a session's A14B preset (same device class).
+TI2V_PRESETS: Mapping[str, str] = {"tiny": "ti2v5b_tiny", "a14b": "ti2v5b", "ti2v5b_tiny": "ti2v5b_tiny",
+                                   "ti2v5b": "ti2v5b"}
 
 
 @dataclass(frozen=True)
@@ -138,7 +176,9 @@ def _options(preset: str, text_encoder: str | None, lora_rank: int, **kw: Any) -
 def model_set(preset: str, *, text_encoder: str | None = None, lora_rank: int = 0) -> ModelSet:
     """The files a generation with these options writes (text_encoder None: the preset's default)."""
     p, opts = _preset(preset), _options(preset, text_encoder, lora_rank)
-    files = {r: p.files[r] for r in ("high", "low", "vae", "image", "conditioning")}
+    if lora_rank > 0 and p.family != "i2v_a14b":
+        raise ValueError(f"preset {preset!r} has no LoRA layout; use --lora-rank 0")
+    files = {r: p.files[r] for r in p.roles}
     if opts.text_encoder != "none":
         files["text_encoder"] = TE_FILES[opts.text_encoder]
     if lora_rank > 0:
@@ -270,10 +310,13 @@ def _dense(name: str, shape: Shape, dtype: str = "BF16") -> TensorSpec:
     return TensorSpec(name, shape, dtype, "normal", 0.5 / math.sqrt(math.prod(shape[1:])))
 
 
+_DENSE_DTYPES = {"bf16": "BF16", "fp16": "F16", "fp8_scaled": "BF16"}
+
+
 def _linear(name: str, shape: Shape, fmt: str) -> list[TensorSpec]:
     """A Linear weight: dense, or fp8 values plus a float32 per-tensor scale (fp8_scaled)."""
     if fmt != "fp8_scaled":
-        return [_dense(name, shape, fmt.upper())]
+        return [_dense(name, shape, _DENSE_DTYPES[fmt])]
     std = 0.5 / math.sqrt(math.prod(shape[1:]))
     return [TensorSpec(name, shape, "F8_E4M3", "fp8"),
             TensorSpec(name[: -len(".weight")] + ".scale_weight", (), "F32", "const", std / FP8_SPREAD)]
@@ -289,14 +332,70 @@ def _marker(fmt: str, fp8_matmul: str) -> list[TensorSpec]:
 def dit_specs(p: Preset, fp8_matmul: str = "fast") -> list[TensorSpec]:
     """The DiT file: every 2-D .weight is a Linear in the preset's format, the rest bf16."""
     specs = _marker(p.weight_format, fp8_matmul)
-    for name, shape in dit_shapes(p.dim, p.ffn_dim, p.layers).items():
+    for name, shape in dit_shapes(p.dim, p.ffn_dim, p.layers, in_dim=p.in_dim, out_dim=p.out_dim).items():
         is_linear = name.endswith(".weight") and len(shape) == 2
-        specs += _linear(name, shape, p.weight_format) if is_linear else [_dense(name, shape)]
+        dense = _DENSE_DTYPES[p.weight_format]
+        specs += _linear(name, shape, p.weight_format) if is_linear else [_dense(name, shape, dense)]
     return specs
 
 
+def vae22_shapes(dim: int = 160, dec_dim: int = 256, z_dim: int = 48) -> dict[str, Shape]:
+    """Tensor names/shapes of the Wan 2.2 VAE (patchified 12-channel input/output, residual down/up blocks)."""
+    mult, down_t = (1, 2, 4, 4), (False, True, True)
+    s: dict[str, Shape] = {}
+
+    def conv3(name: str, cout: int, cin: int, k: Shape) -> None:
+        s.update({name + ".weight": (cout, cin, *k), name + ".bias": (cout,)})
+
+    def res(p: str, cin: int, cout: int) -> None:
+        s.update({p + "residual.0.gamma": (cin, 1, 1, 1), p + "residual.3.gamma": (cout, 1, 1, 1)})
+        conv3(p + "residual.2", cout, cin, (3, 3, 3))
+        conv3(p + "residual.6", cout, cout, (3, 3, 3))
+        if cin != cout:
+            conv3(p + "shortcut", cout, cin, (1, 1, 1))
+
+    def middle(p: str, c: int) -> None:
+        res(p + "middle.0.", c, c)
+        s[p + "middle.1.norm.gamma"] = (c, 1, 1)
+        conv3(p + "middle.1.to_qkv", 3 * c, c, (1, 1))
+        conv3(p + "middle.1.proj", c, c, (1, 1))
+        res(p + "middle.2.", c, c)
+
+    dims = [dim * m for m in (1, *mult)]
+    conv3("encoder.conv1", dims[0], 12, (3, 3, 3))
+    for i, (cin, cout) in enumerate(itertools.pairwise(dims)):
+        p = f"encoder.downsamples.{i}.downsamples."
+        for j in range(2):
+            res(f"{p}{j}.", cin if j == 0 else cout, cout)
+        if i < len(mult) - 1:
+            conv3(f"{p}2.resample.1", cout, cout, (3, 3))
+            if down_t[i]:
+                conv3(f"{p}2.time_conv", cout, cout, (3, 1, 1))
+    middle("encoder.", dims[-1])
+    s["encoder.head.0.gamma"] = (dims[-1], 1, 1, 1)
+    conv3("encoder.head.2", z_dim * 2, dims[-1], (3, 3, 3))
+    conv3("conv1", z_dim * 2, z_dim * 2, (1, 1, 1))
+    conv3("conv2", z_dim, z_dim, (1, 1, 1))
+    dims = [dec_dim * m for m in (mult[-1], *reversed(mult))]
+    conv3("decoder.conv1", dims[0], z_dim, (3, 3, 3))
+    middle("decoder.", dims[0])
+    up_t = down_t[::-1]
+    for i, (cin, cout) in enumerate(itertools.pairwise(dims)):
+        p = f"decoder.upsamples.{i}.upsamples."
+        for j in range(3):
+            res(f"{p}{j}.", cin if j == 0 else cout, cout)
+        if i < len(mult) - 1:
+            conv3(f"{p}3.resample.1", cout, cout, (3, 3))
+            if up_t[i]:
+                conv3(f"{p}3.time_conv", cout * 2, cout, (3, 1, 1))
+    s["decoder.head.0.gamma"] = (dims[-1], 1, 1, 1)
+    conv3("decoder.head.2", 12, dims[-1], (3, 3, 3))
+    return s
+
+
 def vae_specs(p: Preset) -> list[TensorSpec]:
-    return [_dense(n, s) for n, s in vae_shapes(p.vae_dim).items()]
+    shapes = vae22_shapes(p.vae_dim) if p.family == "ti2v_5b" else vae_shapes(p.vae_dim)
+    return [_dense(n, s) for n, s in shapes.items()]
 
 
 def lora_specs(p: Preset, rank: int) -> list[TensorSpec]:
@@ -442,9 +541,9 @@ class PlannedFile(NamedTuple):
 def plan(preset: str, opts: Options, tokenizer_bytes: int) -> list[PlannedFile]:
     """Every safetensors file of a set, in write order, with its tensors."""
     p, ms = _preset(preset), model_set(preset, text_encoder=opts.text_encoder, lora_rank=opts.lora_rank)
-    files = [PlannedFile("high", ms.files["high"], dit_specs(p, opts.fp8_matmul), 0),
-             PlannedFile("low", ms.files["low"], dit_specs(p, opts.fp8_matmul), 1),
-             PlannedFile("vae", ms.files["vae"], vae_specs(p), 10)]
+    experts = ("model",) if p.family == "ti2v_5b" else ("high", "low")
+    files = [PlannedFile(r, ms.files[r], dit_specs(p, opts.fp8_matmul), i) for i, r in enumerate(experts)]
+    files.append(PlannedFile("vae", ms.files["vae"], vae_specs(p), 10))
     if opts.text_encoder != "none":
         specs = text_encoder_specs(opts.text_encoder, tokenizer_bytes, opts.fp8_matmul)
         files.append(PlannedFile("text_encoder", ms.files["text_encoder"], specs, 20))

@@ -22,6 +22,7 @@ from tests.fake_comfyui.harness import (
 
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT_WORKFLOW = ROOT / "workflows" / "wan22_i2v_a14b.json"
+INFO_FILE = ROOT / "tests" / "data" / "object_info_packs.json"
 KIJAI = "gh-kijai-ComfyUI-WanVideoWrapper__wanvideo_2_2_I2V_A14B_example_WIP.json"
 ZEEZZ7 = "gh-zeezz7-runkarobar-gpu__wan22_i2v_14B.api.json"
 REGGIE_UI = "gh-Reggie-sun-AI-VIDEO__wan22_i2v_ui.json"
@@ -104,7 +105,7 @@ def test_ui_export_lists_packs_windows_paths_inactive_nodes_subgraphs(capsys: py
     assert not any(line.startswith("  umt5_xxl_fp16") for line in out.splitlines())  # not among active models
     assert line_of(out, "frontend-only").endswith(": Anything Everywhere, GetNode, Note, SetNode")
     assert line_of(out, "subgraphs:") == "subgraphs: 1 definitions, 1 instances, 3 inner nodes"
-    assert "add --url" not in out  # a UI file cannot be checked against a server
+    assert "add --url" in out  # a UI file is converted against a server and checked
 
 
 def test_api_export_with_a_flattened_subgraph_and_unknown_packs(capsys: pytest.CaptureFixture[str]) -> None:
@@ -212,7 +213,7 @@ def test_reggie_ui_shows_bypassed_node_subgraphs_and_frontend_only_nodes(
     assert line_of(out, "frontend-only").endswith(": Anything Everywhere, GetNode, SetNode")
     assert line_of(out, "  pythongosssss/ComfyUI-Custom-Scripts: ").endswith("PlaySound|pysssss")
     assert "->  models/diffusion_models/" in line_of(out, "  wan2.2_i2v_high_noise_14B_fp8_scaled")
-    assert "add --url" not in out  # a UI file cannot be checked against a server
+    assert "add --url" in out  # a UI file is converted against a server and checked
 
 
 def test_pt_nextgen_groups_easy_use_and_unknown_classes(real: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -266,13 +267,47 @@ def test_missing_models_exit_1_naming_files_and_folders(
     assert {p["kind"] for p in problems} == {"model"}
 
 
-def test_ui_file_with_url_explains_api_export(fake_server: FakeServer, capsys: pytest.CaptureFixture[str]) -> None:
+def test_ui_file_with_url_is_converted_and_what_the_server_lacks_is_named(
+        fake_server: FakeServer, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(capsys, str(WRAPPER_UI), "--url", fake_server.url)
-    assert code == 2
+    assert code == 1
+    assert err == ""
     assert "kijai/ComfyUI-WanVideoWrapper" in out  # the report still comes
-    assert "only API format can be checked" in err
-    assert "Export (API)" in err
-    assert "real_workflow_summary" not in err
+    assert "UI to API conversion: 17 nodes, left out 9" in out
+    assert "node 30 (WanVideoSampler): class 'WanVideoSampler' is not on the server" in out
+
+
+def test_to_api_writes_the_converted_prompt(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.unit.test_convert import sampler_graph
+
+    ui = tmp_path / "mine.json"
+    ui.write_text(json.dumps(sampler_graph().data()), encoding="utf-8")
+    out_file = tmp_path / "mine.api.json"
+    code, out, err = run(capsys, str(ui), "--object-info", str(INFO_FILE), "--to-api", str(out_file))
+    assert (code, err) == (0, "")
+    assert "every node and input named" in out
+    prompt = json.loads(out_file.read_text(encoding="utf-8"))
+    assert prompt["2"]["inputs"]["seed"] == 42
+    assert prompt["2"]["class_type"] == "KSampler"
+    broken = sampler_graph()
+    broken.nodes[5]["mode"] = 2
+    ui.write_text(json.dumps(broken.data()), encoding="utf-8")
+    code, report = run_json(capsys, str(ui), "--object-info", str(INFO_FILE), "--to-api", str(out_file))
+    assert code == 1
+    assert [(i["node_id"], i["input"]) for i in report["conversion"]["issues"]] == [("7", "vae")]
+    assert "8" in json.loads(out_file.read_text(encoding="utf-8"))
+
+
+def test_ui_file_to_api_without_a_server_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.unit.test_convert import sampler_graph
+
+    ui = tmp_path / "mine.json"
+    ui.write_text(json.dumps(sampler_graph().data()), encoding="utf-8")
+    code, _out, err = run(capsys, str(ui), "--to-api", str(tmp_path / "x.json"))
+    assert code == 2
+    assert "UI format" in err
+    assert "--url" in err
+    assert not (tmp_path / "x.json").exists()
 
 
 # --------------------------------------------------------------------------- bad input

@@ -412,3 +412,17 @@ def test_live_comfyui_rejects_only_the_missing_files(tmp_path: Path, base: Varia
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
+
+
+def test_missing_input_video_names_the_input_folder() -> None:
+    from pytest_wan22.preflight import check
+
+    info = {"LoadVideo": {"input": {"required": {"file": [[], {"video_upload": True}]}}, "output": ["VIDEO"],
+                          "output_node": False},
+            "SaveVideo": {"input": {"required": {"video": ["VIDEO"]}}, "output": [], "output_node": True}}
+    prompt = {"1": {"class_type": "LoadVideo", "inputs": {"file": "clip.mp4"}},
+              "2": {"class_type": "SaveVideo", "inputs": {"video": ["1", 0]}}}
+    (problem,) = check(prompt, info)
+    assert (problem.kind, problem.input) == ("model", "file")
+    assert problem.message.startswith("input video 'clip.mp4' not in input/")
+    assert problem.fix == "put it in <comfyui>/input/"

@@ -308,3 +308,36 @@ def test_generates_the_tiny_set_with_the_real_layout(tmp_path: Path, torch_pytho
     assert json.loads((ms.path(base, "conditioning") / "metadata.json").read_text())["num_samples"] == 1
     assert "wan22_tiny_i2v_low_noise.safetensors" in (tmp_path / "synth.log").read_text()
     assert synth.stamp_matches(base, ms, synth.Options())
+
+
+def test_ti2v_5b_sets_have_one_model_and_the_wan22_vae() -> None:
+    tiny, full = synth.model_set("ti2v5b_tiny"), synth.model_set("ti2v5b")
+    assert set(tiny.files) == {"model", "vae", "image", "conditioning"}
+    assert set(full.files) == {"model", "vae", "image", "conditioning", "text_encoder"}
+    assert full.name("model") == "wan2.2_ti2v_5B_fp16.safetensors"
+    assert full.name("vae") == "wan2.2_vae.safetensors"
+    assert synth.TI2V_PRESETS["tiny"] == "ti2v5b_tiny"
+    assert synth.TI2V_PRESETS["a14b"] == "ti2v5b"
+    with pytest.raises(ValueError, match="no LoRA layout"):
+        synth.model_set("ti2v5b_tiny", lora_rank=8)
+
+
+def test_ti2v_5b_layout_has_48_latent_channels_and_full_size() -> None:
+    files = {f.role: f for f in synth.plan("ti2v5b", synth.Options(text_encoder="full"), 0)}
+    assert set(files) == {"model", "vae", "text_encoder"}
+    dit = {t.name: t for t in files["model"].specs or []}
+    assert dit["patch_embedding.weight"].shape == (3072, 48, 1, 2, 2)
+    assert dit["head.head.weight"].shape == (48 * 4, 3072)
+    assert {t.dtype for t in dit.values()} == {"F16"}
+    # the official file holds 5.0e9 fp16 parameters (10.0 GB)
+    assert abs(synth.safetensors_size(files["model"].specs or []) - 9_999_658_840) < 1_000_000
+    vae = {t.name: t.shape for t in files["vae"].specs or []}
+    assert vae["encoder.conv1.weight"] == (160, 12, 3, 3, 3)  # patchified RGB input
+    assert vae["conv2.weight"] == (48, 48, 1, 1, 1)
+    assert vae["decoder.conv1.weight"] == (1024, 48, 3, 3, 3)
+    assert "decoder.upsamples.0.upsamples.0.residual.2.weight" in vae  # how ComfyUI tells the 2.2 VAE
+    assert vae["decoder.upsamples.0.upsamples.3.time_conv.weight"] == (2048, 1024, 3, 1, 1)
+    assert len(vae) == 196
+    tiny = {f.role: f for f in synth.plan("ti2v5b_tiny", synth.Options(), 0)}
+    assert {t.name: t.shape for t in tiny["vae"].specs or []} == vae  # ComfyUI builds this VAE at one size
+    assert {t.name: t.shape for t in tiny["model"].specs or []}["patch_embedding.weight"] == (128, 48, 1, 2, 2)

@@ -123,7 +123,7 @@ def test_base_variant_id_and_expected_output(base: Variant) -> None:
 
 def test_ui_format_is_refused_with_the_export_hint(tmp_path: Path) -> None:
     path = write(tmp_path, {"last_node_id": 2, "nodes": [{"id": 1, "type": "LoadImage"}], "links": []})
-    with pytest.raises(WorkflowError, match=r"UI-format.*Export \(API\)") as info:
+    with pytest.raises(WorkflowError, match=r"UI-format.*object_info=.*--to-api.*Export \(API\)") as info:
         load_workflow(path)
     assert str(path) in str(info.value)
 
