@@ -10,15 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.fake_comfyui.harness import procs_mentioning
-
-REPO = Path(__file__).resolve().parents[2]
-COMFYUI = os.environ.get("WAN22_COMFYUI_DIR")
-PYTHON = os.environ.get("WAN22_PYTHON")
-
-pytestmark = pytest.mark.skipif(
-    not (COMFYUI and PYTHON),
-    reason="needs a real ComfyUI: set WAN22_COMFYUI_DIR to a ComfyUI 0.8.0 checkout and WAN22_PYTHON to an "
-           "interpreter with its requirements (torch included)")
+from tests.real.conftest import COMFYUI, PYTHON, REPO
 
 HEADER = f'''
 from __future__ import annotations

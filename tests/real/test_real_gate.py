@@ -11,12 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.real.test_real_comfyui import COMFYUI, HEADER, PYTHON
-
-pytestmark = pytest.mark.skipif(
-    not (COMFYUI and PYTHON),
-    reason="needs a real ComfyUI: set WAN22_COMFYUI_DIR to a ComfyUI 0.8.0 checkout and WAN22_PYTHON to an "
-           "interpreter with its requirements (torch included)")
+from tests.real.conftest import COMFYUI, PYTHON
+from tests.real.test_real_comfyui import HEADER
 
 # A node pack that makes every sampler step slower, as a regression in torch, a driver or a node pack would.
 SLOW_STEPS = '''
