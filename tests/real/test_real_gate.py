@@ -41,7 +41,7 @@ TEST = HEADER + textwrap.dedent("""
 # A shared CPU's rounds wander by tens of percent, so the bands here are wide: what is checked is the plumbing
 # (a slowdown of a few hundred percent fails with its interval, an unchanged install passes), not the precision
 # a GPU gives.
-CPU_TOLERANCES = "\n    ".join(f"{m}:100%+0.5s" for m in (
+CPU_TOLERANCES = "\n            ".join(f"{m}:100%+0.5s" for m in (
     "step", "sampling", "wall", "load", "text", "encode", "decode", "interpolation", "save", "compile"))
 SLOW_STEP_S = 0.5
 
