@@ -30,9 +30,9 @@ def _report(wan22_project: Project, monkeypatch: pytest.MonkeyPatch) -> Path:
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines([  # every judged metric in the summary, passing ones included
         "variant*metric*baseline*now*change*verdict",
-        "high_low-10s-640p-lightx2v_4step  step * s * s *% *ok",
+        "high_low-10s-640p-lightx2v_4step  step * s * s *%*",  # ok or inconclusive: two rounds of a few ms
         "                                  sampling (KSampler (high noise)) * s * s *% *",
-        "                                  wall * s * s *% *ok",
+        "                                  wall * s * s *%*",
         "                                  vram *5.86 GiB *5.86 GiB *+0.0% *ok",
         f"wan22: report written to {p.path / 'report' / 'index.html'}"])
     assert summary.read_text() == (p.path / "report" / "summary.md").read_text() + "\n"
