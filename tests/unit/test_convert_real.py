@@ -1,6 +1,6 @@
 """Conversion of third-party UI workflows (opt-in: their licences keep them out of this repository).
 
-Set WAN22_REAL_WORKFLOWS to a folder holding the files named below to run these checks. The /object_info
+Set WAN22_REAL_WORKFLOWS_DIR to a folder holding the files named below to run these checks. The /object_info
 they convert against is committed (tests/data/object_info_packs.json: core ComfyUI 0.8.0 plus the node packs
 those workflows use).
 """
@@ -19,7 +19,7 @@ from pytest_wan22.convert import convert_ui, is_ui_format
 
 INFO: dict[str, Any] = json.loads(
     (Path(__file__).resolve().parents[1] / "data" / "object_info_packs.json").read_text(encoding="utf-8"))
-ENV = "WAN22_REAL_WORKFLOWS"
+ENV = "WAN22_REAL_WORKFLOWS_DIR"
 REGGIE_UI = "gh-Reggie-sun-AI-VIDEO__wan22_i2v_ui.json"
 REGGIE_API = "gh-Reggie-sun-AI-VIDEO__wan22_i2v_api.json"
 
