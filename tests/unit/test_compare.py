@@ -474,3 +474,78 @@ def test_change_points_find_a_level_shift_and_nothing_in_noise() -> None:
 def test_change_points_need_enough_sessions_on_each_side() -> None:
     assert change_points([1.0, 1.0, 2.0, 2.0]) == []
     assert [c.index for c in change_points([1.0, 1.0, 1.0, 2.0, 2.0, 2.0])] == [3]
+
+
+def test_change_points_report_the_pooled_t_p_value_bonferroni_corrected() -> None:
+    (cp,) = change_points([1.0, 1.1, 0.9, 1.0, 2.0, 2.1, 1.9, 2.0])
+    assert (cp.index, cp.before, cp.after) == (4, pytest.approx(1.0), pytest.approx(2.0))
+    # pooled sd^2 = 0.04 / 6 over 4 + 4 values; three splits were tried (3, 4, 5)
+    t = 1.0 / math.sqrt(0.04 / 6 * (1 / 4 + 1 / 4))
+    assert cp.p_value == pytest.approx(2.0 * t_sf(t, 6) * 3, rel=1e-6)
+
+
+def test_change_points_edge_cases() -> None:
+    assert change_points([2.0] * 8) == []  # a flat series has no shift, however exact
+    assert change_points([1.0] * 7 + [2.0] * 2) == []  # two sessions after the shift are fewer than min_size
+    (cp,) = change_points([1.0] * 4 + [1.5] * 4, min_change=0.5)  # a shift of exactly min_change counts
+    assert cp.index == 4
+    assert [c.index for c in change_points([1.0] * 5 + [2.0] * 7)] == [5]  # the split with the largest t
+    # the larger shift is found first, the smaller one inside its left half; reported in series order
+    assert [c.index for c in change_points([1.0] * 4 + [2.0] * 4 + [5.0] * 4)] == [4, 8]
+    (one,) = change_points([1.0, 2.0], min_size=1)  # one value a side: no spread to pool
+    assert (one.index, one.p_value) == (1, 0.0)
+
+
+def test_summarise_edge_cases() -> None:
+    empty = summarise("v", [])
+    assert (empty.variant_id, empty.rounds, empty.outcome, empty.recorded_at, empty.digest) == ("v", 0, "invalid",
+                                                                                                0.0, "")
+    failed_last = summarise("v", [_record(10.0), _record(11.0, ok=False)])
+    assert (failed_last.outcome, failed_last.rounds) == ("success", 1)  # a timed round succeeded
+    # an unavailable VRAM report's figures are not a peak
+    blind = dataclasses.replace(_record(10.0), vram=VramReport(False, "no NVML", peak_process_mib=500.0))
+    assert "vram" not in summarise("v", [blind]).samples
+
+
+def test_vram_band_widened_by_its_own_machine_spread_and_shown_relative() -> None:
+    base, new = _s(vram=(1000.0,)), _s(vram=(1000.0 + 1024.0 + 300.0,))
+    assert compare(new, base, TOLS).status == "regressed"
+    v = compare(new, base, TOLS, machine_spread={"vram": 0.5, "*": 0.0})  # 1 GiB + 500 MiB
+    c = v.check("vram")
+    assert c is not None
+    assert (c.status, c.tolerance, c.rounds, c.base_rounds) == ("ok", pytest.approx(1.524), 1, 1)
+    # exactly the allowance less is not an improvement
+    assert compare(_s(vram=(2048.0,)), _s(vram=(3072.0,)), TOLS).status == "ok"
+    zero = compare(_s(vram=(100.0,)), _s(vram=(0.0,)), TOLS).check("vram")
+    assert zero is not None
+    assert (zero.status, zero.estimate, zero.tolerance) == ("ok", None, None)
+
+
+def test_new_and_unmeasured_metrics_say_why() -> None:
+    v = compare(_s(step=(2.7, 2.7), wall=(15.0, 15.1)), _s(step=BASE_STEP, save=(2.0, 2.1, 2.2)), TOLS)
+    assert v.check("wall") == Check("wall", "new", value=15.05, note="(not in the baseline)", rounds=2)
+    assert v.check("save") == Check("save", "insufficient", base=2.1, note="(not measured in this run)",
+                                    base_rounds=3)
+    assert "  wall: new (not in the baseline)" in v.message.splitlines()
+    assert "  save: insufficient (not measured in this run)" in v.message.splitlines()
+
+
+def test_message_lines_show_status_interval_tolerance_values_and_rounds() -> None:
+    new = _s(step=(2.74, 2.76, 2.75), vram=(41200.0,), sampling__high_noise=(6.0, 6.01, 6.3))
+    v = compare(new, _s(step=BASE_STEP, vram=(40000.0,), sampling__high_noise=(6.0, 6.01, 6.0)), TOLS)
+    step, vram, high = v.check("step"), v.check("vram"), v.check("sampling:high_noise")
+    assert step is not None
+    assert vram is not None
+    assert high is not None
+    assert high.status == "inconclusive"
+    figures = (step.estimate, step.ci_low, step.ci_high, step.tolerance, step.mdc)
+    est, low, high_end, tol, mdc = (100 * x for x in figures if x is not None)
+    assert step.describe() == (
+        f"step: regressed, +{est:.1f}%; 95% CI +{low:.1f}% to +{high_end:.1f}%; tolerance {tol:.1f}%; "
+        f"2.750 s vs 2.707 s, 3 vs 10 rounds; could detect >= {mdc:.1f}%")
+    assert vram.describe() == "vram: regressed, +3.0%; tolerance 2.6%; 40.23 GiB vs 39.06 GiB"
+    assert high.headline().startswith("sampling (high_noise) 1.7% slower (95% CI -")
+    assert high.headline().endswith("%) inconclusive")
+    assert step.headline().startswith("step 1.6% slower (95% CI 0.")
+    assert str(Tolerance("vram", absolute=512.0)) == "vram:512MiB"
+    assert str(parse_tolerance("save:10%+0.5s")) == "save:10%+0.5s"
