@@ -549,3 +549,79 @@ def test_message_lines_show_status_interval_tolerance_values_and_rounds() -> Non
     assert step.headline().startswith("step 1.6% slower (95% CI 0.")
     assert str(Tolerance("vram", absolute=512.0)) == "vram:512MiB"
     assert str(parse_tolerance("save:10%+0.5s")) == "save:10%+0.5s"
+
+
+@pytest.mark.parametrize(("t", "df", "exact"), [
+    (0.5, 1, 0.5 - math.atan(0.5) / math.pi), (3.0, 1, 0.5 - math.atan(3.0) / math.pi),  # Cauchy
+    (0.5, 2, 0.5 - 0.5 / (2 * math.sqrt(2.25))), (2.0, 2, 0.5 - 2.0 / (2 * math.sqrt(6.0))),
+    (-0.5, 2, 0.5 + 0.5 / (2 * math.sqrt(2.25))), (0.0, 5, 0.5), (math.inf, 5, 0.0),
+])
+def test_t_sf_matches_closed_forms_on_both_branches_of_the_beta_function(t: float, df: float, exact: float) -> None:
+    assert t_sf(t, df) == pytest.approx(exact, rel=1e-12, abs=1e-15)
+
+
+def test_tolerance_errors_name_the_units_that_fit() -> None:
+    with pytest.raises(ValueError, match=r"does not fit vram \(use % or MiB/GiB\)"):
+        parse_tolerance("vram:5s")
+    with pytest.raises(ValueError, match=r"does not fit wall \(use % or s/ms\)"):
+        parse_tolerance("time:5MiB")
+
+
+def test_the_interval_and_figures_are_welchs_relative_to_the_baselines_mean() -> None:
+    new, base = (2.77, 2.76, 2.77, 2.76), BASE_STEP
+    mean = sum(base) / len(base)
+    for spread in (0.0, 0.015):
+        c = compare(_s(step=new), _s(step=base), TOLS, session_spread={"step": spread}).check("step")
+        assert c is not None
+        iv = welch(new, base, extra_var=2.0 * (spread * mean) ** 2)  # both sessions carry an offset
+        allowance = 0.013 * mean
+        mdc = max(allowance, iv.t * iv.se) + 0.8416212335729143 * iv.se
+        assert (c.ci_low, c.ci_high, c.mdc, c.tolerance) == (
+            pytest.approx(iv.low / mean), pytest.approx(iv.high / mean), pytest.approx(mdc / mean),
+            pytest.approx(0.013))
+    # sub-second metrics (the cpu tier) keep relative figures; only a mean of zero drops them
+    fast = compare(_s(step=(0.6, 0.61, 0.6)), _s(step=(0.5, 0.51, 0.49)), TOLS).check("step")
+    assert fast is not None
+    assert fast.estimate == pytest.approx(0.6033333 / 0.5 - 1, rel=1e-6)
+    cached = compare(_s(load=(0.0, 0.0, 0.0)), _s(load=(0.0, 0.0)), TOLS).check("load")
+    assert cached is not None
+    assert (cached.note, cached.rounds, cached.base_rounds) == ("(mean 0.000 s vs 0.000 s)", 3, 2)
+    short = compare(_s(wall=(10.0,)), _s(wall=(10.0, 10.1)), TOLS).check("wall")
+    assert short == Check("wall", "insufficient", value=10.0, base=10.05, rounds=1, base_rounds=2,
+                          note="(rounds 1 vs 2: 2 a side are needed for a spread)")
+
+
+def test_a_noisy_speed_up_whose_interval_reaches_above_zero_is_not_improved() -> None:
+    c = compare(_s(step=(2.3, 2.9, 2.6)), _s(step=BASE_STEP), TOLS).check("step")
+    assert c is not None
+    assert c.estimate is not None
+    assert c.ci_high is not None
+    assert c.estimate < -0.013 < 0 < c.ci_high
+    assert c.status == "inconclusive"
+
+
+def test_compare_edges_defaults_order_and_notes() -> None:
+    none = compare(_s(step=(2.7, 2.7)), None, TOLS, label="B vs A")
+    assert (none.variant_id, none.status, none.label) == ("v", "new", "B vs A")
+    assert compare(Summary("v", 0), Summary("v", 0), TOLS).status == "new"  # nothing measured on either side
+    # tolerances missing from the mapping fall back to the defaults
+    bare = compare(_s(step=(3.0, 3.01, 3.0)), _s(step=BASE_STEP), {})
+    assert bare.status == "regressed"
+    new = _s(vram=(900.0,), wall=(15.0, 15.1), step=(2.7, 2.71), sampling__high=(6.0, 6.1), sampling__a__b=(1.0, 1.1))
+    base = _s(vram=(900.0,), wall=(15.0, 15.1), step=(2.7, 2.71), sampling__high=(6.0, 6.1), sampling__a__b=(1.0, 1.1))
+    v = compare(new, base, TOLS)
+    assert [c.metric for c in v.checks] == ["step", "sampling:a:b", "sampling:high", "wall", "vram"]
+    assert v.notes == ()  # the same GPU, no session spread: nothing to say
+    assert compare(new, base, TOLS, session_spread={"vram": 0.5, "step": 0.0}).notes == ()
+    gpu = compare(new, base, TOLS, machine_spread={"step": 0.03, "sampling": 0.03, "wall": 0.11},
+                  session_spread={"step": 0.01, "wall": 0.02})
+    assert gpu.notes == (
+        "the baseline comes from another GPU of this model: bands widened by the machine-to-machine spread "
+        "(step 3%; wall 11%); record this GPU's own baseline with --wan22-update-baselines",
+        "intervals include the session-to-session spread the recorded sessions show (step 1.0%, wall 2.0%)")
+    spread = {c.metric: c.tolerance for c in gpu.checks}
+    assert spread["step"] == pytest.approx(0.013 + 0.03)  # step's own spread, not the '*' one
+    assert spread["sampling:a:b"] == pytest.approx(0.02 + 0.03)
+    assert spread["vram"] == pytest.approx(1024 / 900)  # no '*': nothing added
+    star = {c.metric: c.tolerance for c in compare(new, base, TOLS, machine_spread=MACHINE_SPREAD).checks}
+    assert star["wall"] == pytest.approx(0.08 + 0.11)
