@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 import textwrap
@@ -450,3 +452,46 @@ def test_machine_mismatch_on_models_says_how_to_compare_like_with_like() -> None
     assert machine_mismatch(ENV, replace(ENV, models="synthetic:a14b")) == (
         "baseline recorded with user models, this run uses synthetic:a14b; compare like with like "
         "(--wan22-synthetic) or re-record with --wan22-update-baselines")
+
+
+def test_drift_edges_gpu_of_the_latest_session_missing_tolerances_and_what_changed() -> None:
+    shifted = [2.70, 2.71, 2.70, 2.69, 2.70, 2.71, 3.00, 2.99, 3.00, 3.01, 3.00]  # +11%
+    tols = tolerances([])
+    # the latest session decides the GPU: one session of GPU-2 has no history to drift from
+    assert drift(_history(shifted, gpu="GPU-0") + _history([2.70], gpu="GPU-2"), None, tols) == []
+    assert drift(_history(shifted, gpu="GPU-0") + _history([2.7] * 8, gpu="GPU-2"), None, tols) == []
+    # no tolerance for the metric, or one without a ratio: any significant shift counts
+    assert len(drift(_history(shifted), None, {})) == 1
+    assert len(drift(_history(shifted), None, tolerances(["step:5ms"]))) == 1
+    # the version that changed where the shift begins, not one session earlier; none: nothing in brackets
+    (line,) = drift(_history(shifted, torch_from=5), None, tols)
+    assert line.startswith("step shifted +11.0% from 2023-11-20 on, across 11 sessions of this GPU (p=")
+    history = _history(shifted, torch_from=6)
+    history[6] = replace(history[6], versions={"torch": "2.12.0", "driver": "590.1"})
+    history[5] = replace(history[5], versions={"torch": "2.11.0", "driver": "580.1"})
+    (line,) = drift(history, None, tols)
+    assert "on (driver 580.1 -> 590.1, torch 2.11.0 -> 2.12.0)," in line
+    history[6] = replace(history[6], versions={})  # a session that did not record its versions
+    (line,) = drift(history, None, tols)
+    assert " on, across" in line
+    undated = [replace(s, recorded_at=0.0) for s in _history(shifted)]
+    (line,) = drift(undated, None, tols)
+    assert "from an undated session on" in line
+
+
+def test_session_spread_edges() -> None:
+    assert session_spread([]) == {}
+    # the latest session's GPU decides: one session of GPU-2 is too few
+    other = _history([2.9, 3.1, 2.8, 3.2, 2.9], gpu="GPU-0") + _history([2.7], gpu="GPU-2")
+    assert session_spread(other) == {}
+    values = [0.50, 0.505, 0.50, 0.505, 0.50]  # a sub-second metric (the cpu tier) counts too
+    history = [Session(float(i), 3, {"load": 0.0, "step": v, "vram": 900.0 + 10 * i, "wall": 15.0 + i % 2}, "GPU-1")
+               for i, v in enumerate(values)]
+    spread = session_spread(history)
+    assert sorted(spread) == ["step", "wall"]  # load cached to zero and vram (a peak) left out
+    raw = statistics.fmean((b / a - 1) ** 2 for a, b in itertools.pairwise(values)) / 2
+    assert spread["step"] == pytest.approx(math.sqrt(raw))
+    two = Summary("v", 2, {"step": ((0.500,), (0.501,))})  # two rounds already have a spread
+    means = [0.500, 0.501]
+    less = raw - statistics.variance(means) / 2 / statistics.fmean(means) ** 2
+    assert session_spread(history, two)["step"] == pytest.approx(math.sqrt(less))
