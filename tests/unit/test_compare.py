@@ -121,6 +121,7 @@ def test_summarise_keeps_each_rounds_samples_per_metric() -> None:
     assert "sampling" not in s.samples
     assert "other" not in s.samples
     assert s.samples["vram"] == ((2000.0,), (900.0,), (950.0,))  # the warm-up's loading peak counts
+    assert list(s.samples)[-1] == "vram"  # after the timings, as the baseline file lists them
     assert s.peak_vram_mib == 2000.0
     assert s.wall_s == (10.0, 12.0)
     assert s.wall_median == 11.0
@@ -625,3 +626,15 @@ def test_compare_edges_defaults_order_and_notes() -> None:
     assert spread["vram"] == pytest.approx(1024 / 900)  # no '*': nothing added
     star = {c.metric: c.tolerance for c in compare(new, base, TOLS, machine_spread=MACHINE_SPREAD).checks}
     assert star["wall"] == pytest.approx(0.08 + 0.11)
+
+
+def test_change_points_pick_the_largest_t_and_count_the_segments_own_degrees_of_freedom() -> None:
+    series = [-0.021, -0.093, 0.058, 0.058, -0.021, -0.078, 0.023, -0.249, 0.069, 0.049, -0.164, 0.006, 0.204,
+              0.376, 0.097, 0.209, 0.371, 0.416, 0.084, 0.25, 0.333, 0.239, 0.459, 0.181]  # +0.3 at 12, sd 0.1
+    assert [c.index for c in change_points(series)] == [12]
+    # the second shift is found in the segment after the first (4 to 12): 8 values, 6 degrees of freedom
+    first, second = change_points([1.0, 1.1, 0.9, 1.0, 5.0, 5.1, 4.9, 5.0, 6.0, 6.1, 5.9, 6.0])
+    assert (first.index, second.index) == (4, 8)
+    t = 1.0 / math.sqrt(0.04 / 6 * (1 / 4 + 1 / 4))
+    assert second.p_value == pytest.approx(2.0 * t_sf(t, 6) * 3, rel=1e-6)
+    assert change_points([1.0, 2.0, 3.0], min_size=1) == []  # one degree of freedom: a real, finite t
