@@ -495,3 +495,68 @@ def test_session_spread_edges() -> None:
     means = [0.500, 0.501]
     less = raw - statistics.variance(means) / 2 / statistics.fmean(means) ** 2
     assert session_spread(history, two)["step"] == pytest.approx(math.sqrt(less))
+
+
+def test_schema_1_keeps_a_variants_outcome(tmp_path: Path) -> None:
+    v1 = json.loads(json.dumps(V1))
+    v1["variants"]["high_low-5s"]["outcome"] = "oom"
+    store = BaselineStore(tmp_path)
+    _write(store, json.dumps(v1), workflow="wan22_i2v_a14b")
+    old = store.load("h200", "wan22_i2v_a14b")
+    assert old is not None
+    assert old.variants["high_low-5s"].outcome == "oom"
+
+
+def test_check_lines_name_each_file_and_what_happens_to_it(tmp_path: Path) -> None:
+    store = BaselineStore(tmp_path)
+    _write(store, "{trunc", workflow="x")
+    _write(store, "{trunc", workflow="y")
+    with pytest.raises(BaselineError) as err:
+        store.check("h200")
+    assert all(line.startswith("baseline file ") for line in str(err.value).split("\n"))
+    lines = store.check("h200", update=True)
+    assert len(lines) == 2
+    assert all(line.startswith("baseline ") and line.endswith(", rewritten from this run") for line in lines)
+
+
+def test_set_aside_names_carry_the_utc_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    monkeypatch.setenv("TZ", "Asia/Tokyo")  # nine hours from UTC, no daylight saving
+    time.tzset()
+    try:
+        store = BaselineStore(tmp_path)
+        before = time.strftime("%Y%m%dT%H", time.gmtime())
+        kept = store.move_aside(_write(store, "{trunc"))
+        after = time.strftime("%Y%m%dT%H", time.gmtime())
+        assert kept.name[len("w.json.corrupt-"):][:11] in (before, after)
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+
+
+def _same_stamp(path: Path, text: str) -> None:
+    """Rewrite a file with text of the same size and put its old modification time back."""
+    st = path.stat()
+    assert len(text) == st.st_size
+    path.write_text(text)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def test_writes_drop_the_cached_file_even_when_its_stamp_would_not_tell(tmp_path: Path) -> None:
+    store = BaselineStore(tmp_path)
+    path = store.save(Baseline("h200", "w", {"v": Entry(_summary(step=2.6))}))
+    assert store.load("h200", "w") is not None  # cached
+    st = path.stat()
+    store.save(Baseline("h200", "w", {"v": Entry(_summary(step=2.7))}))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert path.stat().st_size == st.st_size
+    loaded = store.load("h200", "w")
+    assert loaded is not None
+    assert loaded.variants["v"].step_median == pytest.approx(2.7)
+    # another session's write that the stamp cannot tell from the cached one is still merged, not lost
+    _same_stamp(path, path.read_text().replace("2.7", "2.9"))
+    store.update("h200", "w", ENV, {"u": _summary("u")})
+    merged = BaselineStore(tmp_path).load("h200", "w")
+    assert merged is not None
+    assert merged.variants["v"].step_median == pytest.approx(2.9)
