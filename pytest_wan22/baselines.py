@@ -372,7 +372,7 @@ def session_spread(history: Sequence[Session], baseline: Summary | None = None,
     recorded sessions of the latest one's GPU: half the mean square of successive relative differences (so a
     level shift counts once, not in every pair), less what the baseline's own rounds already account for.
     Metrics with fewer than `min_sessions` sessions are left out."""
-    sessions = [s for s in history if s.gpu_uuid == history[-1].gpu_uuid] if history else []
+    sessions = [s for s in history if s.gpu_uuid == history[-1].gpu_uuid]  # history[-1]: never read when empty
     out = {}
     for metric in sorted({m for s in sessions for m in s.medians}):
         values = [s.medians[metric] for s in sessions if metric in s.medians]

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 import textwrap
@@ -306,3 +308,255 @@ def test_session_spread_leaves_out_what_the_baselines_rounds_explain() -> None:
     values = [2.70, 2.727, 2.70, 2.727, 2.70]
     noisy = Summary("v", 3, {"step": ((2.6,), (2.7,), (2.8,))})
     assert session_spread(_history(values), noisy) == {}  # rounds that scatter this much explain it all
+
+
+# --- edges found by mutation testing ----------------------------------------------------------------------
+
+
+def test_session_of_rounds_medians_to_six_places_and_unknown_variants_have_no_machine() -> None:
+    s = Summary("v", 1, {"step": ((2.12345678,),)})
+    assert session_of(s).medians == {"step": 2.123457}
+    assert Baseline("h200", "w").machine_of("missing") == Environment()
+
+
+def test_a_v2_variant_filed_under_another_name_is_corrupt_and_reasons_are_exact(tmp_path: Path) -> None:
+    store = BaselineStore(tmp_path)
+    summary = json.loads(json.dumps({"variant_id": "other", "rounds": 1, "samples": {}}))
+    _write(store, json.dumps({"schema_version": 2, "tier": "h200", "workflow": "w",
+                              "variants": {"v": {"summary": summary}}}))
+    (p,) = store.problems("h200")
+    assert (p.kind, p.reason) == ("corrupt", "malformed (TypeError: variant 'v' is malformed)")
+    _write(store, json.dumps({"schema_version": 2, "tier": "h200", "workflow": "w", "variants": []}))
+    assert store.problems("h200")[0].reason == "malformed (TypeError: variants is not an object)"
+    _write(store, json.dumps({"schema_version": 99, "tier": "h200", "workflow": "w"}))
+    assert store.problems("h200")[0].reason == ("schema_version 99; this plugin reads 1, 2 "
+                                                "(a newer pytest-wan22 wrote it?)")
+    _write(store, json.dumps({"name": "package"}))
+    assert store.problems("h200")[0].reason == "not a pytest-wan22 baseline file (no schema_version)"
+    store.path("h200", "w").write_bytes(b'{"schema_version": 2, "tier": "\xff"}')
+    (p,) = store.problems("h200")
+    assert p.kind == "corrupt"
+    assert p.reason.startswith("not UTF-8 text (")
+    with pytest.raises(BaselineError, match="is corrupt: not UTF-8.*restore it from version control "
+                       r"\(git checkout -- FILE\), or rerun with --wan22-update-baselines, which keeps it aside "
+                       "and records the variants again"):
+        store.load("h200", "w")
+    _write(store, json.dumps({"name": "package"}))
+    with pytest.raises(BaselineError, match=r"is foreign: .*; move it where it belongs or out of the baselines "
+                       r"folder \(--wan22-baselines-dir\), or upgrade pytest-wan22 if a newer one wrote it$"):
+        store.load("h200", "w")
+    _write(store, GOOD)
+    loaded = store.load("h200", "w")
+    assert loaded is not None
+    assert (loaded.tier, loaded.workflow) == ("h200", "w")
+
+
+def test_schema_1_steps_that_do_not_split_into_rounds_stay_one_a_round_and_defaults_fill_in(tmp_path: Path) -> None:
+    v1 = json.loads(json.dumps(V1))
+    v1["variants"]["high_low-5s"] = {"rounds": 3, "step_s": [2.6, 2.7, 2.6, 2.7, 2.6, 2.7, 2.6]}
+    store = BaselineStore(tmp_path)
+    _write(store, json.dumps(v1), workflow="wan22_i2v_a14b")
+    old = store.load("h200", "wan22_i2v_a14b")
+    assert old is not None
+    entry = old.entries["high_low-5s"]
+    assert entry.summary.samples == {"step": tuple((x,) for x in (2.6, 2.7, 2.6, 2.7, 2.6, 2.7, 2.6))}
+    assert (entry.summary.digest, entry.summary.outcome) == ("", "success")
+    assert entry.history == (session_of(entry.summary),)
+
+
+def test_files_are_indented_written_beside_the_target_and_dirs_made(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    store = BaselineStore(tmp_path / "new" / "root")
+    moves: list[tuple[str, str]] = []
+    real = os.replace
+    monkeypatch.setattr(os, "replace", lambda a, b: (moves.append((str(a), str(b))), real(a, b))[1])
+    path = store.update("h200", "w", ENV, {"v": _summary()})
+    assert path.read_text().startswith('{\n "schema_version": 2,\n "tier": "h200",\n')
+    ((tmp, target),) = moves
+    assert Path(tmp).parent == path.parent  # a rename within one folder is atomic
+    assert Path(tmp).name.startswith(".w.json.")
+    assert tmp.endswith(".tmp")
+    assert target == str(path)
+    assert BaselineStore(tmp_path / "other").save(Baseline("cpu", "w", {"v": Entry(_summary())})).exists()
+
+
+def test_update_keeps_each_summarys_own_machine(tmp_path: Path) -> None:
+    store = BaselineStore(tmp_path)
+    store.update("h200", "w", Environment(gpu_name="other"), {"v": _summary()})
+    loaded = store.load("h200", "w")
+    assert loaded is not None
+    assert loaded.machine_of("v") == ENV
+
+
+def test_a_stale_lock_times_out_naming_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pytest_wan22.baselines as baselines
+
+    monkeypatch.setattr(baselines, "LOCK_TIMEOUT_S", 0.05)
+    store = BaselineStore(tmp_path)
+    path = store.path("h200", "w")
+    path.parent.mkdir(parents=True)
+    lock = path.with_name(".w.json.lock")
+    child = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, time
+        from filelock import FileLock
+        with FileLock({str(lock)!r}):
+            print("held", flush=True)
+            sys.stdin.read()
+        """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "held"
+        with pytest.raises(BaselineError, match=f"{path} stayed locked by another session for 0.05 s; if none "
+                           f"runs, delete the stale lock {lock}"):
+            store.update("h200", "w", ENV, {"v": _summary()})
+    finally:
+        assert child.stdin is not None
+        child.stdin.close()
+        child.wait(timeout=30)
+        assert child.stdout is not None
+        child.stdout.close()
+
+
+def test_corrupt_files_set_aside_in_one_second_get_numbered_names(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    store = BaselineStore(tmp_path)
+    bad = _write(store, "{trunc", workflow="x")
+    kept = store.move_aside(bad)
+    assert kept.parent == bad.parent
+    assert kept.name[len("x.json.corrupt-"):].replace("T", "").rstrip("Z").isdigit()
+    assert len(kept.name) == len("x.json.corrupt-20260101T000000Z")
+    import pytest_wan22.baselines as baselines
+
+    monkeypatch.setattr(baselines.time, "strftime", lambda fmt, t=None: "STAMP")
+    names = []
+    for _ in range(3):
+        _write(store, "{trunc", workflow="x")
+        names.append(store.move_aside(bad).name)
+    assert names == ["x.json.corrupt-STAMP", "x.json.corrupt-STAMP-2", "x.json.corrupt-STAMP-3"]
+
+
+def test_check_names_every_unusable_file_on_its_own_line(tmp_path: Path) -> None:
+    store = BaselineStore(tmp_path)
+    _write(store, "{trunc", workflow="x")
+    _write(store, "{trunc", workflow="y")
+    with pytest.raises(BaselineError) as err:
+        store.check("h200")
+    lines = str(err.value).split("\n")
+    assert [("x.json" in lines[0]), ("y.json" in lines[1]), len(lines)] == [True, True, 2]
+    _write(store, json.dumps({"schema_version": 7, "tier": "h200", "workflow": "w"}))
+    with pytest.raises(BaselineError, match=f"{store.path('h200', 'w')} is foreign: schema_version 7"):
+        store.update("h200", "w", ENV, {"v": _summary()})
+
+
+def test_machine_mismatch_on_models_says_how_to_compare_like_with_like() -> None:
+    assert machine_mismatch(ENV, replace(ENV, models="synthetic:a14b")) == (
+        "baseline recorded with user models, this run uses synthetic:a14b; compare like with like "
+        "(--wan22-synthetic) or re-record with --wan22-update-baselines")
+
+
+def test_drift_edges_gpu_of_the_latest_session_missing_tolerances_and_what_changed() -> None:
+    shifted = [2.70, 2.71, 2.70, 2.69, 2.70, 2.71, 3.00, 2.99, 3.00, 3.01, 3.00]  # +11%
+    tols = tolerances([])
+    # the latest session decides the GPU: one session of GPU-2 has no history to drift from
+    assert drift(_history(shifted, gpu="GPU-0") + _history([2.70], gpu="GPU-2"), None, tols) == []
+    assert drift(_history(shifted, gpu="GPU-0") + _history([2.7] * 8, gpu="GPU-2"), None, tols) == []
+    # no tolerance for the metric, or one without a ratio: any significant shift counts
+    assert len(drift(_history(shifted), None, {})) == 1
+    assert len(drift(_history(shifted), None, tolerances(["step:5ms"]))) == 1
+    # the version that changed where the shift begins, not one session earlier; none: nothing in brackets
+    (line,) = drift(_history(shifted, torch_from=5), None, tols)
+    assert line.startswith("step shifted +11.0% from 2023-11-20 on, across 11 sessions of this GPU (p=")
+    history = _history(shifted, torch_from=6)
+    history[6] = replace(history[6], versions={"torch": "2.12.0", "driver": "590.1"})
+    history[5] = replace(history[5], versions={"torch": "2.11.0", "driver": "580.1"})
+    (line,) = drift(history, None, tols)
+    assert "on (driver 580.1 -> 590.1, torch 2.11.0 -> 2.12.0)," in line
+    history[6] = replace(history[6], versions={})  # a session that did not record its versions
+    (line,) = drift(history, None, tols)
+    assert " on, across" in line
+    undated = [replace(s, recorded_at=0.0) for s in _history(shifted)]
+    (line,) = drift(undated, None, tols)
+    assert "from an undated session on" in line
+
+
+def test_session_spread_edges() -> None:
+    assert session_spread([]) == {}
+    # the latest session's GPU decides: one session of GPU-2 is too few
+    other = _history([2.9, 3.1, 2.8, 3.2, 2.9], gpu="GPU-0") + _history([2.7], gpu="GPU-2")
+    assert session_spread(other) == {}
+    values = [0.50, 0.505, 0.50, 0.505, 0.50]  # a sub-second metric (the cpu tier) counts too
+    history = [Session(float(i), 3, {"load": 0.0, "step": v, "vram": 900.0 + 10 * i, "wall": 15.0 + i % 2}, "GPU-1")
+               for i, v in enumerate(values)]
+    spread = session_spread(history)
+    assert sorted(spread) == ["step", "wall"]  # load cached to zero and vram (a peak) left out
+    raw = statistics.fmean((b / a - 1) ** 2 for a, b in itertools.pairwise(values)) / 2
+    assert spread["step"] == pytest.approx(math.sqrt(raw))
+    two = Summary("v", 2, {"step": ((0.500,), (0.501,))})  # two rounds already have a spread
+    means = [0.500, 0.501]
+    less = raw - statistics.variance(means) / 2 / statistics.fmean(means) ** 2
+    assert session_spread(history, two)["step"] == pytest.approx(math.sqrt(less))
+
+
+def test_schema_1_keeps_a_variants_outcome(tmp_path: Path) -> None:
+    v1 = json.loads(json.dumps(V1))
+    v1["variants"]["high_low-5s"]["outcome"] = "oom"
+    store = BaselineStore(tmp_path)
+    _write(store, json.dumps(v1), workflow="wan22_i2v_a14b")
+    old = store.load("h200", "wan22_i2v_a14b")
+    assert old is not None
+    assert old.variants["high_low-5s"].outcome == "oom"
+
+
+def test_check_lines_name_each_file_and_what_happens_to_it(tmp_path: Path) -> None:
+    store = BaselineStore(tmp_path)
+    _write(store, "{trunc", workflow="x")
+    _write(store, "{trunc", workflow="y")
+    with pytest.raises(BaselineError) as err:
+        store.check("h200")
+    assert all(line.startswith("baseline file ") for line in str(err.value).split("\n"))
+    lines = store.check("h200", update=True)
+    assert len(lines) == 2
+    assert all(line.startswith("baseline ") and line.endswith(", rewritten from this run") for line in lines)
+
+
+def test_set_aside_names_carry_the_utc_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    monkeypatch.setenv("TZ", "Asia/Tokyo")  # nine hours from UTC, no daylight saving
+    time.tzset()
+    try:
+        store = BaselineStore(tmp_path)
+        before = time.strftime("%Y%m%dT%H", time.gmtime())
+        kept = store.move_aside(_write(store, "{trunc"))
+        after = time.strftime("%Y%m%dT%H", time.gmtime())
+        assert kept.name[len("w.json.corrupt-"):][:11] in (before, after)
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+
+
+def _same_stamp(path: Path, text: str) -> None:
+    """Rewrite a file with text of the same size and put its old modification time back."""
+    st = path.stat()
+    assert len(text) == st.st_size
+    path.write_text(text)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def test_writes_drop_the_cached_file_even_when_its_stamp_would_not_tell(tmp_path: Path) -> None:
+    store = BaselineStore(tmp_path)
+    path = store.save(Baseline("h200", "w", {"v": Entry(_summary(step=2.6))}))
+    assert store.load("h200", "w") is not None  # cached
+    st = path.stat()
+    store.save(Baseline("h200", "w", {"v": Entry(_summary(step=2.7))}))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert path.stat().st_size == st.st_size
+    loaded = store.load("h200", "w")
+    assert loaded is not None
+    assert loaded.variants["v"].step_median == pytest.approx(2.7)
+    # another session's write that the stamp cannot tell from the cached one is still merged, not lost
+    _same_stamp(path, path.read_text().replace("2.7", "2.9"))
+    store.update("h200", "w", ENV, {"u": _summary("u")})
+    merged = BaselineStore(tmp_path).load("h200", "w")
+    assert merged is not None
+    assert merged.variants["v"].step_median == pytest.approx(2.9)

@@ -121,6 +121,7 @@ def test_summarise_keeps_each_rounds_samples_per_metric() -> None:
     assert "sampling" not in s.samples
     assert "other" not in s.samples
     assert s.samples["vram"] == ((2000.0,), (900.0,), (950.0,))  # the warm-up's loading peak counts
+    assert list(s.samples)[-1] == "vram"  # after the timings, as the baseline file lists them
     assert s.peak_vram_mib == 2000.0
     assert s.wall_s == (10.0, 12.0)
     assert s.wall_median == 11.0
@@ -474,3 +475,166 @@ def test_change_points_find_a_level_shift_and_nothing_in_noise() -> None:
 def test_change_points_need_enough_sessions_on_each_side() -> None:
     assert change_points([1.0, 1.0, 2.0, 2.0]) == []
     assert [c.index for c in change_points([1.0, 1.0, 1.0, 2.0, 2.0, 2.0])] == [3]
+
+
+def test_change_points_report_the_pooled_t_p_value_bonferroni_corrected() -> None:
+    (cp,) = change_points([1.0, 1.1, 0.9, 1.0, 2.0, 2.1, 1.9, 2.0])
+    assert (cp.index, cp.before, cp.after) == (4, pytest.approx(1.0), pytest.approx(2.0))
+    # pooled sd^2 = 0.04 / 6 over 4 + 4 values; three splits were tried (3, 4, 5)
+    t = 1.0 / math.sqrt(0.04 / 6 * (1 / 4 + 1 / 4))
+    assert cp.p_value == pytest.approx(2.0 * t_sf(t, 6) * 3, rel=1e-6)
+
+
+def test_change_points_edge_cases() -> None:
+    assert change_points([2.0] * 8) == []  # a flat series has no shift, however exact
+    assert change_points([1.0] * 7 + [2.0] * 2) == []  # two sessions after the shift are fewer than min_size
+    (cp,) = change_points([1.0] * 4 + [1.5] * 4, min_change=0.5)  # a shift of exactly min_change counts
+    assert cp.index == 4
+    assert [c.index for c in change_points([1.0] * 5 + [2.0] * 7)] == [5]  # the split with the largest t
+    # the larger shift is found first, the smaller one inside its left half; reported in series order
+    assert [c.index for c in change_points([1.0] * 4 + [2.0] * 4 + [5.0] * 4)] == [4, 8]
+    (one,) = change_points([1.0, 2.0], min_size=1)  # one value a side: no spread to pool
+    assert (one.index, one.p_value) == (1, 0.0)
+
+
+def test_summarise_edge_cases() -> None:
+    empty = summarise("v", [])
+    assert (empty.variant_id, empty.rounds, empty.outcome, empty.recorded_at, empty.digest) == ("v", 0, "invalid",
+                                                                                                0.0, "")
+    failed_last = summarise("v", [_record(10.0), _record(11.0, ok=False)])
+    assert (failed_last.outcome, failed_last.rounds) == ("success", 1)  # a timed round succeeded
+    # an unavailable VRAM report's figures are not a peak
+    blind = dataclasses.replace(_record(10.0), vram=VramReport(False, "no NVML", peak_process_mib=500.0))
+    assert "vram" not in summarise("v", [blind]).samples
+
+
+def test_vram_band_widened_by_its_own_machine_spread_and_shown_relative() -> None:
+    base, new = _s(vram=(1000.0,)), _s(vram=(1000.0 + 1024.0 + 300.0,))
+    assert compare(new, base, TOLS).status == "regressed"
+    v = compare(new, base, TOLS, machine_spread={"vram": 0.5, "*": 0.0})  # 1 GiB + 500 MiB
+    c = v.check("vram")
+    assert c is not None
+    assert (c.status, c.tolerance, c.rounds, c.base_rounds) == ("ok", pytest.approx(1.524), 1, 1)
+    # exactly the allowance less is not an improvement
+    assert compare(_s(vram=(2048.0,)), _s(vram=(3072.0,)), TOLS).status == "ok"
+    zero = compare(_s(vram=(100.0,)), _s(vram=(0.0,)), TOLS).check("vram")
+    assert zero is not None
+    assert (zero.status, zero.estimate, zero.tolerance) == ("ok", None, None)
+
+
+def test_new_and_unmeasured_metrics_say_why() -> None:
+    v = compare(_s(step=(2.7, 2.7), wall=(15.0, 15.1)), _s(step=BASE_STEP, save=(2.0, 2.1, 2.2)), TOLS)
+    assert v.check("wall") == Check("wall", "new", value=15.05, note="(not in the baseline)", rounds=2)
+    assert v.check("save") == Check("save", "insufficient", base=2.1, note="(not measured in this run)",
+                                    base_rounds=3)
+    assert "  wall: new (not in the baseline)" in v.message.splitlines()
+    assert "  save: insufficient (not measured in this run)" in v.message.splitlines()
+
+
+def test_message_lines_show_status_interval_tolerance_values_and_rounds() -> None:
+    new = _s(step=(2.74, 2.76, 2.75), vram=(41200.0,), sampling__high_noise=(6.0, 6.01, 6.3))
+    v = compare(new, _s(step=BASE_STEP, vram=(40000.0,), sampling__high_noise=(6.0, 6.01, 6.0)), TOLS)
+    step, vram, high = v.check("step"), v.check("vram"), v.check("sampling:high_noise")
+    assert step is not None
+    assert vram is not None
+    assert high is not None
+    assert high.status == "inconclusive"
+    figures = (step.estimate, step.ci_low, step.ci_high, step.tolerance, step.mdc)
+    est, low, high_end, tol, mdc = (100 * x for x in figures if x is not None)
+    assert step.describe() == (
+        f"step: regressed, +{est:.1f}%; 95% CI +{low:.1f}% to +{high_end:.1f}%; tolerance {tol:.1f}%; "
+        f"2.750 s vs 2.707 s, 3 vs 10 rounds; could detect >= {mdc:.1f}%")
+    assert vram.describe() == "vram: regressed, +3.0%; tolerance 2.6%; 40.23 GiB vs 39.06 GiB"
+    assert high.headline().startswith("sampling (high_noise) 1.7% slower (95% CI -")
+    assert high.headline().endswith("%) inconclusive")
+    assert step.headline().startswith("step 1.6% slower (95% CI 0.")
+    assert str(Tolerance("vram", absolute=512.0)) == "vram:512MiB"
+    assert str(parse_tolerance("save:10%+0.5s")) == "save:10%+0.5s"
+
+
+@pytest.mark.parametrize(("t", "df", "exact"), [
+    (0.5, 1, 0.5 - math.atan(0.5) / math.pi), (3.0, 1, 0.5 - math.atan(3.0) / math.pi),  # Cauchy
+    (0.5, 2, 0.5 - 0.5 / (2 * math.sqrt(2.25))), (2.0, 2, 0.5 - 2.0 / (2 * math.sqrt(6.0))),
+    (-0.5, 2, 0.5 + 0.5 / (2 * math.sqrt(2.25))), (0.0, 5, 0.5), (math.inf, 5, 0.0),
+])
+def test_t_sf_matches_closed_forms_on_both_branches_of_the_beta_function(t: float, df: float, exact: float) -> None:
+    assert t_sf(t, df) == pytest.approx(exact, rel=1e-12, abs=1e-15)
+
+
+def test_tolerance_errors_name_the_units_that_fit() -> None:
+    with pytest.raises(ValueError, match=r"does not fit vram \(use % or MiB/GiB\)"):
+        parse_tolerance("vram:5s")
+    with pytest.raises(ValueError, match=r"does not fit wall \(use % or s/ms\)"):
+        parse_tolerance("time:5MiB")
+
+
+def test_the_interval_and_figures_are_welchs_relative_to_the_baselines_mean() -> None:
+    new, base = (2.77, 2.76, 2.77, 2.76), BASE_STEP
+    mean = sum(base) / len(base)
+    for spread in (0.0, 0.015):
+        c = compare(_s(step=new), _s(step=base), TOLS, session_spread={"step": spread}).check("step")
+        assert c is not None
+        iv = welch(new, base, extra_var=2.0 * (spread * mean) ** 2)  # both sessions carry an offset
+        allowance = 0.013 * mean
+        mdc = max(allowance, iv.t * iv.se) + 0.8416212335729143 * iv.se
+        assert (c.ci_low, c.ci_high, c.mdc, c.tolerance) == (
+            pytest.approx(iv.low / mean), pytest.approx(iv.high / mean), pytest.approx(mdc / mean),
+            pytest.approx(0.013))
+    # sub-second metrics (the cpu tier) keep relative figures; only a mean of zero drops them
+    fast = compare(_s(step=(0.6, 0.61, 0.6)), _s(step=(0.5, 0.51, 0.49)), TOLS).check("step")
+    assert fast is not None
+    assert fast.estimate == pytest.approx(0.6033333 / 0.5 - 1, rel=1e-6)
+    cached = compare(_s(load=(0.0, 0.0, 0.0)), _s(load=(0.0, 0.0)), TOLS).check("load")
+    assert cached is not None
+    assert (cached.note, cached.rounds, cached.base_rounds) == ("(mean 0.000 s vs 0.000 s)", 3, 2)
+    short = compare(_s(wall=(10.0,)), _s(wall=(10.0, 10.1)), TOLS).check("wall")
+    assert short == Check("wall", "insufficient", value=10.0, base=10.05, rounds=1, base_rounds=2,
+                          note="(rounds 1 vs 2: 2 a side are needed for a spread)")
+
+
+def test_a_noisy_speed_up_whose_interval_reaches_above_zero_is_not_improved() -> None:
+    c = compare(_s(step=(2.3, 2.9, 2.6)), _s(step=BASE_STEP), TOLS).check("step")
+    assert c is not None
+    assert c.estimate is not None
+    assert c.ci_high is not None
+    assert c.estimate < -0.013 < 0 < c.ci_high
+    assert c.status == "inconclusive"
+
+
+def test_compare_edges_defaults_order_and_notes() -> None:
+    none = compare(_s(step=(2.7, 2.7)), None, TOLS, label="B vs A")
+    assert (none.variant_id, none.status, none.label) == ("v", "new", "B vs A")
+    assert compare(Summary("v", 0), Summary("v", 0), TOLS).status == "new"  # nothing measured on either side
+    # tolerances missing from the mapping fall back to the defaults
+    bare = compare(_s(step=(3.0, 3.01, 3.0)), _s(step=BASE_STEP), {})
+    assert bare.status == "regressed"
+    new = _s(vram=(900.0,), wall=(15.0, 15.1), step=(2.7, 2.71), sampling__high=(6.0, 6.1), sampling__a__b=(1.0, 1.1))
+    base = _s(vram=(900.0,), wall=(15.0, 15.1), step=(2.7, 2.71), sampling__high=(6.0, 6.1), sampling__a__b=(1.0, 1.1))
+    v = compare(new, base, TOLS)
+    assert [c.metric for c in v.checks] == ["step", "sampling:a:b", "sampling:high", "wall", "vram"]
+    assert v.notes == ()  # the same GPU, no session spread: nothing to say
+    assert compare(new, base, TOLS, session_spread={"vram": 0.5, "step": 0.0}).notes == ()
+    gpu = compare(new, base, TOLS, machine_spread={"step": 0.03, "sampling": 0.03, "wall": 0.11},
+                  session_spread={"step": 0.01, "wall": 0.02})
+    assert gpu.notes == (
+        "the baseline comes from another GPU of this model: bands widened by the machine-to-machine spread "
+        "(step 3%; wall 11%); record this GPU's own baseline with --wan22-update-baselines",
+        "intervals include the session-to-session spread the recorded sessions show (step 1.0%, wall 2.0%)")
+    spread = {c.metric: c.tolerance for c in gpu.checks}
+    assert spread["step"] == pytest.approx(0.013 + 0.03)  # step's own spread, not the '*' one
+    assert spread["sampling:a:b"] == pytest.approx(0.02 + 0.03)
+    assert spread["vram"] == pytest.approx(1024 / 900)  # no '*': nothing added
+    star = {c.metric: c.tolerance for c in compare(new, base, TOLS, machine_spread=MACHINE_SPREAD).checks}
+    assert star["wall"] == pytest.approx(0.08 + 0.11)
+
+
+def test_change_points_pick_the_largest_t_and_count_the_segments_own_degrees_of_freedom() -> None:
+    series = [-0.021, -0.093, 0.058, 0.058, -0.021, -0.078, 0.023, -0.249, 0.069, 0.049, -0.164, 0.006, 0.204,
+              0.376, 0.097, 0.209, 0.371, 0.416, 0.084, 0.25, 0.333, 0.239, 0.459, 0.181]  # +0.3 at 12, sd 0.1
+    assert [c.index for c in change_points(series)] == [12]
+    # the second shift is found in the segment after the first (4 to 12): 8 values, 6 degrees of freedom
+    first, second = change_points([1.0, 1.1, 0.9, 1.0, 5.0, 5.1, 4.9, 5.0, 6.0, 6.1, 5.9, 6.0])
+    assert (first.index, second.index) == (4, 8)
+    t = 1.0 / math.sqrt(0.04 / 6 * (1 / 4 + 1 / 4))
+    assert second.p_value == pytest.approx(2.0 * t_sf(t, 6) * 3, rel=1e-6)
+    assert change_points([1.0, 2.0, 3.0], min_size=1) == []  # one degree of freedom: a real, finite t
