@@ -22,3 +22,20 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if HERE in Path(str(item.path)).parents:
             item.add_marker(skip)
+
+
+def real_project(pytester: pytest.Pytester, tmp_path_factory: pytest.TempPathFactory, **ini: object) -> pytest.Pytester:
+    """An inner project for the real ComfyUI: its interpreter, the tiny models (WAN22_MODELS_DIR keeps them between
+    runs), the cpu tier, and the ini keys given (`comfyui_dir`, `rounds`, ... without the wan22_ prefix; a list
+    value becomes one line each)."""
+    models = os.environ.get("WAN22_MODELS_DIR") or str(tmp_path_factory.getbasetemp() / "models")
+    values: dict[str, object] = {"python": PYTHON, "models_dir": models, "tier": "cpu", **ini}
+    lines = ["[pytest]"]
+    for key, value in values.items():
+        if isinstance(value, (list, tuple)):
+            lines.append(f"wan22_{key} =")
+            lines.extend(f"    {v}" for v in value)
+        else:
+            lines.append(f"wan22_{key} = {value}")
+    pytester.makeini("\n".join(lines) + "\n")
+    return pytester

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.fake_comfyui.harness import procs_mentioning
-from tests.real.conftest import COMFYUI, PYTHON, REPO
+from tests.real.conftest import COMFYUI, PYTHON, REPO, real_project
 
 HEADER = f'''
 from __future__ import annotations
@@ -30,18 +30,8 @@ BASE = Variant(WF).duration(5)
 
 @pytest.fixture
 def project(pytester: pytest.Pytester, tmp_path_factory: pytest.TempPathFactory) -> pytest.Pytester:
-    models = os.environ.get("WAN22_MODELS_DIR") or str(tmp_path_factory.getbasetemp() / "models")
-    pytester.makeini(textwrap.dedent(f"""
-        [pytest]
-        wan22_comfyui_dir = {COMFYUI}
-        wan22_python = {PYTHON}
-        wan22_models_dir = {models}
-        wan22_tier = cpu
-        wan22_log_dir = logs
-        wan22_rounds = 2
-        wan22_warmup_rounds = 1
-    """))
-    return pytester
+    return real_project(pytester, tmp_path_factory, comfyui_dir=COMFYUI, log_dir="logs", rounds=2,
+                        warmup_rounds=1)
 
 
 def test_cpu_run_records_node_times_and_seconds_per_step(project: pytest.Pytester) -> None:

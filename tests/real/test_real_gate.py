@@ -4,14 +4,13 @@ the other. Set WAN22_COMFYUI_DIR and WAN22_PYTHON."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import textwrap
 from pathlib import Path
 
 import pytest
 
-from tests.real.conftest import COMFYUI, PYTHON
+from tests.real.conftest import COMFYUI, real_project
 from tests.real.test_real_comfyui import HEADER
 
 # A node pack that makes every sampler step slower, as a regression in torch, a driver or a node pack would.
@@ -41,8 +40,8 @@ TEST = HEADER + textwrap.dedent("""
 # A shared CPU's rounds wander by tens of percent, so the bands here are wide: what is checked is the plumbing
 # (a slowdown of a few hundred percent fails with its interval, an unchanged install passes), not the precision
 # a GPU gives.
-CPU_TOLERANCES = "\n            ".join(("step:100%", "sampling:100%", *(f"{m}:100%+0.5s" for m in (
-    "wall", "load", "text", "encode", "decode", "interpolation", "save", "compile"))))
+CPU_TOLERANCES = ("step:100%", "sampling:100%", *(f"{m}:100%+0.5s" for m in (
+    "wall", "load", "text", "encode", "decode", "interpolation", "save", "compile")))
 SLOW_STEP_S = 0.5
 
 
@@ -65,20 +64,8 @@ def copy_of_comfyui(dest: Path, slow_step_s: float | None = None) -> Path:
 
 @pytest.fixture
 def gate(pytester: pytest.Pytester, tmp_path_factory: pytest.TempPathFactory) -> pytest.Pytester:
-    models = os.environ.get("WAN22_MODELS_DIR") or str(tmp_path_factory.getbasetemp() / "models")
-    pytester.makeini(textwrap.dedent(f"""
-        [pytest]
-        wan22_python = {PYTHON}
-        wan22_models_dir = {models}
-        wan22_tier = cpu
-        wan22_log_dir = logs
-        wan22_baselines_dir = baselines
-        wan22_rounds = 6
-        wan22_min_rounds = 3
-        wan22_warmup_rounds = 1
-        wan22_tolerance =
-            {CPU_TOLERANCES}
-    """))
+    real_project(pytester, tmp_path_factory, log_dir="logs", baselines_dir="baselines", rounds=6, min_rounds=3,
+                 warmup_rounds=1, tolerance=CPU_TOLERANCES)
     pytester.makepyfile(TEST)
     return pytester
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import textwrap
 from pathlib import Path
 
 import pytest
 
 from tests.browser import find_chromium, open_page, screenshot
-from tests.real.conftest import COMFYUI, PYTHON, REPO
+from tests.real.conftest import COMFYUI, REPO, real_project
 from tests.terminal import DRAW, run_in_pty
 
 TEST = f'''
@@ -33,17 +32,8 @@ def project(pytester: pytest.Pytester, tmp_path_factory: pytest.TempPathFactory,
     for name in list(os.environ):
         if name.startswith(("WAN22_", "PYTEST_ADDOPTS", "PYTEST_XDIST")) and name != "WAN22_MODELS_DIR":
             monkeypatch.delenv(name)
-    models = os.environ.get("WAN22_MODELS_DIR") or str(tmp_path_factory.getbasetemp() / "models")
-    pytester.makeini(textwrap.dedent(f"""
-        [pytest]
-        wan22_comfyui_dir = {COMFYUI}
-        wan22_python = {PYTHON}
-        wan22_models_dir = {models}
-        wan22_tier = cpu
-        wan22_baselines_dir = baselines
-        wan22_rounds = 2
-        wan22_warmup_rounds = 1
-    """))
+    real_project(pytester, tmp_path_factory, comfyui_dir=COMFYUI, baselines_dir="baselines", rounds=2,
+                 warmup_rounds=1)
     pytester.makepyfile(test_real=TEST)
     return pytester
 
