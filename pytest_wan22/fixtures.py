@@ -647,10 +647,9 @@ def wan22_run(request: pytest.FixtureRequest, wan22_servers: ServerPool, wan22_t
                                                  (fewest, most), bench_of)
         if bench:
             benchmarking.describe(bench[0], summary, wan22_tier.name)
-        for name in {r.side for r in records}:
-            server = wan22_servers.get(tuple(server_args), name or None)
+        for name in {r.side for r in records}:  # each side against its own server's allowance (no relaunch)
             _fail_if(_check_vram([r for r in records if r.side == name], key, wan22_tier, wan22_servers.profile,
-                                 server, budget_gib if budget_gib is not None else
+                                 wan22_servers.servers[name], budget_gib if budget_gib is not None else
                                  (marker.args[0] if marker else None), allow_offload))
         state.verdicts[key] = verdict
         if verdict.failed:
