@@ -30,6 +30,7 @@ __all__ = [
     "Event",
     "Execution",
     "ExecutionStatus",
+    "Release",
     "format_node_error",
     "format_rejection",
 ]
@@ -47,6 +48,25 @@ class Event:
     t: float
     type: str
     data: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Release:
+    """What :meth:`ComfyClient.free_and_wait` saw: whether the server let its device memory go, how long that
+    took, and what its allocator still held (None: the server cannot tell, as without the probe node or a GPU)."""
+
+    released: bool
+    waited_s: float
+    reserved_mib: float | None
+
+    def describe(self) -> str:
+        """One phrase for a message."""
+        if self.reserved_mib is None:
+            return "not waited for: the server does not report its device memory"
+        held = f"{self.reserved_mib / 1024:.2f} GiB still held"
+        if self.released:
+            return f"released in {self.waited_s:.1f} s ({held})"
+        return f"NOT released after {self.waited_s:.0f} s ({held})"
 
 
 @dataclass(frozen=True)
@@ -414,6 +434,32 @@ class ComfyClient:
     def free(self, *, unload_models: bool = True, free_memory: bool = True) -> None:
         """POST /free: unload models and (free_memory) drop the node cache; applied when the queue idles."""
         self._post("free", payload={"unload_models": unload_models, "free_memory": free_memory})
+
+    def free_and_wait(self, *, settle_mib: float = 1024.0, timeout: float = 300.0, poll: float = 0.5,
+                      clock: Callable[[], float] = time.monotonic,
+                      sleep: Callable[[float], None] = time.sleep) -> Release:
+        """POST /free, then wait until the server's allocator holds at most `settle_mib` (read through the probe
+        node's GET /wan22/memory) and its queue is idle.
+
+        ComfyUI applies /free in its prompt worker between prompts and then moves the models to host memory,
+        which takes tens of seconds for a 14B pair; a second server that loads meanwhile starts beside memory
+        that is still taken, so its allocator, and the peak it reports, can differ from a start on an idle card.
+        """
+        start = clock()
+        self.free()
+        reserved: float | None = None
+        while True:
+            stats = self.memory_stats()
+            if not stats.get("available") or not _is_number(stats.get("reserved")):
+                return Release(True, clock() - start, None)
+            reserved = float(stats["reserved"]) / 2**20
+            queue = self.queue()
+            idle = not queue.get("queue_running") and not queue.get("queue_pending")
+            if reserved <= settle_mib and idle:
+                return Release(True, clock() - start, reserved)
+            if clock() - start >= timeout:
+                return Release(False, clock() - start, reserved)
+            sleep(poll)
 
     def clear_queue(self) -> None:
         """POST /queue {"clear": true}: drop every pending prompt (the running one is not touched)."""

@@ -794,20 +794,22 @@ def _run_ab(config: pytest.Config, pool: ServerPool, tier: Tier, v: Variant, var
                 a.round(warmup=False)
                 b.round(warmup=False)
         else:
-            how = ("in blocks, the idle side's models freed: both sides do not fit in VRAM at once, so drift "
-                   "between blocks is not cancelled")
+            releases: list[str] = []
             loaded = a
             while more():
                 block = min(fewest, most - len(b.timed))
                 for this, other in ((a, b), (b, a)):
-                    if loaded is not this:  # unload the other side, then load and warm this one
-                        other.ctx.client.free()
+                    if loaded is not this:  # unload the other side and wait for its memory, then warm this one
+                        release = other.ctx.client.free_and_wait()
+                        releases.append(f"{other.server.side}: {release.describe()}")
                         other.server.warm_shape = None
                         for _ in range(max(1, warm[0])):
                             this.round(warmup=True)
                         loaded = this
                     for _ in range(block):
                         this.round(warmup=False)
+            how = ("in blocks, the idle side's models freed before each block (" + "; ".join(releases)
+                   + "): both sides do not fit in VRAM at once, so drift between blocks is not cancelled")
     records = [*a.records, *b.records]
     verdict = verdict_now()
     differs = "; ".join(s.ab.describe(s.comfyui_dir, s.python, s.server_args))

@@ -317,11 +317,12 @@ class FakeComfy:
         if self.cpu:
             return {"available": False}
         total = int((self.knobs.vram_mib or 32607) * 2**20)
+        held = int(len(self.loaded_models) * self.knobs.torch_peak_mib / 3 * 2**20)  # the models kept loaded
         return {
             "available": True,
             "device": 0,
-            "allocated": 0,
-            "reserved": 0,
+            "allocated": held,
+            "reserved": held,
             "max_allocated": self.torch_peak,
             "max_reserved": int(self.torch_peak * 1.08),
             "total": total,
@@ -663,7 +664,9 @@ class FakeComfy:
                 log(f"Prompt executed in {time.perf_counter() - started:.2f} seconds")
             if self.flags:
                 if self.flags.get("unload_models") or self.flags.get("free_memory"):
+                    await asyncio.sleep(self.knobs.free_seconds)  # the models move to host memory
                     self.loaded_models.clear()
+                    log("wan22-fake: models unloaded")
                 if self.flags.get("free_memory"):
                     self.cache.clear()
                 self.flags.clear()

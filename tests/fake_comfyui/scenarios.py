@@ -13,7 +13,9 @@ FAKE_COMFYUI_MISSING_NODES   comma list of classes left out of /object_info
 FAKE_COMFYUI_CUSTOM_NODES    comma list of node packs to add: frame-interpolation ("RIFE VFI")
 FAKE_COMFYUI_VRAM_MIB        device memory in system_stats
 FAKE_COMFYUI_GPU_NAME        device name in system_stats (NVIDIA GeForce RTX 5090)
-FAKE_COMFYUI_TORCH_PEAK_MIB  allocator peak /wan22/memory reports after a sampler ran (12288)
+FAKE_COMFYUI_TORCH_PEAK_MIB  allocator peak /wan22/memory reports after a sampler ran (12288); each loaded model
+                             holds a third of it as `reserved` until /free is applied
+FAKE_COMFYUI_FREE_SECONDS    how long applying /free takes (the models moving to host memory; 0)
 FAKE_COMFYUI_INPUT_IMAGES    comma list of images put into input/ at start (the Wan start frames)
 FAKE_COMFYUI_VIDEO           what SaveVideo writes: ok (an MP4 with the graph's frames, size and fps) | empty
                              (0 bytes) | missing (no file) | frames:N | fps:F (a wrong frame count or rate)
@@ -111,6 +113,7 @@ class Knobs:
     custom_nodes: tuple[str, ...] = ()
     vram_mib: float | None = None
     torch_peak_mib: float = 12288.0
+    free_seconds: float = 0.0
     gpu_name: str = "NVIDIA GeForce RTX 5090"
     input_images: tuple[str, ...] = DEFAULT_INPUT_IMAGES
     video: str = "ok"
@@ -159,6 +162,7 @@ class Knobs:
             custom_nodes=_list(env, "FAKE_COMFYUI_CUSTOM_NODES"),
             vram_mib=_float(env, "FAKE_COMFYUI_VRAM_MIB", 0.0) if vram else None,
             torch_peak_mib=_float(env, "FAKE_COMFYUI_TORCH_PEAK_MIB", 12288.0),
+            free_seconds=_float(env, "FAKE_COMFYUI_FREE_SECONDS", 0.0),
             gpu_name=env.get("FAKE_COMFYUI_GPU_NAME", "").strip() or "NVIDIA GeForce RTX 5090",
             input_images=DEFAULT_INPUT_IMAGES if images is None else _list(env, "FAKE_COMFYUI_INPUT_IMAGES"),
             video=video,

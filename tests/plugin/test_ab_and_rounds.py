@@ -154,3 +154,24 @@ def test_ab_report_plots_side_b_against_side_a(wan22_project: Project) -> None:
     assert {r["side"] for r in variant["rounds"]} == {"B"}
     a_walls = [r["wall_s"] for r in _records(p) if r["side"] == "A" and not r["warmup"]]
     assert sorted(variant["baseline"]["wall_s"]) == sorted(a_walls)
+
+
+# A card with 2.6 GiB free once side A has warmed up (its processes hold 6 GiB): side B cannot load beside A.
+TIGHT = {"devices": [{"name": "NVIDIA GeForce RTX 5090", "memory_mib": 32607, "uuid": "GPU-5090-0",
+                      "used_mib": 30000, "processes": [{"pid": "children", "used_mib": 6000}]}]}
+
+
+def test_ab_in_blocks_waits_until_the_idle_side_has_let_go_of_its_memory(wan22_project: Project) -> None:
+    p = wan22_project(ONE, spec=TIGHT, fake_env={"FAKE_COMFYUI_FREE_SECONDS": "1.5"})
+    a = _install(p.path, "current")
+    result = p.runpytest("--wan22-log-dir=logs", f"--wan22-ab-comfyui-dir={a}", "--wan22-rounds=2",
+                         "--wan22-min-rounds=2", "--wan22-report=report", *LOOSE)
+    result.assert_outcomes(passed=1)
+    records = _records(p)
+    assert [(r["side"], r["warmup"]) for r in records] == [
+        ("A", True), ("A", False), ("A", False), ("B", True), ("B", False), ("B", False)]
+    # B's warm-up starts only once A's models have moved off the card (1.5 s in the fake), not beside them.
+    a_done = records[2]["started_at"] + records[2]["wall_s"]
+    assert records[3]["started_at"] - a_done >= 1.5
+    results = (p.path / "report" / "results.json").read_text()
+    assert "in blocks, the idle side's models freed before each block (A: released in " in results

@@ -663,3 +663,74 @@ def test_failure_words_of_an_execution() -> None:
         "node 3 (KSampler) raised RuntimeError: no axis X")
     assert _describe_failure("interrupted", error) == "interrupted at node 3 (KSampler)"
     assert _describe_failure("error", None) == "the prompt ended with status error"
+
+
+class _Memory:
+    """A server whose allocator lets go of `held` MiB over a few polls after /free."""
+
+    def __init__(self, readings: list[float] | None, *, busy_polls: int = 0) -> None:
+        self.readings, self.busy_polls, self.freed, self.t = readings, busy_polls, 0, 0.0
+
+    def install(self, client: ComfyClient, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(client, "free", lambda: setattr(self, "freed", self.freed + 1))
+        monkeypatch.setattr(client, "memory_stats", self.stats)
+        monkeypatch.setattr(client, "queue", self.queue)
+
+    def stats(self) -> dict[str, object]:
+        if self.readings is None:
+            return {"available": False}
+        mib = self.readings.pop(0) if len(self.readings) > 1 else self.readings[0]
+        return {"available": True, "reserved": mib * 2**20}
+
+    def queue(self) -> dict[str, object]:
+        busy = self.busy_polls > 0
+        self.busy_polls -= 1
+        return {"queue_running": [["x"]] if busy else [], "queue_pending": []}
+
+    def clock(self) -> float:
+        return self.t
+
+    def sleep(self, s: float) -> None:
+        self.t += s
+
+
+def test_free_and_wait_waits_until_the_allocator_has_let_go(monkeypatch: pytest.MonkeyPatch) -> None:
+    server = _Memory([40_000, 40_000, 22_000, 900])
+    with ComfyClient("http://127.0.0.1:9") as c:
+        server.install(c, monkeypatch)
+        release = c.free_and_wait(poll=0.5, clock=server.clock, sleep=server.sleep)
+    assert server.freed == 1
+    assert release.released
+    assert release.waited_s == pytest.approx(1.5)
+    assert release.reserved_mib == pytest.approx(900)
+    assert release.describe() == "released in 1.5 s (0.88 GiB still held)"
+
+
+def test_free_and_wait_waits_for_a_busy_queue_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    server = _Memory([100], busy_polls=2)
+    with ComfyClient("http://127.0.0.1:9") as c:
+        server.install(c, monkeypatch)
+        release = c.free_and_wait(poll=1.0, clock=server.clock, sleep=server.sleep)
+    assert release.released
+    assert release.waited_s == pytest.approx(2.0)
+
+
+def test_free_and_wait_gives_up_at_its_timeout_and_says_what_is_held(monkeypatch: pytest.MonkeyPatch) -> None:
+    server = _Memory([40_960])
+    with ComfyClient("http://127.0.0.1:9") as c:
+        server.install(c, monkeypatch)
+        release = c.free_and_wait(timeout=10, poll=1.0, clock=server.clock, sleep=server.sleep)
+    assert not release.released
+    assert release.waited_s == pytest.approx(10)
+    assert release.describe() == "NOT released after 10 s (40.00 GiB still held)"
+
+
+def test_free_and_wait_without_the_probe_does_not_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    server = _Memory(None)
+    with ComfyClient("http://127.0.0.1:9") as c:
+        server.install(c, monkeypatch)
+        release = c.free_and_wait(clock=server.clock, sleep=server.sleep)
+    assert server.freed == 1
+    assert release.reserved_mib is None
+    assert release.waited_s == 0
+    assert "not waited for" in release.describe()
