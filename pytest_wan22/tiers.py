@@ -38,11 +38,18 @@ class Tier:
     models: str = "user"
     emulate_memory_gib: float | None = None
     scale: Mapping[str, int] = field(default_factory=dict)
+    judge_timings: bool | None = None
 
     @property
     def is_gpu(self) -> bool:
         """False for the cpu tier, which never touches a GPU."""
         return "--cpu" not in self.args
+
+    @property
+    def judges_timings(self) -> bool:
+        """Whether timings fail tests on this tier: the row's `judge_timings`, by default true on a GPU and false
+        on the cpu tier (a shared CPU's rounds swing by more than any tolerance); vram is judged either way."""
+        return self.is_gpu if self.judge_timings is None else self.judge_timings
 
     @property
     def synthetic(self) -> str | None:

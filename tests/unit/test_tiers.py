@@ -124,3 +124,16 @@ def test_profile_keeps_its_tier_arguments_apart_from_the_extra_ones() -> None:
     assert "--use-pytorch-cross-attention" not in p.args
     assert p.args[-1] == "--use-sage-attention"
     assert p.base_args == tier.args
+
+
+def test_timings_are_judged_on_gpu_tiers_and_recorded_on_the_cpu_tier_unless_a_row_says_otherwise(
+        tmp_path: Path) -> None:
+    assert [t.name for t in TIERS.values() if not t.judges_timings] == ["cpu"]
+    assert TIERS["cpu"].judge_timings is False  # said in the shipped row, not only by default
+    extra = tmp_path / "tiers.toml"
+    extra.write_text('[tiers.cpu]\nargs = ["--cpu"]\njudge_timings = true\n'
+                     '[tiers.ci_cpu]\nargs = ["--cpu"]\n'
+                     '[tiers.l40s]\nmatch = ["L40S"]\njudge_timings = false\n')
+    mine = load_tiers(extra)
+    assert (mine["cpu"].judges_timings, mine["ci_cpu"].judges_timings, mine["l40s"].judges_timings) == (
+        True, False, False)
