@@ -46,7 +46,7 @@ import math
 import re
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Literal
 
@@ -354,9 +354,12 @@ def welch(new: Sequence[float], base: Sequence[float], confidence: float = CONFI
 
 # --- verdicts ---------------------------------------------------------------------------------------------
 
-Status = Literal["ok", "regressed", "improved", "inconclusive", "insufficient", "new"]
+Status = Literal["ok", "regressed", "improved", "inconclusive", "recorded", "insufficient", "new"]
 # The overall verdict is the first of these that any metric has.
-PRECEDENCE: tuple[Status, ...] = ("regressed", "inconclusive", "improved", "ok", "insufficient", "new")
+PRECEDENCE: tuple[Status, ...] = ("regressed", "inconclusive", "improved", "ok", "recorded", "insufficient", "new")
+# Statuses the interval decided on; `recorded` is one of them computed on a tier that does not judge timings.
+JUDGED: tuple[Status, ...] = ("regressed", "inconclusive", "improved", "ok")
+NOT_JUDGED = "not judged on this tier"
 
 
 def _pct(x: float | None, sign: bool = True) -> str:
@@ -408,18 +411,31 @@ class Check:
         """'4.3% slower', '2.0% faster', 'unchanged' (vram: 'more' / 'less')."""
         if self.estimate is None:
             return "unchanged" if self.status == "ok" else self.status
-        if self.status == "ok" and (self.ci_low is None or self.ci_low <= 0.0 <= (self.ci_high or 0.0)):
+        if self.status in ("ok", "recorded") and (self.ci_low is None or self.ci_low <= 0.0 <= (self.ci_high or 0.0)):
             return "unchanged"
         more, less = ("more", "less") if self.metric == "vram" else ("slower", "faster")
         return f"{abs(self.estimate) * 100:.1f}% {more if self.estimate > 0 else less}"
 
+    @property
+    def words(self) -> str:
+        """The change and what it means for this check's status, the one phrase the verdict's headline and this
+        check's detail line both print: 'unchanged', '4.3% slower', '5.0% slower, within tolerance',
+        '1.7% slower, inconclusive', '161.7% slower, not judged on this tier'. A change inside the tolerance
+        says so, so that no headline reads as a complaint its detail line calls ok."""
+        change = self.change
+        if self.status == "ok":
+            return change if change == "unchanged" else f"{change}, within tolerance"
+        if self.status == "inconclusive":
+            return f"{change}, inconclusive"
+        if self.status == "recorded":
+            return f"{change}, {NOT_JUDGED}"
+        return change
+
     def headline(self) -> str:
         """A few words for the verdict's first line: 'step 4.3% slower (95% CI 3.9 to 4.8%)'."""
-        head = f"{metric_label(self.metric)} {self.change}"
+        head = f"{metric_label(self.metric)} {self.words}"
         if self.status in ("regressed", "improved", "inconclusive") and self.ci_low is not None:
             head += f" (95% CI {self.ci_low * 100:.1f} to {_pct(self.ci_high, sign=False)})"
-        if self.status == "inconclusive":
-            head += " inconclusive"
         return head
 
     def describe(self) -> str:
@@ -427,7 +443,9 @@ class Check:
         name = metric_label(self.metric)
         if self.status in ("insufficient", "new"):
             return f"{name}: {self.status} {self.note}".rstrip()
-        parts = [f"{_pct(self.estimate)}"]
+        unchanged = self.change == "unchanged" and self.estimate is not None
+        parts = [self.words.replace("unchanged", f"unchanged ({_pct(self.estimate)})", 1) if unchanged
+                 else self.words]
         if self.ci_low is not None:
             parts.append(f"95% CI {_pct(self.ci_low)} to {_pct(self.ci_high)}")
         if self.tolerance is not None:
@@ -463,7 +481,7 @@ class Verdict:
         still reaches into the tolerance: the remaining rounds confirm it (see the module's docstring)."""
         if self.status == "regressed":
             return any(c.clear for c in self.checks)
-        return self.status in ("improved", "ok")
+        return self.status in ("improved", "ok", "recorded")
 
     def check(self, metric: str) -> Check | None:
         """The check of one metric, if any."""
@@ -472,14 +490,17 @@ class Verdict:
     @property
     def headline(self) -> str:
         """'step 4.3% slower (95% CI 3.9 to 4.8%), sampling (high noise) 4.1% slower, 8 others unchanged'."""
-        judged = [c for c in self.checks if c.status not in ("insufficient", "new")]
-        loud = sorted((c for c in judged if c.status != "ok" or c.change != "unchanged"),
-                      key=lambda c: PRECEDENCE.index(c.status))
+        judged = [c for c in self.checks if c.status in JUDGED]
+        loud = sorted((c for c in judged if c.words != "unchanged"), key=lambda c: PRECEDENCE.index(c.status))
         quiet = [c for c in judged if c not in loud]
         words = [c.headline() for c in loud]
         if quiet:
             words.append(f"{metric_label(quiet[0].metric)} unchanged" if len(quiet) == 1
                          else f"{len(quiet)} others unchanged" if loud else f"{len(quiet)} metrics unchanged")
+        recorded = [c for c in self.checks if c.status == "recorded"]
+        if recorded:  # each has its detail line; the headline counts them
+            words.append(f"{metric_label(recorded[0].metric)} {recorded[0].words}" if len(recorded) == 1
+                         else f"{len(recorded)} timings recorded, {NOT_JUDGED}")
         return ", ".join(words)
 
     @property
@@ -547,7 +568,7 @@ def _judge(metric: str, new: Summary, base: Summary, tol: Tolerance, spread: flo
 
 def compare(summary: Summary, baseline: Summary | None, tols: Mapping[str, Tolerance], *,
             machine_spread: float | Mapping[str, float] = 0.0, session_spread: Mapping[str, float] | None = None,
-            label: str = "vs baseline") -> Verdict:
+            label: str = "vs baseline", judge_timings: bool = True) -> Verdict:
     """Judge a Summary against its baseline, every metric that either holds.
 
     `machine_spread`: when the baseline comes from another physical GPU of the same model, the
@@ -558,6 +579,8 @@ def compare(summary: Summary, baseline: Summary | None, tols: Mapping[str, Toler
     baseline's session and this one each carry their own offset.
     `label` names the comparison in the message: 'vs baseline', or 'B vs A' for two environments in one
     session (then `baseline` is A's summary).
+    `judge_timings=False` (a tier row's `judge_timings = false`, the cpu tier's default): every timing is
+    measured and compared as usual but its status is `recorded`, which passes; only vram is judged.
     """
     if baseline is None:
         return Verdict(summary.variant_id, "new", label=label)
@@ -572,6 +595,9 @@ def compare(summary: Summary, baseline: Summary | None, tols: Mapping[str, Toler
     sessions = {m: v for m, v in (session_spread or {}).items() if v > 0.0 and m != "vram"}
     checks = tuple(_judge(m, summary, baseline, tols.get(base_metric(m)) or defaults[base_metric(m)], spread(m),
                           sessions.get(m, 0.0)) for m in metrics)
+    if not judge_timings:
+        checks = tuple(replace(c, status="recorded") if c.metric != "vram" and c.status in JUDGED else c
+                       for c in checks)
     statuses = {c.status for c in checks}
     status: Status = next((s for s in PRECEDENCE if s in statuses), "new")
     notes: tuple[str, ...] = ()

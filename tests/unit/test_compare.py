@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from pytest_wan22.compare import (
+    metric_label,
     MACHINE_SPREAD,
     METRICS,
     Check,
@@ -186,7 +187,7 @@ def test_a_real_slowdown_regresses_with_its_interval_in_the_message() -> None:
     assert c.tolerance == pytest.approx(0.013)
     assert v.message.startswith(f"v: regressed (vs baseline): step {c.estimate * 100:.1f}% slower (95% CI "
                                 f"{c.ci_low * 100:.1f} to {c.ci_high * 100:.1f}%), decode unchanged")
-    assert "step: regressed, +4." in v.message
+    assert "step: regressed, 4." in v.message
 
 
 def test_regressed_needs_the_estimate_beyond_the_tolerance_not_only_significance() -> None:
@@ -542,11 +543,10 @@ def test_message_lines_show_status_interval_tolerance_values_and_rounds() -> Non
     figures = (step.estimate, step.ci_low, step.ci_high, step.tolerance, step.mdc)
     est, low, high_end, tol, mdc = (100 * x for x in figures if x is not None)
     assert step.describe() == (
-        f"step: regressed, +{est:.1f}%; 95% CI +{low:.1f}% to +{high_end:.1f}%; tolerance {tol:.1f}%; "
+        f"step: regressed, {est:.1f}% slower; 95% CI +{low:.1f}% to +{high_end:.1f}%; tolerance {tol:.1f}%; "
         f"2.750 s vs 2.707 s, 3 vs 10 rounds; could detect >= {mdc:.1f}%")
-    assert vram.describe() == "vram: regressed, +3.0%; tolerance 2.6%; 40.23 GiB vs 39.06 GiB"
-    assert high.headline().startswith("sampling (high_noise) 1.7% slower (95% CI -")
-    assert high.headline().endswith("%) inconclusive")
+    assert vram.describe() == "vram: regressed, 3.0% more; tolerance 2.6%; 40.23 GiB vs 39.06 GiB"
+    assert high.headline().startswith("sampling (high_noise) 1.7% slower, inconclusive (95% CI -")
     assert step.headline().startswith("step 1.6% slower (95% CI 0.")
     assert str(Tolerance("vram", absolute=512.0)) == "vram:512MiB"
     assert str(parse_tolerance("save:10%+0.5s")) == "save:10%+0.5s"
@@ -638,3 +638,72 @@ def test_change_points_pick_the_largest_t_and_count_the_segments_own_degrees_of_
     t = 1.0 / math.sqrt(0.04 / 6 * (1 / 4 + 1 / 4))
     assert second.p_value == pytest.approx(2.0 * t_sf(t, 6) * 3, rel=1e-6)
     assert change_points([1.0, 2.0, 3.0], min_size=1) == []  # one degree of freedom: a real, finite t
+
+
+# --- headline and detail lines agree; timings recorded, not judged ----------------------------------------
+
+def _cpu_like() -> Verdict:
+    """A loaded 2-core machine: decode 160% slower, wall 118% slower with an absolute allowance of 0.5 s on a
+    0.4 s wall (within tolerance), step unchanged."""
+    return compare(_s(step=(0.30, 0.31, 0.30), decode=(0.52, 0.53, 0.51), wall=(0.87, 0.88, 0.86)),
+                   _s(step=(0.30, 0.30, 0.31), decode=(0.20, 0.20, 0.20), wall=(0.40, 0.40, 0.39)), TOLS)
+
+
+def test_a_change_within_tolerance_says_so_in_the_headline_as_in_its_detail_line() -> None:
+    v = _cpu_like()
+    wall = v.check("wall")
+    assert wall is not None
+    assert wall.status == "ok"
+    assert wall.ci_low is not None
+    assert wall.ci_low > 0  # a real change, inside the 0.5 s allowance
+    assert wall.words == f"{wall.estimate * 100:.1f}% slower, within tolerance"  # type: ignore[operator]
+    head, *lines = v.message.splitlines()
+    assert head.startswith("v: regressed (vs baseline): decode ")
+    assert f"wall {wall.words}" in head
+    assert f"  wall: ok, {wall.words}; " in next(x for x in lines if x.startswith("  wall:"))
+
+
+@pytest.mark.parametrize("judge_timings", [True, False])
+def test_every_check_prints_one_phrase_in_the_headline_and_its_detail_line(judge_timings: bool) -> None:
+    new = _s(step=(2.74, 2.76, 2.75), wall=(10.5, 10.51, 10.49), decode=(2.5, 2.51, 2.49), save=(1.0, 1.0, 1.9),
+             load=(0.5, 0.5, 0.5), text=(1.0, 1.0, 1.0), encode=(1.0,), vram=(41200.0,))
+    base = _s(step=BASE_STEP, wall=(10.0, 10.01, 9.99), decode=(3.0, 3.01, 2.99), save=(1.0, 1.01, 0.99),
+              load=(0.5, 0.51, 0.49), encode=(1.0, 1.0), vram=(40000.0,))
+    v = compare(new, base, TOLS, judge_timings=judge_timings)
+    statuses = {c.status for c in v.checks}
+    expected = {"regressed", "ok", "improved", "inconclusive", "new", "insufficient"} if judge_timings else {
+        "regressed", "recorded", "new", "insufficient"}
+    assert statuses == expected
+    head, *lines = v.message.splitlines()
+    for c in v.checks:
+        line = next(x for x in lines if x.startswith(f"  {metric_label(c.metric)}:"))
+        if c.status in ("new", "insufficient"):
+            assert c.note in line
+            continue
+        assert line.startswith(f"  {metric_label(c.metric)}: {c.status}, {c.words.split(',')[0]}")
+        assert all(part in line for part in c.words.split(", "))
+        if c.words != "unchanged" and c.status != "recorded":
+            assert c.headline() in head  # the same words, not a phrase of its own
+    assert head.count("slower") + head.count("faster") + head.count("more") == (
+        5 if judge_timings else 1)  # step, wall, decode, save changed, vram; vram alone when timings are not judged
+
+
+def test_timings_recorded_not_judged_pass_and_vram_is_still_judged() -> None:
+    v = compare(*(_s(step=s, wall=w) for s, w in (((0.9, 0.95, 0.92), (4.0, 4.5, 4.2)),
+                                                   ((0.30, 0.31, 0.30), (1.0, 1.01, 0.99)))),
+                TOLS, judge_timings=False)
+    assert {c.metric: c.status for c in v.checks} == {"step": "recorded", "wall": "recorded"}
+    assert (v.status, v.failed, v.decided) == ("recorded", False, True)
+    assert v.headline == "2 timings recorded, not judged on this tier"
+    step = v.check("step")
+    assert step is not None
+    assert step.words.endswith("% slower, not judged on this tier")
+    assert step.ci_low is not None  # the figures are kept and shown
+    assert "  step: recorded, 20" in v.message
+    assert not more_rounds(v, 3, 3, 10)  # nothing to decide: the minimum rounds
+    one = compare(_s(step=(0.30, 0.31, 0.30)), _s(step=(0.30, 0.31, 0.30)), TOLS, judge_timings=False)
+    assert one.headline == "step unchanged, not judged on this tier"
+    peak = compare(_s(step=(0.9, 0.95, 0.92), vram=(3000.0,)), _s(step=(0.3, 0.31, 0.3), vram=(1000.0,)), TOLS,
+                   judge_timings=False)
+    assert (peak.status, peak.failed) == ("regressed", True)
+    assert peak.headline == "vram 200.0% more, step 20" + peak.headline.split(", step 20", 1)[1]
