@@ -21,6 +21,8 @@ Rule (per metric, `tolerance` = the allowance of the metric's Tolerance at the b
   more rounds settle it (Chromium Pinpoint's three outcomes). Rounds are spent deciding slowdowns:
   an interval that only might reach a speed-up beyond the tolerance counts as ok.
 - insufficient: fewer than two rounds on a side (no spread to judge by); new: not in the baseline.
+- recorded: a timing on a tier that does not judge timings (`judge_timings = false`, the cpu tier): computed
+  and shown like the others, never failing; vram is judged there all the same.
 - vram is a peak, not a mean: the largest peak of each side, judged against the tolerance alone.
 
 Adaptive rounds (`more_rounds`, `Verdict.decided`). Every look at the data after a round is another
@@ -410,8 +412,8 @@ class Check:
     def change(self) -> str:
         """'4.3% slower', '2.0% faster', 'unchanged' (vram: 'more' / 'less')."""
         if self.estimate is None:
-            return "unchanged" if self.status == "ok" else self.status
-        if self.status in ("ok", "recorded") and (self.ci_low is None or self.ci_low <= 0.0 <= (self.ci_high or 0.0)):
+            return "unchanged" if self.status in ("ok", "recorded") else self.status
+        if self.status == "ok" and (self.ci_low is None or self.ci_low <= 0.0 <= (self.ci_high or 0.0)):
             return "unchanged"
         more, less = ("more", "less") if self.metric == "vram" else ("slower", "faster")
         return f"{abs(self.estimate) * 100:.1f}% {more if self.estimate > 0 else less}"

@@ -682,7 +682,7 @@ def _run_one(config: pytest.Config, pool: ServerPool, tier: Tier, v: Variant, va
         if stored is None:
             return compare(summary, None, s.tolerances)
         return compare(summary, stored.summary, s.tolerances, machine_spread=stored.spread,
-                       session_spread=stored.sessions)
+                       session_spread=stored.sessions, judge_timings=tier.judges_timings)
 
     with ComfyClient(server.handle.url) as client:
         _empty_queue(client)
@@ -777,7 +777,7 @@ def _run_ab(config: pytest.Config, pool: ServerPool, tier: Tier, v: Variant, var
 
         def verdict_now() -> Verdict:
             return compare(summarise(key, b.timed, variant.digest), summarise(key, a.timed, variant.digest),
-                           s.tolerances, label="B vs A")
+                           s.tolerances, label="B vs A", judge_timings=tier.judges_timings)
 
         def more() -> bool:
             return len(b.timed) < fewest or (len(b.timed) < most and more_rounds(verdict_now(), len(b.timed),

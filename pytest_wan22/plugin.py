@@ -308,6 +308,15 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         return
     terminalreporter.write_sep("=", "wan22 runs")
     terminalreporter.write_line(render(state.records, state.verdicts, config.get_verbosity()))
+    unjudged = [k for k, v in state.verdicts.items()
+                if any(getattr(c, "status", "") == "recorded" for c in getattr(v, "checks", ()))]
+    if unjudged and state.tier is not None:
+        why = "" if state.tier.is_gpu else " (a shared CPU's rounds swing by more than any tolerance)"
+        terminalreporter.write_line(
+            f"wan22: timings recorded, not judged on the {state.tier.name} tier ({len(unjudged)} variant"
+            f"{'s' if len(unjudged) != 1 else ''}): its row sets judge_timings = false{why}; OOM, fit, outputs, "
+            "the graph and vram are judged. Set judge_timings = true in your tier table (--wan22-tiers-file) "
+            "to judge them")
     for line in cost(state.records, state.server_start_s, state.skipped_warmups):
         terminalreporter.write_line(line)
     scales = sorted({r.environment.scale for r in state.records if r.environment.scale})

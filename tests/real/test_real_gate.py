@@ -62,10 +62,25 @@ def copy_of_comfyui(dest: Path, slow_step_s: float | None = None) -> Path:
     return dest
 
 
+# The cpu tier records timings without judging them (its row's judge_timings = false); these tests check that
+# the judging works on a real ComfyUI, so their tier table turns it on.
+JUDGING_CPU_ROW = """
+[tiers.cpu]
+description = "the cpu tier, timings judged"
+args = ["--cpu", "--disable-api-nodes"]
+run_timeout_s = 300
+models = "tiny"
+scale = { width = 64, height = 64, frames = 9, steps = 4, split = 2 }
+judge_timings = true
+"""
+
+
 @pytest.fixture
 def gate(pytester: pytest.Pytester, tmp_path_factory: pytest.TempPathFactory) -> pytest.Pytester:
+    tiers = tmp_path_factory.mktemp("tiers") / "tiers.toml"
+    tiers.write_text(JUDGING_CPU_ROW, encoding="utf-8")
     real_project(pytester, tmp_path_factory, log_dir="logs", baselines_dir="baselines", rounds=6, min_rounds=3,
-                 warmup_rounds=1, tolerance=CPU_TOLERANCES)
+                 warmup_rounds=1, tolerance=CPU_TOLERANCES, tiers_file=tiers)
     pytester.makepyfile(TEST)
     return pytester
 

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from pytest_wan22.compare import (
-    metric_label,
     MACHINE_SPREAD,
     METRICS,
     Check,
@@ -17,6 +16,7 @@ from pytest_wan22.compare import (
     Verdict,
     change_points,
     compare,
+    metric_label,
     more_rounds,
     parse_tolerance,
     summarise,
@@ -702,7 +702,7 @@ def test_timings_recorded_not_judged_pass_and_vram_is_still_judged() -> None:
     assert "  step: recorded, 20" in v.message
     assert not more_rounds(v, 3, 3, 10)  # nothing to decide: the minimum rounds
     one = compare(_s(step=(0.30, 0.31, 0.30)), _s(step=(0.30, 0.31, 0.30)), TOLS, judge_timings=False)
-    assert one.headline == "step unchanged, not judged on this tier"
+    assert one.headline == "step 0.0% faster, not judged on this tier"  # recorded as measured
     peak = compare(_s(step=(0.9, 0.95, 0.92), vram=(3000.0,)), _s(step=(0.3, 0.31, 0.3), vram=(1000.0,)), TOLS,
                    judge_timings=False)
     assert (peak.status, peak.failed) == ("regressed", True)
