@@ -7,7 +7,7 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Generator
+from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,6 +69,12 @@ ACCOUNTING_KEY = pytest.StashKey[int]()
 def state_of(config: pytest.Config) -> State:
     """The session's State."""
     return config.stash[STATE_KEY]
+
+
+def tier_table(config: pytest.Config) -> Mapping[str, Tier]:
+    """The tier table this session resolved (the shipped rows and those of --wan22-tiers-file): what a suite
+    parametrizes from at collection, in its pytest_generate_tests (suites/test_wan22_i2v.py)."""
+    return state_of(config).settings.tiers
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import math
 import re
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .synth import PRESETS
+from .variant import RESOLUTION_LABELS, SCHEDULES, PassOrder
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -18,6 +22,38 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 GIB = 1024.0  # MiB per GiB
+
+
+#: Launch flags of each attention backend a suite row may name (a profile variation: it needs its own server).
+ATTENTION_FLAGS: Mapping[str, tuple[str, ...]] = {
+    "sage": ("--use-sage-attention",),
+    "flash": ("--use-flash-attention",),
+    "split": ("--use-split-cross-attention",),
+}
+RESOLUTIONS: Mapping[str, tuple[int, int]] = {label: size for size, label in RESOLUTION_LABELS.items()}
+
+
+def resolution_size(name: str) -> tuple[int, int]:
+    """Width and height of a suite resolution: a name ('480p', '640p', '720p') or 'WxH'."""
+    if name in RESOLUTIONS:
+        return RESOLUTIONS[name]
+    width, height = name.lower().split("x")
+    return int(width), int(height)
+
+
+@dataclass(frozen=True)
+class Suite:
+    """What the project's suite (suites/) runs on a tier: the `[tiers.<name>.suite]` table, with these defaults
+    for a row that says nothing."""
+
+    resolutions: tuple[str, ...] = ("640p",)
+    pass_orders: tuple[PassOrder, ...] = ("high_low", "low_high")
+    durations: tuple[float, ...] = (5.0, 10.0)
+    interpolation: tuple[bool, ...] = (False, True)
+    schedule: str = "lightx2v_4step"
+    full_schedule: bool = True  # the 20-step schedule beside a fast one (nothing when `schedule` is "default")
+    compile: bool = True
+    attention: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -39,6 +75,7 @@ class Tier:
     emulate_memory_gib: float | None = None
     scale: Mapping[str, int] = field(default_factory=dict)
     judge_timings: bool | None = None
+    suite: Suite = field(default_factory=Suite)
 
     @property
     def is_gpu(self) -> bool:
@@ -95,29 +132,192 @@ class Tier:
         return bool(set(variant_id.split("-")) & set(self.allow_offload_labels))
 
 
-_FIELDS = {f for f in Tier.__dataclass_fields__ if f != "name"}
-_TUPLES = ("match", "args", "allow_offload_labels")
+# ---------------------------------------------------------------- the row schema: every key a row may have
+# A key is one line: its name and a check that turns the TOML value into the Tier field's value, or raises _Bad
+# saying what the value must be. load_tiers names the file and the key (tiers.<name>.<key>) of a bad value.
+
+Check = Callable[[Any], Any]
+
+
+class _Bad(ValueError):
+    """A value a tier row cannot use: what it must be, the value, and where below the key (`[1]`, `.steps`)."""
+
+    def __init__(self, expected: str, value: Any, path: str = "", unknown: Sequence[str] = ()) -> None:
+        super().__init__(expected)
+        self.expected, self.value, self.path, self.unknown = expected, value, path, tuple(unknown)
+
+
+def _text(choices: Iterable[str] = ()) -> Check:
+    allowed = tuple(choices)
+
+    def check(value: Any) -> str:
+        if not isinstance(value, str) or (allowed and value not in allowed):
+            raise _Bad(f"one of {', '.join(json.dumps(c) for c in allowed)}" if allowed else "a string", value)
+        return value
+    return check
+
+
+def _env_value(value: Any) -> str:
+    if isinstance(value, (str, int, float)):  # numbers become their text, as environment values are
+        return str(value).lower() if isinstance(value, bool) else str(value)
+    raise _Bad("a string", value)
+
+
+def _number(unit: str, *, positive: bool = True) -> Check:
+    def check(value: Any) -> float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        if not ok or (value <= 0 if positive else value < 0):
+            raise _Bad(f"a number {'>' if positive else '>='} 0 ({unit})", value)
+        return float(value)
+    return check
+
+
+def _whole(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise _Bad("a whole number >= 1", value)
+    return value
+
+
+def _boolean(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _Bad("true or false", value)
+    return value
+
+
+def _regex(value: Any) -> str:
+    text = _text()(value)
+    try:
+        re.compile(text)
+    except re.error as exc:
+        raise _Bad(f"a regular expression ({exc})", value) from None
+    return str(text)
+
+
+def _resolution(value: Any) -> str:
+    text = _text()(value)
+    m = re.fullmatch(r"(\d+)x(\d+)", text.lower())
+    if text in RESOLUTIONS or (m and all(int(g) >= 16 and int(g) % 16 == 0 for g in m.groups())):
+        return str(text)
+    raise _Bad(f"one of {', '.join(json.dumps(r) for r in RESOLUTIONS)} or \"WxH\" in multiples of 16", value)
+
+
+def _duration(value: Any) -> float:
+    seconds = _number("seconds")(value)
+    if abs(seconds * 4 - round(seconds * 4)) > 1e-9:  # Wan needs seconds * 16 fps to be a multiple of 4 frames
+        raise _Bad("seconds > 0 in steps of 0.25 (whole multiples of 4 frames at 16 fps), e.g. 5 or 10", value)
+    return seconds
+
+
+def _list(item: Check, *, empty: bool = True) -> Check:
+    def check(value: Any) -> tuple[Any, ...]:
+        if not isinstance(value, list) or (not empty and not value):
+            raise _Bad("a list" if empty else "a non-empty list", value)
+        out = []
+        for i, v in enumerate(value):
+            try:
+                out.append(item(v))
+            except _Bad as bad:
+                raise _Bad(bad.expected, bad.value, f"[{i}]{bad.path}", bad.unknown) from None
+        return tuple(out)
+    return check
+
+
+def _table(item: Check) -> Check:
+    """A table of free keys, each value checked by `item`."""
+    def check(value: Any) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise _Bad("a table ({ key = value, ... })", value)
+        out = {}
+        for k, v in value.items():
+            try:
+                out[str(k)] = item(v)
+            except _Bad as bad:
+                raise _Bad(bad.expected, bad.value, f".{k}{bad.path}", bad.unknown) from None
+        return out
+    return check
+
+
+def _fields(keys: Mapping[str, Check], build: Callable[..., Any] = dict) -> Check:
+    """A table of known keys, each checked by its own check; `build` makes the field's value of them."""
+    def check(value: Any) -> Any:
+        if not isinstance(value, dict):
+            raise _Bad("a table", value)
+        unknown = sorted(set(value) - set(keys))
+        if unknown:
+            raise _Bad("", value[unknown[0]], f".{unknown[0]}", unknown=tuple(keys))
+        return build(**_table_fields(value, keys))
+    return check
+
+
+def _table_fields(value: Mapping[str, Any], keys: Mapping[str, Check]) -> dict[str, Any]:
+    out = {}
+    for k, v in value.items():
+        try:
+            out[k] = keys[k](v)
+        except _Bad as bad:
+            raise _Bad(bad.expected, bad.value, f".{k}{bad.path}", bad.unknown) from None
+    return out
+
+
+SUITE_KEYS: Mapping[str, Check] = {
+    "resolutions": _list(_resolution, empty=False),
+    "pass_orders": _list(_text(("high_low", "low_high")), empty=False),
+    "durations": _list(_duration, empty=False),
+    "interpolation": _list(_boolean, empty=False),
+    "schedule": _text(SCHEDULES),
+    "full_schedule": _boolean,
+    "compile": _boolean,
+    "attention": _list(_text(ATTENTION_FLAGS)),
+}
+SCALE_KEYS: Mapping[str, Check] = {k: _whole for k in ("width", "height", "frames", "steps", "split")}
+
+#: Every key of a `[tiers.<name>]` row: the Tier field of that name gets the checked value.
+ROW_KEYS: Mapping[str, Check] = {
+    "description": _text(),
+    "match": _list(_regex),
+    "min_memory_gib": _number("GiB", positive=False),
+    "max_memory_gib": _number("GiB", positive=False),
+    "args": _list(_text()),
+    "env": _table(_env_value),
+    "vram_budget_gib": _number("GiB"),
+    "budgets": _table(_number("GiB")),
+    "allow_offload_labels": _list(_text()),
+    "run_timeout_s": _number("seconds"),
+    "models": _text(("user", *PRESETS)),
+    "emulate_memory_gib": _number("GiB"),
+    "scale": _fields(SCALE_KEYS),
+    "suite": _fields(SUITE_KEYS, Suite),
+    "judge_timings": _boolean,
+}
+
+_FIX = "fix it in that file (the tier table: --wan22-tiers-file, ini wan22_tiers_file)"
 
 
 def _tier_from_row(name: str, row: Mapping[str, Any], source: str) -> Tier:
-    unknown = set(row) - _FIELDS
-    if unknown:
-        raise ConfigError(
-            f"{source}: tier {name!r} has unknown key(s) {', '.join(sorted(unknown))}; "
-            f"known keys: {', '.join(sorted(_FIELDS))}")
     if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
         raise ConfigError(f"{source}: tier name {name!r} must be lower-case letters, digits and _ "
                           "(it becomes a pytest marker)")
-    kw: dict[str, Any] = dict(row)
-    for key in _TUPLES:
-        if key in kw:
-            kw[key] = tuple(str(v) for v in kw[key])
-    if "env" in kw:
-        kw["env"] = {str(k): str(v) for k, v in kw["env"].items()}
+    where = f"tiers.{name}"
+    if not isinstance(row, dict):
+        raise ConfigError(f"{source}: {where} must be a table ([{where}]); {_FIX}")
     try:
-        return Tier(name=name, **kw)
-    except TypeError as exc:  # pragma: no cover - guarded by the key check
-        raise ConfigError(f"{source}: tier {name!r}: {exc}") from exc
+        kw = _fields(ROW_KEYS)(row)
+    except _Bad as bad:
+        key = where + bad.path
+        if bad.unknown:
+            raise ConfigError(f"{source}: unknown key {key}; known keys there: {', '.join(bad.unknown)}; "
+                              f"{_FIX}") from None
+        raise ConfigError(f"{source}: {key} = {json.dumps(bad.value, default=str)} is not {bad.expected}; "
+                          f"{_FIX}") from None
+    lo, hi = kw.get("min_memory_gib"), kw.get("max_memory_gib")
+    if lo is not None and hi is not None and lo > hi:
+        raise ConfigError(f"{source}: {where}.min_memory_gib ({lo:g}) is above {where}.max_memory_gib ({hi:g}); "
+                          f"{_FIX}")
+    scale = kw.get("scale", {})
+    if "split" in scale and scale["split"] >= scale.get("steps", scale["split"] + 1):
+        raise ConfigError(f"{source}: {where}.scale.split ({scale['split']}) must be below {where}.scale.steps "
+                          f"({scale['steps']}): each expert needs a step; {_FIX}")
+    return Tier(name=name, **kw)
 
 
 def _read(path: Path | None) -> tuple[dict[str, Any], str]:
@@ -137,6 +337,9 @@ def load_tiers(extra: Path | None = None) -> dict[str, Tier]:
     table: dict[str, Tier] = {}
     for path in (None, extra) if extra else (None,):
         data, source = _read(path)
+        if set(data) - {"tiers"}:
+            raise ConfigError(f"{source}: unknown table or key {sorted(set(data) - {'tiers'})[0]!r}; every row is "
+                              f"a [tiers.<name>] table; {_FIX}")
         rows = data.get("tiers")
         if not isinstance(rows, dict):
             raise ConfigError(f"{source}: expected [tiers.<name>] tables")

@@ -1,84 +1,63 @@
-"""The variant matrix of each tier: what the suites cover, as data."""
+"""The variant matrix of each tier, from the tier table's `[tiers.<name>.suite]` rows: what the suites cover, as
+data. A row of your own tiers file (--wan22-tiers-file) gets the suite too, with the defaults of
+pytest_wan22.tiers.Suite for what it does not say."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
 
+from pytest_wan22.tiers import ATTENTION_FLAGS, Suite, Tier, resolution_size
 from pytest_wan22.workflows import Variant, load_workflow
 
 WORKFLOW = load_workflow(Path(__file__).resolve().parents[1] / "workflows" / "wan22_i2v_a14b.json")
 
-RESOLUTIONS = {"480p": (832, 480), "640p": (640, 640), "720p": (1280, 720)}
-
-
-@dataclass(frozen=True)
-class TierMatrix:
-    """What one tier covers: resolutions, schedule, and the extras the card supports."""
-
-    resolutions: tuple[str, ...]
-    schedule: str = "lightx2v_4step"
-    compile: bool = True
-    attention: tuple[str, ...] = ()
-
-
-MATRIX: dict[str, TierMatrix] = {
-    "rtx5090": TierMatrix(("720p",), attention=("sage",)),
-    "rtx4090": TierMatrix(("480p", "720p"), attention=("sage",)),
-    "a100": TierMatrix(("720p",), attention=("flash",)),
-    "h200": TierMatrix(("640p", "720p"), attention=("flash", "sage")),
-    "cpu": TierMatrix(("640p",), schedule="default", compile=False),
-}
-
-# Launch flags of each attention backend (a profile variation: it needs its own server).
-ATTENTION = {
-    "sage": ("--use-sage-attention",),
-    "flash": ("--use-flash-attention",),
-    "split": ("--use-split-cross-attention",),
-}
-
 
 def base(resolution: str, schedule: str) -> Variant:
     """The official two-pass graph at a resolution and schedule."""
-    return Variant(WORKFLOW).resolution(*RESOLUTIONS[resolution]).schedule(schedule)
+    return Variant(WORKFLOW).resolution(*resolution_size(resolution)).schedule(schedule)
+
+
+def _first(m: Suite, schedule: str) -> Variant:
+    """The extras' variant: the first resolution, pass order and duration of the tier's matrix."""
+    return base(m.resolutions[0], schedule).pass_order(m.pass_orders[0]).duration(m.durations[0])
 
 
 def _param(tier: str, variant: Variant, *extra: object) -> object:
     return pytest.param(variant, *extra, id=f"{tier}-{variant.variant_id}", marks=getattr(pytest.mark, tier))
 
 
-def matrix() -> Iterator[object]:
-    """Both pass orders x 5 s and 10 s x interpolation off and on, at each resolution of each tier."""
-    for tier, m in MATRIX.items():
+def matrix(tiers: Mapping[str, Tier]) -> Iterator[object]:
+    """Each pass order x duration x interpolation off and on, at each resolution of each tier."""
+    for tier in tiers.values():
+        m = tier.suite
         for res in m.resolutions:
-            for order in ("high_low", "low_high"):
-                for seconds in (5, 10):
-                    for rife in (False, True):
+            for order in m.pass_orders:
+                for seconds in m.durations:
+                    for rife in m.interpolation:
                         v = base(res, m.schedule).pass_order(order).duration(seconds)
-                        yield _param(tier, v.interpolate(2) if rife else v)
+                        yield _param(tier.name, v.interpolate(2) if rife else v)
 
 
-def schedules() -> Iterator[object]:
-    """The full 20-step schedule next to the tier's fast one (high-noise first, 5 s)."""
-    for tier, m in MATRIX.items():
-        if m.schedule != "default":
-            yield _param(tier, base(m.resolutions[0], "default").duration(5))
+def schedules(tiers: Mapping[str, Tier]) -> Iterator[object]:
+    """The full 20-step schedule next to the tier's fast one (the first resolution, order and duration)."""
+    for tier in tiers.values():
+        if tier.suite.full_schedule and tier.suite.schedule != "default":
+            yield _param(tier.name, _first(tier.suite, "default"))
 
 
-def compiled() -> Iterator[object]:
+def compiled(tiers: Mapping[str, Tier]) -> Iterator[object]:
     """torch.compile, paired with the same variant without it."""
-    for tier, m in MATRIX.items():
-        if m.compile:
-            plain = base(m.resolutions[0], m.schedule).duration(5)
-            yield _param(tier, plain.torch_compile(), plain)
+    for tier in tiers.values():
+        if tier.suite.compile:
+            plain = _first(tier.suite, tier.suite.schedule)
+            yield _param(tier.name, plain.torch_compile(), plain)
 
 
-def attention() -> Iterator[object]:
-    """Each attention backend the tier supports, as launch flags for a server of its own."""
-    for tier, m in MATRIX.items():
-        for name in m.attention:
-            v = base(m.resolutions[0], m.schedule).duration(5).label(name)
-            yield _param(tier, v, ATTENTION[name])
+def attention(tiers: Mapping[str, Tier]) -> Iterator[object]:
+    """Each attention backend the tier's row names, as launch flags for a server of its own."""
+    for tier in tiers.values():
+        for name in tier.suite.attention:
+            yield _param(tier.name, _first(tier.suite, tier.suite.schedule).label(name), ATTENTION_FLAGS[name])

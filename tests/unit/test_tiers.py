@@ -54,9 +54,11 @@ def test_user_table_replaces_and_adds_rows(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "needle"),
     [
-        ("[tiers.x]\nmatcher = []\n", "unknown key(s) matcher"),
+        ("[tiers.x]\nmatcher = []\n", "unknown key tiers.x.matcher; known keys there: description, match,"),
         ("[tiers.X5]\nmatch = []\n", "must be lower-case"),
         ("[tiers.x\n", "not valid TOML"),
+        ("[tier.l40s]\nmatch = []\n", "unknown table or key 'tier'"),
+        ("[tiers]\nx = 3\n", "tiers.x must be a table"),
     ],
 )
 def test_bad_table_names_the_problem(tmp_path: Path, text: str, needle: str) -> None:
@@ -65,6 +67,79 @@ def test_bad_table_names_the_problem(tmp_path: Path, text: str, needle: str) -> 
     with pytest.raises(ConfigError, match=r"tier|TOML") as info:
         load_tiers(bad)
     assert needle in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("row", "named"),
+    [
+        ('vram_budget_gib = "lots"', 'tiers.l40s.vram_budget_gib = "lots" is not a number > 0 (GiB)'),
+        ("vram_budget_gib = 0", "tiers.l40s.vram_budget_gib = 0 is not a number > 0 (GiB)"),
+        ("vram_budget_gib = true", "tiers.l40s.vram_budget_gib = true is not a number > 0"),
+        ("min_memory_gib = -1", "tiers.l40s.min_memory_gib = -1 is not a number >= 0 (GiB)"),
+        ("min_memory_gib = 50\nmax_memory_gib = 40", "tiers.l40s.min_memory_gib (50) is above"),
+        ('match = "L40S"', 'tiers.l40s.match = "L40S" is not a list'),
+        ('match = ["L40S("]', "tiers.l40s.match[0] = \"L40S(\" is not a regular expression"),
+        ('args = ["--highvram", 1]', "tiers.l40s.args[1] = 1 is not a string"),
+        ('budgets = { "10s" = "big" }', 'tiers.l40s.budgets.10s = "big" is not a number > 0 (GiB)'),
+        ("run_timeout_s = -5", "tiers.l40s.run_timeout_s = -5 is not a number > 0 (seconds)"),
+        ('models = "huge"', 'tiers.l40s.models = "huge" is not one of "user", "tiny", "a14b"'),
+        ("env = { A = [1] }", "tiers.l40s.env.A = [1] is not a string"),
+        ("scale = { width = 64.5 }", "tiers.l40s.scale.width = 64.5 is not a whole number >= 1"),
+        ("scale = { depth = 3 }", "unknown key tiers.l40s.scale.depth; known keys there: width, height, frames"),
+        ("scale = { steps = 4, split = 4 }", "tiers.l40s.scale.split (4) must be below tiers.l40s.scale.steps (4)"),
+        ('suite = { resolutions = "720p" }', 'tiers.l40s.suite.resolutions = "720p" is not a non-empty list'),
+        ("suite = { resolutions = [] }", "tiers.l40s.suite.resolutions = [] is not a non-empty list"),
+        ('suite = { resolutions = ["1080p"] }', 'tiers.l40s.suite.resolutions[0] = "1080p" is not one of "480p"'),
+        ('suite = { resolutions = ["1000x720"] }', "multiples of 16"),
+        ("suite = { durations = [5, 7.1] }", "tiers.l40s.suite.durations[1] = 7.1 is not seconds > 0 in steps"),
+        ('suite = { interpolation = ["yes"] }', 'tiers.l40s.suite.interpolation[0] = "yes" is not true or false'),
+        ('suite = { schedule = "fast" }', 'tiers.l40s.suite.schedule = "fast" is not one of "default", '
+                                          '"lightx2v_4step"'),
+        ("suite = { compile = 1 }", "tiers.l40s.suite.compile = 1 is not true or false"),
+        ('suite = { attention = ["xformers"] }', 'tiers.l40s.suite.attention[0] = "xformers" is not one of "sage"'),
+        ('suite = { pass_orders = ["low_low"] }', 'tiers.l40s.suite.pass_orders[0] = "low_low" is not one of'),
+        ('suite = { resolution = ["720p"] }', "unknown key tiers.l40s.suite.resolution; known keys there: "
+                                              "resolutions, pass_orders,"),
+    ],
+)
+def test_a_bad_value_is_refused_naming_the_file_and_the_key(tmp_path: Path, row: str, named: str) -> None:
+    bad = tmp_path / "my-tiers.toml"
+    bad.write_text(f"[tiers.l40s]\n{row}\n")
+    with pytest.raises(ConfigError) as info:
+        load_tiers(bad)
+    text = str(info.value)
+    assert text.startswith(f"{bad}: ")
+    assert named in text
+    assert "--wan22-tiers-file" in text
+
+
+def test_every_row_key_is_a_tier_field_and_checked() -> None:
+    from pytest_wan22.tiers import ROW_KEYS, SUITE_KEYS, Suite
+
+    assert set(ROW_KEYS) == {f for f in Tier.__dataclass_fields__ if f != "name"}
+    assert set(SUITE_KEYS) == set(Suite.__dataclass_fields__)
+
+
+def test_a_row_without_a_suite_table_gets_the_default_suite(tmp_path: Path) -> None:
+    from pytest_wan22.tiers import Suite
+
+    extra = tmp_path / "tiers.toml"
+    extra.write_text('[tiers.l40s]\nmatch = ["L40S"]\n[tiers.l4]\nmatch = ["L4$"]\n'
+                     '[tiers.l4.suite]\nresolutions = ["480p", "1024x576"]\ndurations = [2.5]\n'
+                     'interpolation = [false]\nattention = ["sage"]\n')
+    tiers = load_tiers(extra)
+    assert tiers["l40s"].suite == Suite()
+    l4 = tiers["l4"].suite
+    assert (l4.resolutions, l4.durations, l4.interpolation, l4.attention) == (
+        ("480p", "1024x576"), (2.5,), (False,), ("sage",))
+    assert l4.schedule == "lightx2v_4step" and l4.compile and l4.full_schedule  # the defaults of what it omits
+
+
+def test_shipped_rows_say_what_the_suite_runs_on_each_tier() -> None:
+    assert TIERS["rtx4090"].suite.resolutions == ("480p", "720p")
+    assert TIERS["h200"].suite.attention == ("flash", "sage")
+    cpu = TIERS["cpu"].suite
+    assert (cpu.schedule, cpu.compile, cpu.full_schedule, cpu.attention) == ("default", False, False, ())
 
 
 def test_missing_table_names_the_flag(tmp_path: Path) -> None:
