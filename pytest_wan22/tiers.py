@@ -202,7 +202,7 @@ def _resolution(value: Any) -> str:
 
 
 def _duration(value: Any) -> float:
-    seconds = _number("seconds")(value)
+    seconds = float(_number("seconds")(value))
     if abs(seconds * 4 - round(seconds * 4)) > 1e-9:  # Wan needs seconds * 16 fps to be a multiple of 4 frames
         raise _Bad("seconds > 0 in steps of 0.25 (whole multiples of 4 frames at 16 fps), e.g. 5 or 10", value)
     return seconds

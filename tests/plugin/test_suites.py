@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -70,3 +71,63 @@ def test_every_rtx5090_variant_runs_on_the_fake(fake_gpu: pytest.Pytester) -> No
     assert "high_low-5s-720p-lightx2v_4step-compile" in ids
     assert "high_low-5s-720p-lightx2v_4step-sage+use-sage-attention" in ids  # a launch-flag variation
     result.stdout.fnmatch_lines(["*wan22: baselines written under*"])
+
+
+L40S = {"devices": [{"name": "NVIDIA L40S", "memory_mib": 46068, "uuid": "GPU-L40S-0", "used_mib": 700,
+                     "processes": [{"pid": "children", "used_mib": 6000}]}]}
+
+
+def _tiers_file(p: pytest.Pytester) -> str:
+    return f"--wan22-tiers-file={p.path / 'my_tiers.toml'}"
+
+
+def _readme_tier_example() -> tuple[str, list[str]]:
+    """The README's [tiers.l40s] row and the collect-only lines it shows for it."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    found = re.search(r"```toml\n(\[tiers\.l40s\]\n.*?)```\n\n(    pytest suites -m l40s .*?)\n\n", text, re.DOTALL)
+    assert found, "README.md lost its [tiers.l40s] example"
+    shown = [line.strip() for line in found.group(2).splitlines()[1:] if line.strip() != "..."]
+    return found.group(1), shown
+
+
+def test_the_readme_tier_row_collects_and_runs_the_suite(fake_gpu: pytest.Pytester) -> None:
+    row, shown = _readme_tier_example()
+    fake_gpu.makefile(".toml", my_tiers=row)
+    listed = _run(fake_gpu, "--collect-only", "-q", "-m", "l40s", _tiers_file(fake_gpu))
+    assert listed.ret == 0
+    listed.stdout.fnmatch_lines([*shown[:-1], shown[-1] + " in *"], consecutive=False)
+    # Detected by its `match` through a fake NVML that sees an L40S, and run against the fake ComfyUI.
+    fake_gpu.makepyfile(fake_gpu_plugin=GPU_PLUGIN.replace(json.dumps(RTX5090), json.dumps(L40S)))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FAKE_COMFYUI_CUSTOM_NODES", "frame-interpolation")
+        mp.setenv("FAKE_COMFYUI_PACKAGES", "sageattention")
+        result = _run(fake_gpu, "-m", "l40s", _tiers_file(fake_gpu), "--wan22-update-baselines")
+    result.assert_outcomes(passed=11)
+    result.stdout.fnmatch_lines(["wan22: tier l40s (NVIDIA L40S, 46068 MiB)*"])
+    stored = json.loads((fake_gpu.path / "baselines" / "l40s" / "wan22_i2v_a14b.json").read_text())
+    assert "low_high-10s-720p-lightx2v_4step-rife2x" in stored["variants"]
+    assert "high_low-5s-720p-lightx2v_4step-sage+use-sage-attention" in stored["variants"]
+
+
+def test_a_row_of_your_own_without_a_suite_table_gets_the_default_suite(fake_gpu: pytest.Pytester) -> None:
+    fake_gpu.makefile(".toml", my_tiers='[tiers.l40s]\nmatch = ["L40S"]\nargs = ["--highvram"]\n')
+    result = _run(fake_gpu, "--collect-only", "-q", "-m", "l40s", _tiers_file(fake_gpu))
+    ids = ["test_i2v[l40s-high_low-5s-640p-lightx2v_4step]", "test_i2v[l40s-low_high-10s-640p-lightx2v_4step-rife2x]",
+           "test_i2v_full_schedule[l40s-high_low-5s-640p-default]",
+           "test_i2v_torch_compile[l40s-high_low-5s-640p-lightx2v_4step-compile]"]
+    result.stdout.fnmatch_lines([*(f"suites/test_wan22_i2v.py::{i}" for i in ids), "10/79 tests collected*"])
+
+
+def test_a_bad_tier_row_stops_the_session_naming_the_file_and_key(fake_gpu: pytest.Pytester) -> None:
+    fake_gpu.makefile(".toml", my_tiers='[tiers.l40s]\nmatch = ["L40S"]\nvram_budget_gib = "lots"\n')
+    result = _run(fake_gpu, "-m", "l40s", _tiers_file(fake_gpu))
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(['*my_tiers.toml: tiers.l40s.vram_budget_gib = "lots" is not a number > 0 (GiB)*'])
+
+
+def test_the_built_in_tiers_keep_their_test_ids(fake_gpu: pytest.Pytester) -> None:
+    """The ids are the baseline keys: a change to how the suite is made must not rename a built-in tier's test
+    (tests/data/suite_ids.txt is `pytest suites --collect-only -q` of the shipped table)."""
+    result = _run(fake_gpu, "--collect-only", "-q", "--wan22-tier=cpu")
+    listed = [line for line in result.stdout.lines if "::" in line]
+    assert listed == (REPO / "tests" / "data" / "suite_ids.txt").read_text(encoding="utf-8").splitlines()

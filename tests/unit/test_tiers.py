@@ -132,7 +132,7 @@ def test_a_row_without_a_suite_table_gets_the_default_suite(tmp_path: Path) -> N
     l4 = tiers["l4"].suite
     assert (l4.resolutions, l4.durations, l4.interpolation, l4.attention) == (
         ("480p", "1024x576"), (2.5,), (False,), ("sage",))
-    assert l4.schedule == "lightx2v_4step" and l4.compile and l4.full_schedule  # the defaults of what it omits
+    assert (l4.schedule, l4.compile, l4.full_schedule) == ("lightx2v_4step", True, True)  # the omitted defaults
 
 
 def test_shipped_rows_say_what_the_suite_runs_on_each_tier() -> None:
