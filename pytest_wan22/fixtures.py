@@ -25,7 +25,7 @@ from .errors import ServerStartError, Wan22Error
 from .launcher import ComfyServer, ServerHandle, ServerSpec, public_argv
 from .records import Environment, RunRecord
 from .roles import expert_loaders, synthetic_roles
-from .runner import RunContext, ensure_input_images, fresh_seed, run_prompt
+from .runner import RunContext, ensure_inputs, fresh_seed, run_prompt
 from .settings import Settings
 from .tiers import Profile, Tier, make_profile, merge_args
 from .workflows import Variant, Workflow, load_workflow
@@ -161,6 +161,7 @@ class Server:
     start_s: float = 0.0
     records_dir: Path | None = None
     unknown: str = ""  # what an attached server cannot tell us, said once in the first record
+    places: preflight.Places = field(default_factory=preflight.Places)  # the folders fix hints name
 
     def alive(self) -> bool:
         """True while the server process runs (always True when attached)."""
@@ -332,8 +333,10 @@ class ServerPool:
         start_s = time.monotonic() - started
         with ComfyClient(handle.url) as client:
             environment = _environment(client, self.device, self.profile, models)
+        places = preflight.launched_places(side.comfyui_dir, spec.input_dir, (self.models.preset, self.models.root)
+                                           if self.models is not None else None)
         return Server(handle, launcher, work / "output", environment, side=side.name, start_s=start_s,
-                      records_dir=work / "records")
+                      records_dir=work / "records", places=places)
 
 
 def _side_words(side: str) -> str:
@@ -508,9 +511,7 @@ def _gpu_state(state: State) -> Callable[[], dict[str, float | None]] | None:
 def _preflight(server: Server, client: ComfyClient, prompt: dict[str, Any], variant_id: str, missing: str) -> None:
     if not server.object_info:
         server.object_info = client.object_info()
-    elif "LoadImage" not in server.object_info:
-        server.object_info.update(client.object_info("LoadImage"))
-    problems = preflight.check(prompt, server.object_info)
+    problems = preflight.check(prompt, server.object_info, server.places)
     if not problems:
         return
     text = f"{variant_id} cannot run on this server:\n{preflight.format_problems(problems)}"
@@ -554,7 +555,9 @@ class SideRunner:
             environment=server.environment, is_alive=server.alive, log_size=server.handle.log_size,
             log_since=server.handle.log_since, output_dir=server.output_dir,
             monitor=state.progress.track(_vram_monitor(state, server, s.vram_interval)),
-            gpu_state=_gpu_state(state), on_event=state.progress.on_event)
+            gpu_state=_gpu_state(state), on_event=state.progress.on_event,
+            input_dir=server.launcher.spec.input_dir if server.launcher else None,
+            user_input_dir=server.launcher.spec.comfyui_dir / "input" if server.launcher else None)
         self.records: list[RunRecord] = []
         self.graph = variant.seed(0).build()
         self.shape = warm_shape(self.graph)
@@ -565,9 +568,10 @@ class SideRunner:
         return [r for r in self.records if not r.warmup]
 
     def prepare(self, missing: str) -> None:
-        """Upload the start images the server lacks, then check the graph against the server before any run."""
-        if ensure_input_images(self.ctx, self.graph, self.variant.image_size()):
-            self.server.object_info.pop("LoadImage", None)  # its image list has changed
+        """Bring in the input files the server lacks, then check the graph against the server before any run."""
+        for cls in ensure_inputs(self.ctx, self.graph, self.variant.image_size()):
+            if self.server.object_info:  # its file list has changed
+                self.server.object_info.update(self.ctx.client.object_info(cls))
         _preflight(self.server, self.ctx.client, self.graph, self.key, missing)
 
     def warmups_needed(self, wanted: int, explicit: bool) -> int:

@@ -207,6 +207,13 @@ class ServerSpec:
         """Where stdout and stderr of the server go."""
         return self.work_dir / f"{self.name}.log"
 
+    @property
+    def input_dir(self) -> Path:
+        """The folder the server reads input files from: its own, unless the arguments name one."""
+        args = list(self.args)
+        given = args.index("--input-directory") + 1 if "--input-directory" in args else 0
+        return Path(args[given]) if 0 < given < len(args) else self.work_dir / "input"
+
     def command(self, port: int) -> list[str]:
         """The argv that starts ComfyUI on `port`."""
         w = self.work_dir

@@ -6,14 +6,17 @@ import difflib
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from .errors import PreflightError
 
 __all__ = [
+    "Places",
     "Problem",
     "check",
     "format_problems",
+    "launched_places",
     "model_folder",
     "node_pack",
     "raise_if_problems",
@@ -106,6 +109,39 @@ _ANY_TYPES = frozenset({"*", "COMFY_MATCHTYPE_V3"})
 
 
 @dataclass(frozen=True)
+class Places:
+    """Where the checked server finds files, as fix hints name them. The defaults speak of any install
+    (`<comfyui>/models/...`); `launched_places` names the folders a launched server really reads."""
+
+    comfyui: str = "<comfyui>"  # the install: its custom_nodes/ (frame-interpolation checkpoints)
+    models: str = "<comfyui>/models"  # the folder whose models/<kind>/ folders the server lists
+    models_note: str = ""  # said after a missing model file's fix
+    extra_paths: str = "extra_model_paths.yaml"  # the file that can point the server at other model folders
+    input: str = "<comfyui>/input"  # where to put an input image, video or audio file
+    input_note: str = ""  # said after a missing input file's fix
+
+
+def launched_places(comfyui_dir: Path, server_input: Path, synthetic: tuple[str, Path] | None = None) -> Places:
+    """The folders of a server the plugin launched from `comfyui_dir`: it reads inputs from its own folder
+    `server_input`, filled from <comfyui_dir>/input before each test, and models from <comfyui_dir>/models, or
+    from the synthetic set (preset, base folder) it runs on; <comfyui_dir>/extra_model_paths.yaml applies to
+    both."""
+    note = ""
+    models = comfyui_dir / "models"
+    if synthetic is not None:
+        preset, root = synthetic
+        models = root / "models"
+        note = (f"; the server reads models from the synthetic set {preset!r} ({root}), which has no such file: "
+                "it stands in only for the experts, VAE, text encoder and LightX2V LoRAs of core loaders (a tier "
+                'with models = "user" runs such a graph on your own models)')
+    return Places(comfyui=str(comfyui_dir), models=str(models), models_note=note,
+                  extra_paths=str(comfyui_dir / "extra_model_paths.yaml"),
+                  input=str(comfyui_dir / "input"),
+                  input_note=f" (before each test the plugin links the files a workflow names from there into "
+                             f"the server's own input folder, {server_input})")
+
+
+@dataclass(frozen=True)
 class Problem:
     """One reason the server would reject or fail the prompt, with the fix."""
 
@@ -184,9 +220,10 @@ def _short(options: Sequence[Any], limit: int = 8) -> str:
 
 
 class _Checker:
-    def __init__(self, prompt: Mapping[str, Any], object_info: Mapping[str, Any]) -> None:
+    def __init__(self, prompt: Mapping[str, Any], object_info: Mapping[str, Any], places: Places) -> None:
         self.prompt = prompt
         self.info = object_info
+        self.places = places
         self.problems: list[Problem] = []
 
     def add(self, kind: ProblemKind, node_id: str, node: Mapping[str, Any], input_name: str | None,
@@ -300,8 +337,7 @@ class _Checker:
         self.add("value", node_id, node, name, value, f"{value!r} is not one of the allowed values{hint}",
                  f"use one of {_short(options)}" if options else "the server offers no values for it")
 
-    @staticmethod
-    def missing_file(value: str, folder: str, options: list[Any], media: str = "image") -> tuple[str, str]:
+    def missing_file(self, value: str, folder: str, options: list[Any], media: str = "image") -> tuple[str, str]:
         base = value.replace("\\", "/").rsplit("/", 1)[-1]
         same = [o for o in options if isinstance(o, str) and o.replace("\\", "/").rsplit("/", 1)[-1] == base]
         if not options:
@@ -312,16 +348,18 @@ class _Checker:
             listed = f"the server lists {len(options)} others there"
         if same:
             listed += f"; {same[0]!r} has the same file name, use that name"
+        where = self.places
         if folder == "input":
-            fix = "put it in <comfyui>/input/"
+            fix = f"put it in {where.input}/{where.input_note}"
             return (f"input {media} {value!r} not in input/ ({listed})",
                     "upload it with POST /upload/image or " + fix if media == "image" else fix)
         if folder.startswith("custom_nodes/"):
             return (f"model file {value!r} not in {folder}/ ({listed})",
-                    f"put it in <comfyui>/{folder}/ (the node pack downloads it on first use only when the "
+                    f"put it in {where.comfyui}/{folder}/ (the node pack downloads it on first use only when the "
                     "server is online)")
+        sub = folder.removeprefix("models/")
         return (f"model file {value!r} not in {folder} ({listed})",
-                f"put it in <comfyui>/{folder}/ or point extra_model_paths.yaml at it")
+                f"put it in {where.models}/{sub}/ or point {where.extra_paths} at it{where.models_note}")
 
     def check_number(self, node_id: str, node: Mapping[str, Any], name: str, value: Any, kind: str,
                      extra: Mapping[str, Any]) -> None:
@@ -350,11 +388,12 @@ class _Checker:
         return ""
 
 
-def check(prompt: Mapping[str, Any], object_info: Mapping[str, Any]) -> list[Problem]:
-    """Every reason the server (as `object_info` describes it) would reject the prompt, in node order."""
+def check(prompt: Mapping[str, Any], object_info: Mapping[str, Any], places: Places | None = None) -> list[Problem]:
+    """Every reason the server (as `object_info` describes it) would reject the prompt, in node order; fixes name
+    the folders of `places` (a launched server's: `launched_places`)."""
     if isinstance(prompt.get("prompt"), Mapping) and "class_type" not in prompt["prompt"]:
         prompt = prompt["prompt"]
-    return _Checker(prompt, object_info).run()
+    return _Checker(prompt, object_info, places or Places()).run()
 
 
 def format_problems(problems: Sequence[Problem]) -> str:

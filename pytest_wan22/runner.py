@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import secrets
+import shutil
 import struct
 import time
 import zlib
@@ -15,6 +17,7 @@ from typing import Any, Protocol
 
 from .client import ComfyClient, Event, Execution
 from .errors import ComfyAPIError, PromptRejected
+from .preflight import INPUT_MEDIA
 from .records import (
     Environment,
     ErrorInfo,
@@ -40,6 +43,8 @@ PHASES: Mapping[str, frozenset[str]] = {
     "interpolation": frozenset({"RIFE VFI", "FILM VFI", "FrameInterpolate"}),
     "save": frozenset({"CreateVideo", "SaveVideo", "SaveWEBM", "SaveAnimatedWEBP", "SaveImage"}),
 }
+
+_ANNOTATED = re.compile(r"\s\[(input|output|temp)\]$")  # ComfyUI's folder annotation of a file name
 
 OOM_TYPES = frozenset({"torch.OutOfMemoryError", "torch.cuda.OutOfMemoryError", "OutOfMemoryError"})
 OOM_TEXT = re.compile(r"out of memory|Allocation on device|CUBLAS_STATUS_ALLOC_FAILED", re.IGNORECASE)
@@ -190,6 +195,8 @@ class RunContext:
     gpu_state: Callable[[], dict[str, float | None]] | None = None
     uploaded: set[str] = field(default_factory=set)
     on_event: Callable[[Event], None] | None = None  # every websocket event of a run, as it arrives
+    input_dir: Path | None = None  # the folder a launched server reads inputs from (its own, private one)
+    user_input_dir: Path | None = None  # the user's <comfyui>/input, where the files a workflow names are
 
 
 @contextlib.contextmanager
@@ -218,22 +225,59 @@ def png_bytes(width: int, height: int) -> bytes:
             + chunk(b"IEND", b""))
 
 
-def ensure_input_images(ctx: RunContext, prompt: Mapping[str, Any], size: tuple[int, int]) -> bool:
-    """Upload a start image for every LoadImage the server does not have yet; True when one was uploaded."""
-    info = ctx.client.object_info("LoadImage").get("LoadImage", {})
-    spec = (info.get("input", {}).get("required", {}).get("image") or [[]])[0]
-    have = set(spec) if isinstance(spec, list) else set()
-    uploaded = False
+def _options(info: Mapping[str, Any], name: str) -> set[str]:
+    """The values a combo input lists (old or v3 encoding)."""
+    spec = info.get("input", {}).get("required", {}).get(name) or [[]]
+    head = spec[0]
+    if head == "COMBO" and len(spec) > 1 and isinstance(spec[1], Mapping):
+        head = spec[1].get("options", [])
+    return {str(o) for o in head} if isinstance(head, list) else set()
+
+
+def _inside(folder: Path, name: str) -> Path | None:
+    """folder/name, unless the name leads out of the folder."""
+    target = (folder / name).resolve()
+    return target if folder.resolve() in target.parents else None
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.unlink(missing_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:  # another file system, or links not allowed
+        shutil.copy2(source, target)
+
+
+def ensure_inputs(ctx: RunContext, prompt: Mapping[str, Any], size: tuple[int, int]) -> set[str]:
+    """Make the input files the prompt names (LoadImage, LoadVideo, LoadAudio, ...) present on the server before
+    the preflight: one the server does not list is linked (or copied) from the user's ComfyUI input folder into
+    the server's own; a start image found in neither is generated and uploaded. Returns the node classes whose
+    file lists changed."""
+    lists: dict[str, set[str]] = {}
+    changed: set[str] = set()
     for node in prompt.values():
-        if node.get("class_type") != "LoadImage":
-            continue
-        name = str(node["inputs"].get("image"))
-        if name in have or name in ctx.uploaded:
-            continue
-        ctx.client.upload_image_bytes(name, png_bytes(*size))
-        ctx.uploaded.add(name)
-        uploaded = True
-    return uploaded
+        cls = str(node.get("class_type"))
+        for (media_cls, name), media in INPUT_MEDIA.items():
+            value = (node.get("inputs") or {}).get(name)
+            if media_cls != cls or not isinstance(value, str) or value in ctx.uploaded:
+                continue
+            if cls not in lists:
+                lists[cls] = _options(ctx.client.object_info(cls).get(cls, {}), name)
+            plain = value.removesuffix(" [input]")
+            if value in lists[cls] or _ANNOTATED.search(plain):  # listed, or in the output or temp folder
+                continue
+            source = ctx.user_input_dir / plain if ctx.user_input_dir is not None else None
+            target = _inside(ctx.input_dir, plain) if ctx.input_dir is not None else None
+            if source is not None and source.is_file() and target is not None:
+                _link_or_copy(source, target)
+            elif media == "image":
+                ctx.client.upload_image_bytes(plain, png_bytes(*size))
+            else:
+                continue  # the preflight names the file and where to put it
+            ctx.uploaded.add(value)
+            changed.add(cls)
+    return changed
 
 
 def run_prompt(ctx: RunContext, prompt: Mapping[str, Any], *, variant_id: str, workflow: str, seed: int | None,

@@ -24,6 +24,9 @@ MODEL_COMBOS: dict[tuple[str, str], str] = {
     ("UpscaleModelLoader", "model_name"): "upscale_models",
 }
 
+#: File endings LoadVideo's combo lists from input/.
+VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".mkv", ".avi", ".gif", ".m4v")
+
 #: What GET /models lists (ComfyUI 0.8.0, captured).
 MODEL_FOLDERS = (
     "checkpoints",
@@ -135,6 +138,8 @@ class Catalog:
                         options = [*options, "pixel_space"]
                 elif class_type == "LoadImage" and name == "image":
                     options = self._list_inputs()
+                elif class_type == "LoadVideo" and name == "file":  # ComfyUI lists only the videos there
+                    options = [f for f in self._list_inputs() if f.lower().endswith(VIDEO_SUFFIXES)]
                 if options is None:
                     continue
                 if spec and spec[0] == "COMBO":
@@ -343,13 +348,13 @@ class Validator:
                         "exception_message": str(exc),
                     },
                 }
-        if class_type == "LoadImage" and name == "image":
+        if (class_type, name) in (("LoadImage", "image"), ("LoadVideo", "file")):
             if self.input_exists(str(value)):
                 return None
             return {
                 "type": "custom_validation_failed",
                 "message": "Custom validation failed for node",
-                "details": f"{name} - Invalid image file: {value}",
+                "details": f"{name} - Invalid {'image' if name == 'image' else 'video'} file: {value}",
                 "extra_info": {"input_name": name},
             }
         if "min" in extra and isinstance(value, (int, float)) and value < extra["min"]:

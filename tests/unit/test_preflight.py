@@ -426,3 +426,30 @@ def test_missing_input_video_names_the_input_folder() -> None:
     assert (problem.kind, problem.input) == ("model", "file")
     assert problem.message.startswith("input video 'clip.mp4' not in input/")
     assert problem.fix == "put it in <comfyui>/input/"
+
+
+def test_a_launched_servers_hints_name_the_folders_it_reads(tmp_path: Path) -> None:
+    from pytest_wan22.preflight import check, launched_places
+
+    info = {"LoadVideo": {"input": {"required": {"file": ["COMBO", {"options": []}]}}, "output": ["VIDEO"]},
+            "LoraLoaderModelOnly": {"input": {"required": {"model": ["MODEL"], "lora_name": [[]]}},
+                                    "output": ["MODEL"]},
+            "UNETLoader": {"input": {"required": {"unet_name": [[]]}}, "output": ["MODEL"]},
+            "SaveVideo": {"input": {"required": {"video": ["VIDEO"]}}, "output": [], "output_node": True}}
+    prompt = {"1": {"class_type": "LoadVideo", "inputs": {"file": "clip.mp4"}},
+              "2": {"class_type": "SaveVideo", "inputs": {"video": ["1", 0]}},
+              "3": {"class_type": "UNETLoader", "inputs": {"unet_name": "x.safetensors"}},
+              "4": {"class_type": "LoraLoaderModelOnly",
+                    "inputs": {"model": ["3", 0], "lora_name": "style.safetensors"}}}
+    comfyui, own, root = tmp_path / "ComfyUI", tmp_path / "work" / "input", tmp_path / "models" / "tiny"
+
+    user = {p.node_id: p.fix for p in check(prompt, info, launched_places(comfyui, own))}
+    assert user["1"] == (f"put it in {comfyui}/input/ (before each test the plugin links the files a workflow "
+                         f"names from there into the server's own input folder, {own})")
+    assert user["4"] == (f"put it in {comfyui}/models/loras/ or point {comfyui}/extra_model_paths.yaml at it")
+
+    synthetic = {p.node_id: p.fix for p in check(prompt, info, launched_places(comfyui, own, ("tiny", root)))}
+    assert synthetic["4"].startswith(f"put it in {root}/models/loras/ or point {comfyui}/extra_model_paths.yaml "
+                                     f"at it; the server reads models from the synthetic set 'tiny' ({root}), "
+                                     "which has no such file")
+    assert synthetic["1"] == user["1"]  # inputs come from the user's folder on every tier

@@ -244,3 +244,69 @@ def test_a_timeout_keeps_the_clients_words_and_a_dead_server_its_last_log_lines(
     assert build_record(BASE, replace(ex, status="server_died", message="gone"), prompt, None, "", None
                         ).message == "gone"
     assert build_record(BASE, replace(ex, message="x"), prompt, None, log, None).message == "x"  # only when it died
+
+
+class _Server:
+    """What ensure_inputs asks of a client: a class's file list, and image uploads (kept here)."""
+
+    def __init__(self, listed: dict[str, list[str]]) -> None:
+        self.listed = listed
+        self.uploads: dict[str, bytes] = {}
+        self.asked: list[str] = []
+
+    def object_info(self, cls: str) -> dict[str, Any]:
+        self.asked.append(cls)
+        name = "file" if cls == "LoadVideo" else "image"
+        spec = ["COMBO", {"options": self.listed[cls]}] if cls == "LoadVideo" else [self.listed[cls]]
+        return {cls: {"input": {"required": {name: spec}}}}
+
+    def upload_image_bytes(self, name: str, data: bytes) -> str:
+        self.uploads[name] = data
+        return name
+
+
+def _inputs_ctx(tmp_path: Path, server: _Server, launched: bool = True) -> Any:
+    from pytest_wan22.runner import RunContext
+
+    user = tmp_path / "ComfyUI" / "input"
+    user.mkdir(parents=True)
+    (user / "clip.mp4").write_bytes(b"user clip")
+    (user / "start.png").write_bytes(b"user png")
+    (tmp_path / "secret.mp4").write_bytes(b"outside")
+    own = tmp_path / "a" / "work" / "input"
+    return RunContext(client=server, tier="t", timeout=1.0,  # type: ignore[arg-type]
+                      input_dir=own if launched else None, user_input_dir=user if launched else None)
+
+
+def _loads(**names: str) -> dict[str, Any]:
+    return {str(i): {"class_type": cls, "inputs": {"file" if cls == "LoadVideo" else "image": value}}
+            for i, (value, cls) in enumerate((v, k.split("_")[0]) for k, v in names.items())}
+
+
+def test_input_files_come_from_the_users_input_folder_else_a_start_image_is_made(tmp_path: Path) -> None:
+    from pytest_wan22.runner import ensure_inputs
+
+    server = _Server({"LoadImage": ["listed.png"], "LoadVideo": []})
+    ctx = _inputs_ctx(tmp_path, server)
+    prompt = _loads(LoadVideo_a="clip.mp4", LoadImage_b="start.png", LoadImage_c="listed.png",
+                    LoadImage_d="nowhere.png", LoadVideo_e="nowhere.mp4", LoadVideo_f="../../secret.mp4",
+                    LoadImage_g="shot.png [output]")
+    assert ensure_inputs(ctx, prompt, (32, 16)) == {"LoadImage", "LoadVideo"}
+    own = tmp_path / "a" / "work" / "input"
+    assert (own / "clip.mp4").read_bytes() == b"user clip"
+    assert (own / "start.png").read_bytes() == b"user png"
+    assert sorted(p.name for p in own.iterdir()) == ["clip.mp4", "start.png"]
+    assert not (tmp_path / "a" / "secret.mp4").exists()  # a name never leads out of the server's input folder
+    assert list(server.uploads) == ["nowhere.png"]  # made only where the user has none
+    assert server.uploads["nowhere.png"] == png_bytes(32, 16)
+    assert sorted(server.asked) == ["LoadImage", "LoadVideo"]  # one listing per class
+    assert ensure_inputs(ctx, prompt, (32, 16)) == set()  # done once per run context
+
+
+def test_an_attached_server_gets_generated_start_images_only(tmp_path: Path) -> None:
+    from pytest_wan22.runner import ensure_inputs
+
+    server = _Server({"LoadImage": [], "LoadVideo": []})
+    ctx = _inputs_ctx(tmp_path, server, launched=False)
+    assert ensure_inputs(ctx, _loads(LoadVideo_a="clip.mp4", LoadImage_b="start.png"), (16, 16)) == {"LoadImage"}
+    assert list(server.uploads) == ["start.png"]
