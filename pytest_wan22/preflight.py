@@ -263,8 +263,8 @@ class _Checker:
                    + ("; or use interpolate(node='RIFE VFI') with Fannovel16/ComfyUI-Frame-Interpolation"
                       if cls.startswith("FrameInterpolat") else ""))
         elif pack:
-            fix = (f"install {pack} into <comfyui>/custom_nodes/ (git clone https://github.com/{pack}) "
-                   "and restart the server")
+            fix = (f"install {pack} into {self.places.comfyui}/custom_nodes/ (git clone "
+                   f"https://github.com/{pack}) and restart the server")
         else:
             fix = ("install the custom node pack that provides it (ComfyUI-Manager finds packs by class "
                    "name) and restart the server, or remove the node")

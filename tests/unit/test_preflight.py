@@ -440,13 +440,15 @@ def test_a_launched_servers_hints_name_the_folders_it_reads(tmp_path: Path) -> N
               "2": {"class_type": "SaveVideo", "inputs": {"video": ["1", 0]}},
               "3": {"class_type": "UNETLoader", "inputs": {"unet_name": "x.safetensors"}},
               "4": {"class_type": "LoraLoaderModelOnly",
-                    "inputs": {"model": ["3", 0], "lora_name": "style.safetensors"}}}
+                    "inputs": {"model": ["3", 0], "lora_name": "style.safetensors"}},
+              "5": {"class_type": "RIFE VFI", "inputs": {}}}
     comfyui, own, root = tmp_path / "ComfyUI", tmp_path / "work" / "input", tmp_path / "models" / "tiny"
 
     user = {p.node_id: p.fix for p in check(prompt, info, launched_places(comfyui, own))}
     assert user["1"] == (f"put it in {comfyui}/input/ (before each test the plugin links the files a workflow "
                          f"names from there into the server's own input folder, {own})")
     assert user["4"] == (f"put it in {comfyui}/models/loras/ or point {comfyui}/extra_model_paths.yaml at it")
+    assert user["5"].startswith(f"install Fannovel16/ComfyUI-Frame-Interpolation into {comfyui}/custom_nodes/ ")
 
     synthetic = {p.node_id: p.fix for p in check(prompt, info, launched_places(comfyui, own, ("tiny", root)))}
     assert synthetic["4"].startswith(f"put it in {root}/models/loras/ or point {comfyui}/extra_model_paths.yaml "
