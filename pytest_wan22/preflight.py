@@ -137,7 +137,7 @@ def launched_places(comfyui_dir: Path, server_input: Path, synthetic: tuple[str,
     return Places(comfyui=str(comfyui_dir), models=str(models), models_note=note,
                   extra_paths=str(comfyui_dir / "extra_model_paths.yaml"),
                   input=str(comfyui_dir / "input"),
-                  input_note=f" (before each test the plugin links the files a workflow names from there into "
+                  input_note=f" (before each test the plugin copies the files a workflow names from there into "
                              f"the server's own input folder, {server_input})")
 
 

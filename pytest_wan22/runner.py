@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import secrets
 import shutil
@@ -240,18 +239,16 @@ def _inside(folder: Path, name: str) -> Path | None:
     return target if folder.resolve() in target.parents else None
 
 
-def _link_or_copy(source: Path, target: Path) -> None:
+def _copy(source: Path, target: Path) -> None:
+    """A copy, never a link: a write into the server's input folder must not reach the user's file."""
     target.parent.mkdir(parents=True, exist_ok=True)
     target.unlink(missing_ok=True)
-    try:
-        os.link(source, target)
-    except OSError:  # another file system, or links not allowed
-        shutil.copy2(source, target)
+    shutil.copy2(source, target)
 
 
 def ensure_inputs(ctx: RunContext, prompt: Mapping[str, Any], size: tuple[int, int]) -> set[str]:
     """Make the input files the prompt names (LoadImage, LoadVideo, LoadAudio, ...) present on the server before
-    the preflight: one the server does not list is linked (or copied) from the user's ComfyUI input folder into
+    the preflight: one the server does not list is copied from the user's ComfyUI input folder into
     the server's own; a start image found in neither is generated and uploaded. Returns the node classes whose
     file lists changed."""
     lists: dict[str, set[str]] = {}
@@ -270,7 +267,7 @@ def ensure_inputs(ctx: RunContext, prompt: Mapping[str, Any], size: tuple[int, i
             source = ctx.user_input_dir / plain if ctx.user_input_dir is not None else None
             target = _inside(ctx.input_dir, plain) if ctx.input_dir is not None else None
             if source is not None and source.is_file() and target is not None:
-                _link_or_copy(source, target)
+                _copy(source, target)
             elif media == "image":
                 ctx.client.upload_image_bytes(plain, png_bytes(*size))
             else:

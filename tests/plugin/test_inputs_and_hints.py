@@ -68,7 +68,7 @@ def test_an_input_video_is_taken_from_the_users_input_folder_or_named_there(wan2
     else:
         result.assert_outcomes(failed=1)
         result.stdout.fnmatch_lines([f"*input video 'my_clip.mp4' not in input/*fix: put it in {comfyui}/input/ "
-                                     f"(before each test the plugin links the files a workflow names from there "
+                                     f"(before each test the plugin copies the files a workflow names from there "
                                      f"into the server's own input folder, {server_input})*"])
 
 

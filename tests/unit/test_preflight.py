@@ -445,7 +445,7 @@ def test_a_launched_servers_hints_name_the_folders_it_reads(tmp_path: Path) -> N
     comfyui, own, root = tmp_path / "ComfyUI", tmp_path / "work" / "input", tmp_path / "models" / "tiny"
 
     user = {p.node_id: p.fix for p in check(prompt, info, launched_places(comfyui, own))}
-    assert user["1"] == (f"put it in {comfyui}/input/ (before each test the plugin links the files a workflow "
+    assert user["1"] == (f"put it in {comfyui}/input/ (before each test the plugin copies the files a workflow "
                          f"names from there into the server's own input folder, {own})")
     assert user["4"] == (f"put it in {comfyui}/models/loras/ or point {comfyui}/extra_model_paths.yaml at it")
     assert user["5"].startswith(f"install Fannovel16/ComfyUI-Frame-Interpolation into {comfyui}/custom_nodes/ ")

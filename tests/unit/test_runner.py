@@ -295,6 +295,8 @@ def test_input_files_come_from_the_users_input_folder_else_a_start_image_is_made
     own = tmp_path / "a" / "work" / "input"
     assert (own / "clip.mp4").read_bytes() == b"user clip"
     assert (own / "start.png").read_bytes() == b"user png"
+    user = tmp_path / "ComfyUI" / "input"
+    assert not (own / "clip.mp4").samefile(user / "clip.mp4")  # a copy: the server never writes the user's file
     assert sorted(p.name for p in own.iterdir()) == ["clip.mp4", "start.png"]
     assert not (tmp_path / "a" / "secret.mp4").exists()  # a name never leads out of the server's input folder
     assert list(server.uploads) == ["nowhere.png"]  # made only where the user has none
