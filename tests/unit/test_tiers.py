@@ -96,6 +96,7 @@ def test_bad_table_names_the_problem(tmp_path: Path, text: str, needle: str) -> 
         ('suite = { schedule = "fast" }', 'tiers.l40s.suite.schedule = "fast" is not one of "default", '
                                           '"lightx2v_4step"'),
         ("suite = { compile = 1 }", "tiers.l40s.suite.compile = 1 is not true or false"),
+        ('judge_timings = "no"', 'tiers.l40s.judge_timings = "no" is not true or false'),
         ('suite = { attention = ["xformers"] }', 'tiers.l40s.suite.attention[0] = "xformers" is not one of "sage"'),
         ('suite = { pass_orders = ["low_low"] }', 'tiers.l40s.suite.pass_orders[0] = "low_low" is not one of'),
         ('suite = { resolution = ["720p"] }', "unknown key tiers.l40s.suite.resolution; known keys there: "
