@@ -109,11 +109,16 @@ class Tolerance:
         return max(0.0, self.limit(base) - base)
 
     def __str__(self) -> str:
+        """As the user writes it: 'step:1.3%+5ms', 'vram:1GiB'."""
         parts = []
         if self.ratio is not None:
-            parts.append(f"{self.ratio * 100:g}%")
+            parts.append(f"{round(self.ratio * 100, 6):g}%")
         if self.absolute is not None:
-            parts.append(f"{self.absolute:g}{'MiB' if self.metric == 'vram' else 's'}")
+            a = round(self.absolute, 9)
+            if self.metric == "vram":
+                parts.append(f"{a / 1024:g}GiB" if a >= 1024 and a % 256 == 0 else f"{a:g}MiB")
+            else:
+                parts.append(f"{round(a * 1000, 6):g}ms" if 0 < a < 0.1 else f"{a:g}s")
         return f"{self.metric}:{'+'.join(parts)}"
 
 
