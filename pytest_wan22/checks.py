@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .records import RunRecord
+from .records import RunRecord, round_name
 from .runner import warnings_of
 from .workflows import ExpectedOutput
 
@@ -25,7 +25,7 @@ NOT_FITTING = ("offload", "swap", "oom_retry")
 
 def check_output(record: RunRecord, expected: ExpectedOutput) -> str | None:
     """The saved video against what the variant should give: a file, not empty, its frame count and fps."""
-    where = f"{record.variant_id} round {record.round}"
+    where = f"{record.variant_id} round {round_name(record)}"
     if not record.outputs:
         return f"{where}: the run succeeded but saved no file"
     empty = [o for o in record.outputs if o.bytes == 0]
@@ -110,15 +110,15 @@ def check_vram(records: Sequence[RunRecord], variant_id: str, tier: str, *, budg
             signs = [w for kind in NOT_FITTING for w in warnings_of(r, kind)]
             if signs:
                 what = "; ".join(w.split(": ", 1)[1] for w in signs)
-                return (f"{variant_id} round {r.round} does not fit on {tier}{at}: ComfyUI had to make room "
+                return (f"{variant_id} round {round_name(r)} does not fit on {tier}{at}: ComfyUI had to make room "
                         f"({what}); allow it for block-swap style variants with allow_offload_labels in the "
                         "tier table or wan22_run(allow_offload=True)")
         judged = judged_peak_mib(r)
         if allowed is not None and judged is not None and judged > allowed.gib * GIB:
-            return (f"{variant_id} round {r.round} does not fit on {tier}: it peaked at {judged / GIB:.2f} GiB, "
+            return (f"{variant_id} round {round_name(r)} does not fit on {tier}: it peaked at {judged / GIB:.2f} GiB, "
                     f"past the {allowed.gib:.2f} GiB the profile lets ComfyUI use ({allowed.describe()})")
         if budget_gib is not None and peak is not None and peak > budget_gib * GIB:
-            return (f"{variant_id} round {r.round}: peak VRAM {peak / GIB:.2f} GiB is over the budget of "
+            return (f"{variant_id} round {round_name(r)}: peak VRAM {peak / GIB:.2f} GiB is over the budget of "
                     f"{budget_gib:g} GiB ({tier}); the budget comes from the tier table (vram_budget_gib / "
                     "budgets), @pytest.mark.wan22_budget or wan22_run(budget_gib=...)")
     return None

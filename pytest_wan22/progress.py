@@ -66,12 +66,50 @@ class _Round:
     steps: int = 0
     step_times: tuple[float, ...] = ()  # event times of the current node's progress frames
     vram: Callable[[], tuple[float | None, float | None]] | None = None
+    side: str = ""
 
 
-def round_label(index: int, rounds: int | None, warmup: bool) -> str:
-    """'round 2/4' (1-based), '(warm-up)' added for warm-up rounds."""
+def round_label(index: int, rounds: int | None, warmup: bool, side: str = "") -> str:
+    """'round 2/4' (1-based over the side's runs, as the summary's rounds table numbers them), '(warm-up)' added
+    for warm-up rounds, the side first in an A/B session: '[A] round 1 (warm-up)'."""
     total = f"/{rounds}" if rounds else ""
-    return f"round {index + 1}{total}{' (warm-up)' if warmup else ''}"
+    return f"{f'[{side}] ' if side else ''}round {index + 1}{total}{' (warm-up)' if warmup else ''}"
+
+
+def _shorten(text: str, most: int, *, middle: bool = False) -> str:
+    """`text` in at most `most` characters, '...' where it was cut (at the end, or in the middle)."""
+    if len(text) <= most:
+        return text
+    if most < 6:
+        return ""
+    if not middle:
+        return text[: most - 3] + "..."
+    head = (most - 3 + 1) // 2
+    return text[:head] + "..." + text[len(text) - (most - 3 - head):]
+
+
+def fit(width: int, variant: str, label: str, title: str, numbers: Sequence[str],
+        compact: Sequence[str] | None = None) -> str:
+    """A progress line in `width` columns. The numbers keep every digit: the node title is shortened (or dropped)
+    first, then the variant's name (in the middle), then the numbers take their compact form and the variant
+    shrinks further, down to nothing (the line then starts with the round); only a line that still does not fit
+    (a terminal narrower than about 75 columns) is cut at the end."""
+    def line(v: str, t: str, nums: Sequence[str]) -> str:
+        return " | ".join(p for p in (f"{PREFIX} {v}" if v else "", label, t, *nums) if p)
+
+    text = ""
+    for nums, shortest in ((numbers, 16), (compact or numbers, 0)):
+        t, v = title, variant
+        over = len(line(v, t, nums)) - width
+        if over > 0 and t:
+            t = _shorten(t, len(t) - over) if len(t) - over >= 10 else ""
+            over = len(line(v, t, nums)) - width
+        if over > 0:
+            v = _shorten(v, max(shortest, len(v) - over), middle=True)
+        text = line(v, t, nums)
+        if len(text) <= width:
+            return text
+    return text[:width]
 
 
 class Progress:
@@ -125,15 +163,16 @@ class Progress:
 
     @contextlib.contextmanager
     def round(self, variant_id: str, index: int, rounds: int | None, *, warmup: bool,
-              prompt: Mapping[str, Any]) -> Iterator[None]:
-        """Show the round while the block runs; the live line is erased at the end whatever happened."""
+              prompt: Mapping[str, Any], side: str = "") -> Iterator[None]:
+        """Show the round while the block runs; the live line is erased at the end whatever happened. `side`
+        names the A/B side ('A' or 'B')."""
         if not self.active:
             yield
             return
         with self._lock:
             self._totals[variant_id] = rounds
             self._round = _Round(variant_id, index, rounds, warmup, node_titles(prompt), self.clock(),
-                                 vram=self._vram)
+                                 vram=self._vram, side=side)
             self._column = 0 if self._own_line else self._safe(lambda t: t.column(), 0)
             self._last = self._round.started  # lines mode: the first line after one interval
         if self.mode in ("live", "lines") and self.ticker:
@@ -185,32 +224,42 @@ class Progress:
         if self.mode not in ("lines", "rounds"):
             return
         with self._lock:
-            self._line(round_line(record, rounds or self._totals.get(record.variant_id)))
+            self._line(round_line(record, rounds or self._totals.get(record.variant_id), self._width()))
 
     # -- text --
 
-    def status(self) -> str:
-        """The status line for the round in flight ('' when none)."""
+    def status(self, width: int | None = None) -> str:
+        """The status line for the round in flight ('' when none), in `width` columns when given (the node title
+        and the variant's name are shortened, never the numbers)."""
         r = self._round
         if r is None:
             return ""
-        parts = [f"{PREFIX} {r.variant_id}", round_label(r.index, r.rounds, r.warmup)]
-        if r.node:
-            parts.append(r.titles.get(r.node, ("", r.node))[1])
+        title = r.titles.get(r.node, ("", r.node))[1] if r.node else ""
+        full: list[str] = []
+        compact: list[str] = []
         if r.steps:
-            parts.append(f"step {r.step}/{r.steps}")
             per = seconds_per_step(r.step_times)
+            full.append(f"step {r.step}/{r.steps}")
             if per is not None:
-                parts.append(f"{per:.2f} s/step")
+                full.append(f"{per:.2f} s/step")
+            compact.append(f"step {r.step}/{r.steps}" + (f" {per:.2f} s/step" if per is not None else ""))
         if r.vram is not None:
             try:
                 now, peak = r.vram()
             except Exception:  # a display must never fail a run
                 now = peak = None
             if now is not None:
-                parts.append(f"VRAM {_gib(now)} GiB (peak {_gib(peak)})")
-        parts.append(_clock(self.clock() - r.started))
-        return " | ".join(parts)
+                full.append(f"VRAM {_gib(now)} GiB (peak {_gib(peak)})")
+                compact.append(f"VRAM {_gib(now)}/{_gib(peak)} GiB")
+        clock = _clock(self.clock() - r.started)
+        label = round_label(r.index, r.rounds, r.warmup, r.side)
+        if width is None:
+            return " | ".join(p for p in (f"{PREFIX} {r.variant_id}", label, title, *full, clock) if p)
+        return fit(width, r.variant_id, label, title, [*full, clock], [*compact, clock])
+
+    def _width(self) -> int:
+        """The columns a line may take: the terminal's less one (80 columns when it cannot tell)."""
+        return max(20, int(self._safe(lambda t: t.width(), 80))) - 1
 
     # -- drawing --
 
@@ -226,13 +275,11 @@ class Progress:
             if self.mode == "live":
                 self._draw()
             elif self.mode == "lines" and self.clock() - self._last >= self.interval:
-                self._line(self.status())
+                self._line(self.status(self._width()))
 
     def _draw(self) -> None:
         """Live mode: the status on the line below pytest's, then the cursor back where pytest left it."""
-        text = self.status()
-        width = max(20, self._safe(lambda t: t.width(), 80)) - 1
-        text = text[:width]
+        text = self.status(self._width())
         self._last = self.clock()
         if text == self._drawn:
             return
@@ -274,19 +321,26 @@ def seconds_per_step(times: Sequence[float]) -> float | None:
     return (times[-1] - times[0]) / (len(times) - 1)
 
 
-def round_line(record: RunRecord, rounds: int | None = None) -> str:
-    """One line for a finished round: outcome, wall time, s/step per pass, peak VRAM."""
-    label = round_label(record.round, rounds, record.warmup)
-    parts = [f"{PREFIX} {record.variant_id}", f"{label}: {record.outcome}"]
+def round_line(record: RunRecord, rounds: int | None = None, width: int | None = None) -> str:
+    """One line for a finished round: outcome, wall time, s/step per pass, peak VRAM (in `width` columns when
+    given: the variant's name is shortened, never the numbers)."""
+    label = f"{round_label(record.round, rounds, record.warmup, record.side)}: {record.outcome}"
+    full: list[str] = []
+    compact: list[str] = []
     if record.wall_s is not None:
-        parts.append(f"{record.wall_s:.2f} s")
+        full.append(f"{record.wall_s:.2f} s")
+        compact.append(full[-1])
     steps = [p.seconds_per_step for p in record.passes if p.seconds_per_step is not None]
     if steps:
-        parts.append(" / ".join(f"{s:.3f}" for s in steps) + " s/step")
+        full.append(" / ".join(f"{s:.3f}" for s in steps) + " s/step")
+        compact.append("/".join(f"{s:.3f}" for s in steps) + " s/step")
     peak = record.vram.peak_mib if record.vram and record.vram.available else None
     if peak is not None:
-        parts.append(f"peak {_gib(peak)} GiB")
-    return " | ".join(parts)
+        full.append(f"peak {_gib(peak)} GiB")
+        compact.append(full[-1])
+    if width is None:
+        return " | ".join([f"{PREFIX} {record.variant_id}", label, *full])
+    return fit(width, record.variant_id, label, "", full, compact)
 
 
 def choose_mode(requested: str, *, isatty: bool, verbosity: int, xdist_worker: bool, dumb: bool = False) -> Mode:

@@ -184,6 +184,12 @@ class RunRecord:
         return cls.from_dict(json.loads(text))
 
 
+def round_name(record: RunRecord) -> str:
+    """A round as every message, table and live line numbers it: 1-based over its side's runs, warm-ups marked:
+    '1 (warm-up)', '2'."""
+    return f"{record.round + 1}{' (warm-up)' if record.warmup else ''}"
+
+
 def to_jsonable(obj: Any) -> Any:
     """Dataclasses, tuples and dicts to plain JSON values."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):

@@ -36,7 +36,9 @@ def test_live_line_on_a_terminal_counts_steps_and_leaves_pytest_output_intact(wa
     assert "1 passed" in plain
 
 
-def test_without_a_terminal_plain_lines_and_one_per_round(wan22_project: Project) -> None:
+def test_without_a_terminal_plain_lines_and_one_per_round(wan22_project: Project,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "200")  # a wide CI log: nothing shortened
     p = wan22_project(RUN, fake_env=SLOW)
     result = p.runpytest_subprocess(*ONE_ROUND, "--wan22-progress-interval=0.5")
     result.assert_outcomes(passed=1)
@@ -48,6 +50,21 @@ def test_without_a_terminal_plain_lines_and_one_per_round(wan22_project: Project
         "wan22 high_low-5s-640p-lightx2v_4step | round 1 | KSampler * | step */2 | * | 0:01",
         "wan22 high_low-5s-640p-lightx2v_4step | round 1: success | * s | *0.* s/step | peak 5.9 GiB",
         ".*",
+    ])
+
+
+def test_plain_lines_fit_80_columns_keeping_every_number(wan22_project: Project,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("COLUMNS", raising=False)  # no terminal, no COLUMNS: 80 columns
+    p = wan22_project(RUN, fake_env=SLOW)
+    result = p.runpytest_subprocess(*ONE_ROUND, "--wan22-progress-interval=0.5")
+    result.assert_outcomes(passed=1)
+    ours = [line for line in result.stdout.lines if "| round 1" in line]
+    assert len(ours) >= 3, result.stdout.str()
+    assert max(map(len, ours)) < 80, ours
+    result.stdout.fnmatch_lines([
+        "wan22 high_low*4step | round 1 | step */2 | *VRAM 5.9 GiB (peak 5.9) | 0:0*",
+        "wan22 * | round 1: success | * s | 0.*/0.* s/step | peak 5.9 GiB",
     ])
 
 

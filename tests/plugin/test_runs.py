@@ -62,7 +62,7 @@ def test_gpu_oom_fails_with_node_and_log_tail(wan22_project: Project) -> None:
     result = p.runpytest()
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines([
-        "*round 0: oom: out of memory in KSamplerAdvanced 'KSampler (high noise)' (node *) at 5.9 GiB*",
+        "*round 1*: oom: out of memory in KSamplerAdvanced 'KSampler (high noise)' (node *) at 5.9 GiB*",
         "*ComfyUI log (last lines)*",
         "*Got an OOM, unloading all loaded models*",
     ])
@@ -93,7 +93,7 @@ def test_model_swap_between_passes_means_it_does_not_fit(wan22_project: Project)
     p = wan22_project(RUN_ONE, fake_env={"FAKE_COMFYUI_SCENARIO": "swap"})
     result = p.runpytest()
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["*round 0 does not fit on rtx5090 at 5.86 GiB: ComfyUI had to make room (model "
+    result.stdout.fnmatch_lines(["*round 1* does not fit on rtx5090 at 5.86 GiB: ComfyUI had to make room (model "
                                  "unloaded partially to make room (7012.34 MB freed))*"])
 
 
@@ -124,7 +124,7 @@ def test_emulated_card_filling_its_allowance_fits_and_past_it_does_not(
     result = p.runpytest("--wan22-emulate-tier", "rtx4090")
     result.assert_outcomes(**{outcome: 1})
     if outcome == "failed":
-        result.stdout.fnmatch_lines(["*round 0 does not fit on rtx4090: it peaked at 23.62 GiB, past the 23.50 GiB "
+        result.stdout.fnmatch_lines(["*round 1* does not fit on rtx4090: it peaked at 23.62 GiB, past the 23.50 GiB "
                                      "the profile lets ComfyUI use (the emulated card's 23.5 GiB)*"])
 
 
@@ -137,10 +137,10 @@ def test_allowance_is_the_card_minus_reserve_vram(wan22_project: Project) -> Non
 
 
 @pytest.mark.parametrize(("video", "message"), [
-    ("frames:80", "*round 0: wan22_i2v_a14b_00001_.mp4 has 80 frames, the variant should give 81*"),
-    ("fps:15", "*round 0: wan22_i2v_a14b_00001_.mp4 plays at 15 fps, the variant should give 16*"),
-    ("empty", "*round 0: wan22_i2v_a14b_00001_.mp4 is empty (0 bytes)*"),
-    ("missing", "*round 0: the run succeeded but saved no file*"),
+    ("frames:80", "*round 1*: wan22_i2v_a14b_00001_.mp4 has 80 frames, the variant should give 81*"),
+    ("fps:15", "*round 1*: wan22_i2v_a14b_00001_.mp4 plays at 15 fps, the variant should give 16*"),
+    ("empty", "*round 1*: wan22_i2v_a14b_00001_.mp4 is empty (0 bytes)*"),
+    ("missing", "*round 1*: the run succeeded but saved no file*"),
 ])
 def test_a_wrong_video_fails_the_test(wan22_project: Project, video: str, message: str) -> None:
     p = wan22_project(RUN_ONE, fake_env={"FAKE_COMFYUI_VIDEO": video})
@@ -228,7 +228,7 @@ def test_server_killed_mid_run_fails_that_test_and_the_next_gets_a_new_server(wa
     """, fake_env={"FAKE_COMFYUI_SCENARIO": "crash_during_run"})
     result = p.runpytest()
     result.assert_outcomes(passed=1, failed=1)
-    result.stdout.fnmatch_lines(["*_ test_a_dies _*", "*round 0: server_died: ComfyUI stopped answering*",
+    result.stdout.fnmatch_lines(["*_ test_a_dies _*", "*round 1*: server_died: ComfyUI stopped answering*",
                                  "*the process dies now (SIGKILL)*"])
 
 
@@ -316,7 +316,7 @@ def test_after_an_oom_the_next_test_runs_on_the_same_recovered_server(wan22_proj
     """, fake_env={"FAKE_COMFYUI_SCENARIO": "oom", "FAKE_COMFYUI_FAIL_NODE": "TorchCompileModel"})
     result = p.runpytest()
     result.assert_outcomes(passed=1, failed=1)
-    result.stdout.fnmatch_lines(["*round 0: oom: out of memory in TorchCompileModel*"])
+    result.stdout.fnmatch_lines(["*round 1*: oom: out of memory in TorchCompileModel*"])
 
 
 def test_attention_backend_without_its_package_is_skipped_with_reason(wan22_project: Project) -> None:

@@ -98,7 +98,7 @@ def test_comfyui_killed_mid_run_fails_that_test_and_the_next_gets_a_new_server(p
     """))
     result = project.runpytest_subprocess()
     result.assert_outcomes(passed=1, failed=1)
-    result.stdout.fnmatch_lines(["*round 0: server_died: ComfyUI stopped answering*"])
+    result.stdout.fnmatch_lines(["*round 1*: server_died: ComfyUI stopped answering*"])
     assert not procs_mentioning("main.py", str(project.path / "logs"))
 
 

@@ -28,12 +28,12 @@ def test_the_right_video_passes() -> None:
 
 
 @pytest.mark.parametrize(("video", "message"), [
-    ({"frames": 80}, "high_low-5s round 1: v_00001_.mp4 has 80 frames, the variant should give 81"),
+    ({"frames": 80}, "high_low-5s round 2: v_00001_.mp4 has 80 frames, the variant should give 81"),
     ({"frames": 82}, "has 82 frames, the variant should give 81"),
     ({"fps": 16.02}, "v_00001_.mp4 plays at 16.02 fps, the variant should give 16"),
     ({"fps": 15.98}, "plays at 15.98 fps"),
     ({"fps": 32.0}, "plays at 32 fps"),
-    ({"bytes": 0, "frames": None, "fps": None}, "high_low-5s round 1: v_00001_.mp4 is empty (0 bytes)"),
+    ({"bytes": 0, "frames": None, "fps": None}, "high_low-5s round 2: v_00001_.mp4 is empty (0 bytes)"),
 ])
 def test_a_wrong_video_is_named(video: dict[str, object], message: str) -> None:
     assert message in (check_output(_with(**video), EXPECTED) or "")
@@ -46,7 +46,7 @@ def test_fps_within_a_hundredth_passes(fps: float) -> None:
 
 def test_no_file_fails() -> None:
     message = check_output(replace(RUN, outputs=()), EXPECTED)
-    assert message == "high_low-5s round 1: the run succeeded but saved no file"
+    assert message == "high_low-5s round 2: the run succeeded but saved no file"
 
 
 def test_what_cannot_be_read_is_not_judged() -> None:
@@ -143,7 +143,7 @@ def test_filling_the_allowance_fits() -> None:
 def test_past_the_allowance_does_not_fit(mib: float, torch_mib: float | None) -> None:
     message = _fit(_peak(mib, torch_mib))
     assert message is not None
-    assert message.startswith("high_low-5s round 1 does not fit on rtx4090: it peaked at 23.00 GiB, past the "
+    assert message.startswith("high_low-5s round 2 does not fit on rtx4090: it peaked at 23.00 GiB, past the "
                               "23.00 GiB the profile lets ComfyUI use (the card's 24.00 GiB minus --reserve-vram 1)")
 
 
@@ -161,7 +161,7 @@ def test_without_a_card_or_a_figure_nothing_is_judged() -> None:
 def test_signs_that_it_does_not_fit(sign: str) -> None:
     run = _peak(5.0 * 1024, warnings=("recompile: torch.compile recompiled", sign))
     message = _fit(run)
-    assert message == (f"high_low-5s round 1 does not fit on rtx4090 at 5.00 GiB: ComfyUI had to make room "
+    assert message == (f"high_low-5s round 2 does not fit on rtx4090 at 5.00 GiB: ComfyUI had to make room "
                        f"({sign.split(': ', 1)[1]}); allow it for block-swap style variants with "
                        "allow_offload_labels in the tier table or wan22_run(allow_offload=True)")
     assert _fit(run, offload=True) is None
@@ -178,15 +178,15 @@ def test_every_sign_is_named() -> None:
 def test_a_recompile_is_no_sign_and_every_round_is_judged() -> None:
     assert _fit(_peak(5.0, warnings=("recompile: torch.compile recompiled",))) is None
     later = _peak(5.0, warnings=("swap: model unloaded partially to make room (1.00 MB freed)",), round=2)
-    assert "round 2 does not fit" in (_fit(_peak(5.0), later) or "")
-    assert "round 2 " in (_fit(_peak(5.0), _peak(24.0 * 1024, round=2)) or "")
+    assert "round 3 does not fit" in (_fit(_peak(5.0), later) or "")
+    assert "round 3 " in (_fit(_peak(5.0), _peak(24.0 * 1024, round=2)) or "")
 
 
 def test_a_user_budget_applies_on_top() -> None:
     assert _fit(_peak(10.0 * 1024), budget=10.0) is None
     message = _fit(_peak(10.0 * 1024 + 1), budget=10.0)
     assert message is not None
-    assert message == ("high_low-5s round 1: peak VRAM 10.00 GiB is over the budget of 10 GiB (rtx4090); the budget "
+    assert message == ("high_low-5s round 2: peak VRAM 10.00 GiB is over the budget of 10 GiB (rtx4090); the budget "
                        "comes from the tier table (vram_budget_gib / budgets), @pytest.mark.wan22_budget or "
                        "wan22_run(budget_gib=...)")
     # The budget is judged on NVML's peak, whatever the allocator held.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from pytest_wan22.client import Event
@@ -82,19 +84,60 @@ def test_lines_mode_writes_every_interval_and_per_round() -> None:
 
 
 def test_live_mode_draws_below_and_returns_to_pytests_column_then_erases() -> None:
-    p, screen, _ = progress("live", column=14, width=40)
+    p, screen, _ = progress("live", column=14, width=50)
     with p.round("a-long-variant-name", 0, 1, warmup=False, prompt=PROMPT):
         step(p, 1.0, 1)
-        step(p, 1.0, 1)  # nothing new: nothing written
+        p.tick()  # nothing new: nothing written
         assert len(screen.out) == 1
     draw, erase = screen.out
     text = draw.split("\x1b[K")[0].lstrip("\n\r")
-    assert len(text) == 39
-    assert text.startswith("wan22 a-long-variant-name | round 1/1")
+    assert text == "wan22 a-lon...-name | round 1/1 | step 1/4 | 0:00"  # the title went first, then the name
     assert draw.endswith("\x1b[K\x1b[1A\r\x1b[14C")
     assert erase == "\n\r\x1b[2K\x1b[1A\r\x1b[14C"
     p.finished(RunRecord("v1", "wf", "cpu", "success"))
     assert len(screen.out) == 2  # live mode writes no round lines
+
+
+WIDE = ("wan22 high_low-5s-1280x704-20steps_cfg5 | [A] round 1 (warm-up) | KSampler (high noise) | step 12/20 | "
+        "1.23 s/step | VRAM 75.1 GiB (peak 76.3) | 1:23")
+
+
+@pytest.mark.parametrize(("width", "expected"), [
+    (200, WIDE),
+    (80, "[A] round 1 (warm-up) | step 12/20 1.23 s/step | VRAM 75.1/76.3 GiB | 1:23"),
+    (100, "wan22 high_lo...s_cfg5 | [A] round 1 (warm-up) | step 12/20 1.23 s/step | VRAM 75.1/76.3 GiB | 1:23"),
+    (120, "wan22 high_low-5s-...20steps_cfg5 | [A] round 1 (warm-up) | step 12/20 | 1.23 s/step | "
+          "VRAM 75.1 GiB (peak 76.3) | 1:23"),
+    (140, "wan22 high_low-5s-1280x704-20steps_cfg5 | [A] round 1 (warm-up) | KSampler... | step 12/20 | "
+          "1.23 s/step | VRAM 75.1 GiB (peak 76.3) | 1:23"),
+])
+def test_the_live_line_fits_the_terminal_cutting_the_title_and_name_never_the_numbers(width: int,
+                                                                                      expected: str) -> None:
+    p, screen, clock = progress("live", width=width)
+    with p.round("high_low-5s-1280x704-20steps_cfg5", 0, None, warmup=True, prompt=PROMPT, side="A"):
+        p._round.vram = lambda: (75.1 * 1024, 76.3 * 1024)  # type: ignore[union-attr]
+        for i in range(1, 13):
+            step(p, 1.23 * i, i, steps=20)
+        clock.now += 83
+        p.tick()
+    text = screen.out[-2].split("\x1b[K")[0].lstrip("\n\r")
+    assert text == expected
+    assert len(text) < width
+
+
+def test_round_lines_name_the_side_and_fit_80_columns() -> None:
+    p, screen, _ = progress("rounds", width=80)
+    record = RunRecord("high_low-5s-1280x704-20steps_cfg5", "wf", "h200", "success", round=0, warmup=True,
+                       side="A", wall_s=123.45,
+                       passes=(SamplerPass("3", "hi", 4, (), 8.0), SamplerPass("4", "lo", 4, (), 8.5)),
+                       vram=VramReport(True, peak_process_mib=76 * 1024))
+    p.finished(record)
+    p.finished(replace(record, side="B", round=3, warmup=False, wall_s=9.5))
+    assert [line.rstrip("\n") for line in screen.out] == [
+        "[A] round 1 (warm-up): success | 123.45 s | 2.000/2.125 s/step | peak 76.0 GiB",
+        "[B] round 4: success | 9.50 s | 2.000/2.125 s/step | peak 76.0 GiB"]
+    p.finished(replace(record, variant_id="v-5s", side="", round=3, warmup=False, wall_s=9.5))
+    assert screen.out[-1] == "wan22 v-5s | round 4: success | 9.50 s | 2.000 / 2.125 s/step | peak 76.0 GiB\n"
 
 
 def test_a_broken_terminal_never_fails_the_run() -> None:
