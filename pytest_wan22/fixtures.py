@@ -23,7 +23,7 @@ from .client import ComfyClient
 from .compare import MACHINE_SPREAD, Summary, Verdict, compare, more_rounds, summarise
 from .errors import ServerStartError, Wan22Error
 from .launcher import ComfyServer, ServerHandle, ServerSpec, public_argv
-from .records import Environment, RunRecord
+from .records import Environment, RunRecord, round_name
 from .roles import expert_loaders, synthetic_roles
 from .runner import RunContext, ensure_inputs, fresh_seed, run_prompt
 from .settings import Settings
@@ -585,8 +585,8 @@ class SideRunner:
         """One run with a fresh seed; the test fails on anything but success or on a wrong video."""
         i = len(self.records)
         seed = fresh_seed()
-        name = self.key + (f" [{self.server.side}]" if self.server.side else "")
-        with self.state.progress.round(name, i, None, warmup=warmup, prompt=self.graph):  # adaptive: no total
+        with self.state.progress.round(self.key, i, None, warmup=warmup, prompt=self.graph,  # adaptive: no total
+                                       side=self.server.side):
             record = run_prompt(self.ctx, self.variant.seed(seed).build(), variant_id=self.key,
                                 workflow=self.workflow, seed=seed, round_index=i, warmup=warmup)
         if self.server.side:
@@ -601,7 +601,7 @@ class SideRunner:
         who = f"{self.key}{_side_words(self.server.side)}"
         if not record.ok:
             self.server.warm_shape = None
-            pytest.fail(f"{who} round {i}: {record.outcome}: {record.message}", pytrace=False)
+            pytest.fail(f"{who} round {round_name(record)}: {record.outcome}: {record.message}", pytrace=False)
         self.server.warm_shape = self.shape
         _fail_if(checks.check_output(record, self.variant.expected_output()))
         return record
@@ -629,6 +629,7 @@ def wan22_run(request: pytest.FixtureRequest, wan22_servers: ServerPool, wan22_t
             server_args: tuple[str, ...] = ()) -> VariantResult:
         v = adapt(variant, wan22_tier, wan22_models)
         key = baseline_key(variant.variant_id, tuple(server_args))
+        state.test_variants.setdefault(request.node.nodeid, []).append((variant.workflow.name, key))
         most = s.rounds if rounds is None else rounds
         fewest = most if rounds is not None else s.fewest_rounds
         n_warm = s.warmup_rounds if warmup_rounds is None else warmup_rounds
@@ -655,7 +656,7 @@ def wan22_run(request: pytest.FixtureRequest, wan22_servers: ServerPool, wan22_t
             _fail_if(_check_vram([r for r in records if r.side == name], key, wan22_tier, wan22_servers.profile,
                                  wan22_servers.servers[name], budget_gib if budget_gib is not None else
                                  (marker.args[0] if marker else None), allow_offload))
-        state.verdicts[key] = verdict
+        state.verdicts[(variant.workflow.name, key)] = verdict
         if verdict.failed:
             pytest.fail(verdict.message + (f"\n{note}" if note else ""), pytrace=False)
         return VariantResult(tuple(records), summary, verdict)

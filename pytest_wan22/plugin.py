@@ -8,7 +8,7 @@ import os
 import signal
 import sys
 from collections.abc import Generator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
@@ -16,7 +16,8 @@ import pytest
 from . import hookspecs
 from ._xdist import pytest_xdist_auto_num_workers  # noqa: F401 - found through this module, before configure
 from .baselines import BaselineStore
-from .compare import Summary, Verdict, summarise
+from .collect import CASE_KEY
+from .compare import Summary, Verdict
 from .errors import BaselineError, NvmlUnavailable, Wan22Error
 from .fixtures import (  # noqa: F401 - fixtures are found through this module
     wan22_client,
@@ -34,7 +35,7 @@ from .gpu import DeviceInfo, disable_accounting, enable_accounting, load_backend
 from .options import OPTIONS
 from .progress import Progress, choose_mode
 from .records import Environment, RunRecord, from_jsonable, to_jsonable
-from .report import cost, render
+from .report import TestOutcome, cost, first_line, render
 from .settings import Settings, resolve
 from .tiers import Tier, cpu_tier, detect_tier, item_tiers, marker_lines
 
@@ -50,7 +51,9 @@ class State:
     nvml: Any = None
     nvml_reason: str = ""
     records: list[RunRecord] = field(default_factory=list)
-    verdicts: dict[str, Verdict] = field(default_factory=dict)
+    verdicts: dict[tuple[str, str], Verdict] = field(default_factory=dict)  # by (workflow, variant key)
+    tests: dict[str, TestOutcome] = field(default_factory=dict)  # every wan22 test of the session, by node id
+    test_variants: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # what each test ran
     summaries: dict[tuple[str, str], Summary] = field(default_factory=dict)
     machine: Environment | None = None
     server: Any = None
@@ -60,9 +63,12 @@ class State:
     written_notes: list[str] = field(default_factory=list)  # ... and when baselines were written
     progress: Progress = field(default_factory=lambda: Progress(None))
     report_path: Any = None
+    report_error: str = ""
 
 
 STATE_KEY = pytest.StashKey[State]()
+FIXTURES = frozenset({"wan22_client", "wan22_device", "wan22_models", "wan22_profile", "wan22_run", "wan22_server",
+                      "wan22_servers", "wan22_settings", "wan22_tier", "wan22_workflows"})
 ACCOUNTING_KEY = pytest.StashKey[int]()
 
 
@@ -188,6 +194,7 @@ def pytest_configure(config: pytest.Config) -> None:
         except BaselineError as exc:
             raise pytest.UsageError(str(exc)) from None
     state.progress = _progress(config, settings)
+    config.pluginmanager.register(TestOutcomes(config), "wan22-outcomes")
     if config.pluginmanager.hasplugin("benchmark"):
         from .benchmarking import BenchmarkHooks
 
@@ -296,9 +303,91 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                        "(force one with --wan22-tier)"))
 
 
+# ---------------------------------------------------------------- every test's outcome, for the summary and report
+
+def _wan22_test(item: pytest.Item) -> dict[str, Any] | None:
+    """What the summary keeps of a test of the gate (one that uses a wan22 fixture, carries a tier marker or
+    comes from --wan22-workflows): its workflow file and the variants it ran. None for other tests."""
+    state = state_of(item.config)
+    case = item.stash.get(CASE_KEY, None)
+    if case is None and not FIXTURES.intersection(getattr(item, "fixturenames", ())) and not any(
+            m.name in state.settings.tiers for m in item.iter_markers()):
+        return None
+    where = ""
+    if case is not None:
+        try:
+            where = case.path.relative_to(item.config.rootpath).as_posix()
+        except ValueError:
+            where = case.path.as_posix()
+    return {"workflow_file": where, "variants": [list(v) for v in state.test_variants.get(item.nodeid, ())]}
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Every test of the gate starts as 'not run': one that an interrupted session never reached stays so."""
+    state = state_of(session.config)
+    for item in session.items:
+        info = _wan22_test(item)
+        if info is not None:
+            state.tests[item.nodeid] = TestOutcome(item.nodeid, "not run", workflow_file=info["workflow_file"])
+
+
+def _reason(report: pytest.TestReport) -> str:
+    """A report's reason in one line: the skip reason, or the failure's first line."""
+    if report.skipped:
+        if getattr(report, "wasxfail", ""):
+            return f"xfail: {report.wasxfail}"
+        longrepr = report.longrepr
+        text = str(longrepr[2]) if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr)
+        return first_line(text.removeprefix("Skipped: "))
+    crash = getattr(report.longrepr, "reprcrash", None)
+    text = str(getattr(crash, "message", "") or "") or report.longreprtext
+    return first_line(text.removeprefix("Failed: "))
+
+
+def outcome_of(report: pytest.TestReport, before: TestOutcome | None) -> TestOutcome:
+    """A test's outcome after one more of its reports (setup, call, teardown) came in."""
+    info = getattr(report, "wan22_test", None) or {}
+    variants = tuple((str(w), str(k)) for w, k in info.get("variants", ()))
+    old = before or TestOutcome(report.nodeid, "not run")
+    outcome, reason = old.outcome, old.reason
+    if report.when == "setup":
+        if report.passed:  # what the call reports replaces this; without a call the session was interrupted
+            outcome, reason = "interrupted", "the session was interrupted while it ran"
+        else:
+            outcome = "skipped" if report.skipped else "error"
+            reason = _reason(report) if report.skipped else f"error in setup: {_reason(report)}"
+    elif report.when == "call":
+        outcome = "skipped" if report.skipped else "failed" if report.failed else "passed"
+        reason = _reason(report) if not report.passed else ""
+    elif report.failed and outcome not in ("failed", "error"):
+        outcome, reason = "error", f"error in teardown: {_reason(report)}"
+    return TestOutcome(report.nodeid, outcome, reason, variants or old.variants,
+                       str(info.get("workflow_file", "")) or old.workflow_file)
+
+
+class TestOutcomes:
+    """Gathers every test's outcome into the session's State (under xdist the controller gets the workers'
+    reports through the same hook)."""
+
+    __test__ = False
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if getattr(report, "wan22_test", None) is None:
+            return
+        state = state_of(self.config)
+        state.tests[report.nodeid] = outcome_of(report, state.tests.get(report.nodeid))
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
     report = yield
+    info = _wan22_test(item)
+    if info is not None:  # an attribute, so that xdist carries it to the controller with the report
+        report.wan22_test = info
     uses_server = any(n in ("wan22_server", "wan22_servers", "wan22_run", "wan22_client")
                       for n in getattr(item, "fixturenames", ()))
     if report.failed and uses_server:
@@ -308,12 +397,23 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     return report
 
 
+def session_tests(state: State) -> list[TestOutcome]:
+    """Every test of the gate with its outcome; a test cut short by Ctrl-C (no report after its setup) gets the
+    variants it had started."""
+    return [t if t.variants else replace(t, variants=tuple(state.test_variants.get(t.nodeid, ())))
+            for t in state.tests.values()]
+
+
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     state = state_of(config)
-    if not state.records:
+    if not (state.records or state.tests):
+        if state.report_error:
+            terminalreporter.write_line(f"wan22: report not written: {state.report_error}")
         return
     terminalreporter.write_sep("=", "wan22 runs")
-    terminalreporter.write_line(render(state.records, state.verdicts, config.get_verbosity()))
+    terminalreporter.write_line(render(state.records, state.verdicts, config.get_verbosity(),
+                                       tests=session_tests(state), ab=state.settings.ab is not None,
+                                       tolerances=state.settings.tolerances))
     unjudged = [k for k, v in state.verdicts.items()
                 if any(getattr(c, "status", "") == "recorded" for c in getattr(v, "checks", ()))]
     if unjudged and state.tier is not None:
@@ -323,8 +423,9 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
             f"{'s' if len(unjudged) != 1 else ''}): its row sets judge_timings = false{why}; OOM, fit, outputs, "
             "the graph and vram are judged. Set judge_timings = true in your tier table (--wan22-tiers-file) "
             "to judge them")
-    for line in cost(state.records, state.server_start_s, state.skipped_warmups):
-        terminalreporter.write_line(line)
+    if state.records:
+        for line in cost(state.records, state.server_start_s, state.skipped_warmups):
+            terminalreporter.write_line(line)
     scales = sorted({r.environment.scale for r in state.records if r.environment.scale})
     if scales:
         terminalreporter.write_line(f"wan22: scaled to {'; '.join(scales)} by the tier; the ids above name the "
@@ -335,6 +436,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
             terminalreporter.write_line(f"wan22: {note}")
     if state.report_path is not None:
         terminalreporter.write_line(f"wan22: report written to {state.report_path}")
+    if state.report_error:
+        terminalreporter.write_line(f"wan22: report not written: {state.report_error}")
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -350,7 +453,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         workeroutput["wan22"] = json.dumps({
             "records": [r.to_dict() for r in state.records],
             "summaries": [[k[0], to_jsonable(v)] for k, v in state.summaries.items()],
-            "verdicts": [to_jsonable(v) for v in state.verdicts.values()],
+            "verdicts": [[k[0], to_jsonable(v)] for k, v in state.verdicts.items()],
             "machine": to_jsonable(state.machine) if state.machine else None,
             "server_start_s": state.server_start_s, "skipped_warmups": state.skipped_warmups})
         return
@@ -359,24 +462,25 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 def write_report(state: State) -> None:
-    """With --wan22-report=DIR: index.html, summary.md and results.json, from the controller only."""
+    """With --wan22-report=DIR: index.html, summary.md and results.json, from the controller only. Whatever goes
+    wrong here (a folder that cannot be written, a partial state after Ctrl-C) becomes one line of the summary:
+    the end of the session never fails on the report."""
     s = state.settings
-    if s.report_dir is None or not state.records:
+    if s.report_dir is None or not (state.records or state.tests):
         return
     from .report_html import collect
     from .report_html import write_report as write
 
-    if s.ab is None:
-        data = collect(state.records, state.verdicts, state.tier, state.machine, s.baselines_dir)
-    else:  # B's rounds against A's, which stand in for the baseline
-        from .report_html import group
-
-        current = [r for r in state.records if r.side == "A"]
-        reference = {key: summarise(key, rounds) for key, rounds in group(current).items()}
-        machine = current[0].environment if current else None
-        data = collect([r for r in state.records if r.side != "A"], state.verdicts, state.tier, state.machine,
-                       s.baselines_dir, reference=reference, reference_machine=machine)
-    state.report_path = write(data, s.report_dir)
+    try:
+        data = collect(state.records, state.verdicts, state.tier, state.machine, s.baselines_dir,
+                       tests=session_tests(state), ab=s.ab is not None, tolerances=s.tolerances)
+        state.report_path = write(data, s.report_dir)
+    except (FileExistsError, NotADirectoryError) as exc:
+        state.report_error = f"{exc.filename or s.report_dir} is not a folder; fix --wan22-report"
+    except OSError as exc:
+        state.report_error = f"{exc.strerror or exc} ({exc.filename or s.report_dir}); fix --wan22-report"
+    except Exception as exc:  # a bug must not cost the summary: say what failed
+        state.report_error = f"{type(exc).__name__}: {exc}"
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -397,9 +501,9 @@ def merge_worker_output(state: State, payload: str) -> None:
     for workflow, summary in data["summaries"]:
         s = from_jsonable(Summary, summary)
         state.summaries[(workflow, s.variant_id)] = s
-    for v in data["verdicts"]:
+    for workflow, v in data["verdicts"]:
         verdict = from_jsonable(Verdict, v)
-        state.verdicts[verdict.variant_id] = verdict
+        state.verdicts[(workflow, verdict.variant_id)] = verdict
     state.server_start_s += data.get("server_start_s", 0.0)
     state.skipped_warmups.extend(data.get("skipped_warmups", []))
     if data["machine"] and state.machine is None:

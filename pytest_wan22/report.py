@@ -1,29 +1,122 @@
-"""Render run records and verdicts as plain text for the terminal summary (and the rows report_html reuses)."""
+"""Render a session as plain text for the terminal summary (and the rows report_html reuses): every test with
+its outcome and reason, every round, then every judged metric."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
-from .compare import metric_label
-from .records import RunRecord
+from .compare import base_metric, metric_label
+from .records import RunRecord, round_name
+
+SIDES = {"A": "A (current)", "B": "B (candidate)"}
+OUTCOMES = ("passed", "failed", "error", "skipped", "interrupted", "not run")
+VerdictKey = tuple[str, str]  # (workflow, variant key), as baselines are keyed
 
 
 def _f(value: float | None, fmt: str = "{:.2f}") -> str:
     return "-" if value is None else fmt.format(value)
 
 
-def record_row(r: RunRecord) -> list[str]:
-    """One table row for a run."""
+def side_name(side: str) -> str:
+    """'A (current)', 'B (candidate)', or the side as it is ('' outside A/B)."""
+    return SIDES.get(side, side)
+
+
+# --------------------------------------------------------------------------- tests of the session
+
+@dataclass(frozen=True)
+class TestOutcome:
+    """One collected test: its outcome, why (failure's first line, skip reason), the variants it ran and, for a
+    `--wan22-workflows` test, the workflow file."""
+
+    __test__: ClassVar[bool] = False  # not a pytest test class
+
+    nodeid: str
+    outcome: str  # one of OUTCOMES
+    reason: str = ""
+    variants: tuple[VerdictKey, ...] = ()
+    workflow_file: str = ""
+
+
+def first_line(text: str, most: int = 240) -> str:
+    """The first non-empty line of a message (with the next one when it ends in a colon: 'X cannot run on this
+    server: <what it lacks>'), cut to `most` characters."""
+    lines = [s.strip() for s in str(text).splitlines() if s.strip()]
+    line = " ".join(lines[:2]) if len(lines) > 1 and lines[0].endswith(":") else (lines[0] if lines else "")
+    return line if len(line) <= most else line[: most - 3] + "..."
+
+
+def _key(key: Any) -> VerdictKey:
+    """A verdicts key as (workflow, variant): plain variant ids (older callers) get no workflow."""
+    if isinstance(key, tuple) and len(key) == 2:
+        return str(key[0]), str(key[1])
+    return "", str(key)
+
+
+def verdict_of_test(test: TestOutcome, verdicts: Mapping[Any, Any]) -> str:
+    """What the gate said of a test's variants: their verdicts, 'not judged' where none was reached."""
+    found = {_key(k): v for k, v in verdicts.items()}
+    statuses = [str(getattr(found[k], "status", "?")) if k in found else "not judged" for k in test.variants]
+    return ", ".join(dict.fromkeys(statuses)) or ("not judged" if test.outcome != "skipped" else "-")
+
+
+def reason_of_test(test: TestOutcome, verdicts: Mapping[Any, Any]) -> str:
+    """A test's reason: its own (failure, skip) or, for a pass, what its verdicts found."""
+    if test.reason or test.outcome != "passed":
+        return test.reason
+    found = {_key(k): v for k, v in verdicts.items()}
+    words = []
+    for k in test.variants:
+        v = found.get(k)
+        if v is None:
+            continue
+        status = str(getattr(v, "status", ""))
+        headline = "no baseline yet" if status == "new" else str(getattr(v, "headline", "") or "")
+        words.append(f"{k[1]}: {headline}" if len(test.variants) > 1 and headline else headline)
+    return "; ".join(w for w in words if w)
+
+
+OUTCOME_HEADER = ["test", "outcome", "verdict", "reason"]
+
+
+def outcome_rows(tests: Sequence[TestOutcome], verdicts: Mapping[Any, Any]) -> list[list[str]]:
+    """One row per test: node id, outcome, verdict of its variants, reason."""
+    return [[t.nodeid, t.outcome, verdict_of_test(t, verdicts), reason_of_test(t, verdicts)] for t in tests]
+
+
+def outcome_counts(tests: Sequence[TestOutcome]) -> str:
+    """'5 tests: 2 passed, 2 failed, 1 skipped'."""
+    counts = {o: sum(t.outcome == o for t in tests) for o in OUTCOMES}
+    parts = [f"{n} {o}" for o, n in counts.items() if n]
+    return f"{len(tests)} test{'s' if len(tests) != 1 else ''}: {', '.join(parts)}"
+
+
+# --------------------------------------------------------------------------- rounds
+
+def record_row(r: RunRecord, sides: bool = False) -> list[str]:
+    """One table row for a run (with its side in an A/B session)."""
     steps = " / ".join(_f(p.seconds_per_step, "{:.3f}") for p in r.passes) or "-"
     peak = r.vram.peak_mib if r.vram and r.vram.available else None
-    return [r.variant_id, f"{r.round}{'w' if r.warmup else ''}", r.outcome, _f(r.wall_s), _f(r.server_s), steps,
+    side = [side_name(r.side) or "-"] if sides else []
+    return [r.workflow, r.variant_id, *side, round_name(r), r.outcome, _f(r.wall_s), _f(r.server_s), steps,
             _f(peak / 1024 if peak is not None else None, "{:.1f}"), str(len(r.warnings))]
 
 
-HEADER = ["variant", "round", "outcome", "wall s", "server s", "s/step per pass", "peak GiB", "warnings"]
+HEADER = ["workflow", "variant", "round", "outcome", "wall s", "server s", "s/step per pass", "peak GiB", "warnings"]
+
+
+def round_header(sides: bool = False) -> list[str]:
+    """The rounds table's header, with a side column in an A/B session."""
+    return [*HEADER[:2], "side", *HEADER[2:]] if sides else list(HEADER)
+
+
+def round_rows(records: Sequence[RunRecord]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the rounds table; a side column when any round has a side."""
+    sides = any(r.side for r in records)
+    return round_header(sides), [record_row(r, sides) for r in records]
 
 
 def table(rows: Sequence[Sequence[str]], header: Sequence[str] = HEADER) -> str:
@@ -56,11 +149,17 @@ class CheckView:
     limit: float | None
     note: str
     line: str  # the Check's own describe(), when it has one
+    allowance: float | None = None  # the relative allowance the check used (Check.tolerance as a number)
 
     @property
     def unit(self) -> str:
         """MiB for memory metrics, seconds otherwise."""
         return "MiB" if "vram" in self.metric or "mib" in self.metric.lower() else "s"
+
+    @property
+    def measured(self) -> bool:
+        """False for a metric neither side measured (a phase that did not run, or came from the cache on both)."""
+        return bool(self.value) or bool(self.base)
 
     def amount(self, value: float | None) -> str:
         """A value of this metric with its unit (GiB for memory)."""
@@ -90,6 +189,13 @@ def view(check: Any) -> CheckView:
     if estimate is None and value is not None and base:
         estimate = value / base - 1.0
     tol = getattr(check, "tolerance", None)
+    allowance = _num(tol)
+    if tol is None:
+        text = ""
+    elif allowance is not None:  # compare.Check: the relative allowance used
+        text = f"{allowance * 100:.1f}%"
+    else:  # a Tolerance or text, as the user wrote it
+        text = str(tol).split(":", 1)[-1]
     describe = getattr(check, "describe", None)
     try:
         line = str(describe()) if callable(describe) else ""
@@ -99,8 +205,8 @@ def view(check: Any) -> CheckView:
         metric=str(getattr(check, "metric", "?")), status=str(getattr(check, "status", "?")), value=value,
         base=base, estimate=estimate, ci_low=_num(getattr(check, "ci_low", None)),
         ci_high=_num(getattr(check, "ci_high", None)), mdc=_num(getattr(check, "mdc", None)),
-        tolerance="" if tol is None else str(tol), limit=_num(getattr(check, "limit", None)),
-        note=str(getattr(check, "note", "") or ""), line=line)
+        tolerance=text, limit=_num(getattr(check, "limit", None)),
+        note=str(getattr(check, "note", "") or ""), line=line, allowance=allowance)
 
 
 def checks_of(verdict: Any) -> list[CheckView]:
@@ -108,51 +214,93 @@ def checks_of(verdict: Any) -> list[CheckView]:
     return [view(c) for c in getattr(verdict, "checks", ()) or ()]
 
 
-VERDICT_HEADER = ["variant", "metric", "baseline", "now", "change", "verdict"]
-VERDICT_HEADER_V = [*VERDICT_HEADER, "95% CI", "noise (MDC)", "tolerance", "note"]
+def tolerance_text(c: CheckView, tolerances: Mapping[str, Any] | None) -> str:
+    """The tolerance as the user writes it ('1.3%+5ms'), with the allowance it came to here when that differs
+    (the absolute part, or another GPU's spread): '1.3%+5ms (2.0% here)'."""
+    tol = (tolerances or {}).get(base_metric(c.metric))
+    if tol is None:
+        return c.tolerance or (f"limit {c.amount(c.limit)}" if c.limit is not None else "")
+    text = str(tol).split(":", 1)[-1]
+    ratio = getattr(tol, "ratio", None)
+    if c.allowance is not None and (ratio is None or abs(c.allowance - ratio) > 0.0005):
+        text += f" ({c.allowance * 100:.1f}% here)"
+    return text
 
 
-def verdict_rows(verdicts: Mapping[str, Any], verbose: bool = False) -> list[list[str]]:
-    """One row per judged metric (passing ones included); a verdict without checks gets one row of its own."""
+def sides_header(ab: bool) -> tuple[str, str]:
+    """What the two compared columns are called: baseline and now, or A (current) and B (candidate)."""
+    return (SIDES["A"], SIDES["B"]) if ab else ("baseline", "now")
+
+
+def verdict_header(verbose: bool = False, ab: bool = False) -> list[str]:
+    """The metric table's header."""
+    before, after = sides_header(ab)
+    head = ["workflow", "variant", "metric", before, after, "change", "verdict"]
+    return [*head, "95% CI", "noise (MDC)", "tolerance", "note"] if verbose else head
+
+
+VERDICT_HEADER = verdict_header()
+VERDICT_HEADER_V = verdict_header(True)
+STATUS_COLUMN = VERDICT_HEADER.index("verdict")
+
+
+def verdict_rows(verdicts: Mapping[Any, Any], verbose: bool = False,
+                 tolerances: Mapping[str, Any] | None = None) -> list[list[str]]:
+    """One row per judged metric (passing ones included); a verdict without checks gets one row of its own.
+    Keys are (workflow, variant) pairs (a plain variant id is read as one without a workflow)."""
     rows: list[list[str]] = []
-    for key in sorted(verdicts):
+    for key in sorted(verdicts, key=lambda k: _key(k)):
         verdict = verdicts[key]
-        name = str(getattr(verdict, "variant_id", key))
+        workflow, name = _key(key)
         status = str(getattr(verdict, "status", "?"))
         checks = checks_of(verdict)
         if not checks:
             why = {"new": "no baseline yet", "insufficient": "not compared"}.get(status, "")
-            rows.append([name, "-", "-", "-", "-", f"{status}{f' ({why})' if why else ''}"]
+            rows.append([workflow, name, "-", "-", "-", "-", f"{status}{f' ({why})' if why else ''}"]
                         + (["", "", "", ""] if verbose else []))
             continue
         for i, c in enumerate(checks):
-            row = [name if i == 0 else "", metric_label(c.metric), c.amount(c.base), c.amount(c.value), c.change(),
-                   c.status]
+            first = [workflow, name] if i == 0 else ["", ""]
+            if not c.measured:  # e.g. a phase every round took from the cache: nothing to judge
+                row = [*first, metric_label(c.metric), "not measured", "not measured", "-", "not measured"]
+            else:
+                row = [*first, metric_label(c.metric), c.amount(c.base),
+                       c.amount(c.value) if c.value is not None else "not measured", c.change(), c.status]
             if verbose:
                 mdc = f"{c.mdc * 100:.1f}%" if c.mdc is not None else ""
-                tol = c.tolerance or (f"limit {c.amount(c.limit)}" if c.limit is not None else "")
-                row += [c.interval(), mdc, tol, c.note]
+                row += [c.interval(), mdc, tolerance_text(c, tolerances) if c.measured else "", c.note]
             rows.append(row)
     return rows
 
 
-def verdict_table(verdicts: Mapping[str, Any], verbose: bool = False) -> str:
-    """Per variant: baseline, now, change and verdict of every metric judged."""
-    return table(verdict_rows(verdicts, verbose), VERDICT_HEADER_V if verbose else VERDICT_HEADER)
+def verdict_table(verdicts: Mapping[Any, Any], verbose: bool = False, ab: bool = False,
+                  tolerances: Mapping[str, Any] | None = None) -> str:
+    """Per variant: baseline (A), now (B), change and verdict of every metric judged."""
+    return table(verdict_rows(verdicts, verbose, tolerances), verdict_header(verbose, ab))
 
 
-def render(records: Sequence[RunRecord], verdicts: Mapping[str, Any], verbosity: int = 0) -> str:
-    """The whole summary: every round, then baseline/now/change/verdict per metric, then the failures' notes."""
-    out = [table([record_row(r) for r in records])]
-    for r in records:
-        for w in r.warnings:
-            out.append(f"  {r.variant_id} round {r.round}: {w}")
+def render(records: Sequence[RunRecord], verdicts: Mapping[Any, Any], verbosity: int = 0, *,
+           tests: Sequence[TestOutcome] = (), ab: bool = False, tolerances: Mapping[str, Any] | None = None) -> str:
+    """The whole summary: every test with its outcome and reason, every round, then baseline (A) / now (B) /
+    change / verdict per metric, then the notes of the checks that were not ok."""
+    out: list[str] = []
+    if tests:
+        out += [outcome_counts(tests), table(outcome_rows(tests, verdicts), OUTCOME_HEADER), ""]
+    if records:
+        header, rows = round_rows(records)
+        out.append(table(rows, header))
+        for r in records:
+            for w in r.warnings:
+                side = f" [{r.side}]" if r.side else ""
+                out.append(f"  {r.variant_id}{side} round {round_name(r)}: {w}")
     if verdicts:
-        out += ["", verdict_table(verdicts, verbose=verbosity > 0)]
+        out += ["", verdict_table(verdicts, verbose=verbosity > 0, ab=ab, tolerances=tolerances)]
     if verbosity > 0:
         notes = [c.line for v in verdicts.values() for c in checks_of(v) if c.line and c.status != "ok"]
         if notes:
             out += ["", *notes]
+    while out and not out[-1]:
+        out.pop()
     return "\n".join(out)
 
 

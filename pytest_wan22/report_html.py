@@ -20,9 +20,20 @@ from pathlib import Path
 from typing import Any
 
 from .baselines import BaselineStore
-from .records import Environment, RunRecord, to_jsonable
-from .report import HEADER as ROUND_HEADER
-from .report import VERDICT_HEADER, checks_of, record_row, verdict_rows
+from .records import Environment, RunRecord, round_name, to_jsonable
+from .report import (
+    OUTCOME_HEADER,
+    STATUS_COLUMN,
+    TestOutcome,
+    checks_of,
+    outcome_counts,
+    outcome_rows,
+    round_rows,
+    side_name,
+    sides_header,
+    verdict_header,
+    verdict_rows,
+)
 
 SCHEMA_VERSION = 1
 EXTRA_HINT = "pip install 'pytest-wan22[report]'"
@@ -31,7 +42,8 @@ PHASE_ORDER = ("load", "text", "encode", "compile", "sampling", "decode", "inter
 
 @dataclass(frozen=True)
 class VariantData:
-    """One variant as the report shows it: its rounds, its verdict, and the baseline it was judged against."""
+    """One variant as the report shows it: its rounds, its verdict, and the baseline it was judged against (in
+    an A/B session: side A's rounds, which are among `records` beside side B's)."""
 
     variant_id: str
     workflow: str
@@ -41,11 +53,23 @@ class VariantData:
     baseline_wall_s: tuple[float, ...] = ()
     baseline_peak_mib: float | None = None
     budget_gib: float | None = None
+    ab: bool = False
+    tests: tuple[str, ...] = ()  # node ids of the tests that ran it
 
     @property
     def timed(self) -> list[RunRecord]:
-        """The successful timed rounds."""
-        return [r for r in self.records if r.ok and not r.warmup]
+        """The successful timed rounds (of side B, the candidate, in an A/B session)."""
+        return [r for r in self.records if r.ok and not r.warmup and (not self.ab or r.side != "A")]
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """(workflow, variant), as baselines and verdicts are keyed."""
+        return self.workflow, self.variant_id
+
+    @property
+    def anchor(self) -> str:
+        """The id of its section in index.html."""
+        return f"{self.workflow}--{self.variant_id}"
 
     @property
     def step_s(self) -> list[float]:
@@ -60,9 +84,17 @@ class ReportData:
     tier: str | None
     variants: tuple[VariantData, ...]
     machine: Environment | None = None
-    baseline_machine: Environment | None = None
+    baseline_machine: Environment | None = None  # in an A/B session: side A's
     created: float = field(default_factory=time.time)
     title: str = "pytest-wan22 report"
+    tests: tuple[TestOutcome, ...] = ()
+    ab: bool = False
+    tolerances: Mapping[str, Any] | None = None
+
+    @property
+    def verdicts(self) -> dict[tuple[str, str], Any]:
+        """Every variant's verdict by (workflow, variant)."""
+        return {v.key: v.verdict for v in self.variants if v.verdict is not None}
 
 
 def summary_of(baseline: Any, name: str) -> tuple[float, ...]:
@@ -71,30 +103,52 @@ def summary_of(baseline: Any, name: str) -> tuple[float, ...]:
     return tuple(float(v) for v in value or () if isinstance(v, (int, float)))
 
 
-def group(records: Iterable[RunRecord]) -> dict[str, list[RunRecord]]:
-    """Records by variant, in first-seen order."""
-    out: dict[str, list[RunRecord]] = {}
+def group(records: Iterable[RunRecord]) -> dict[tuple[str, str], list[RunRecord]]:
+    """Records by (workflow, variant), in first-seen order: two workflow files may derive the same variant id."""
+    out: dict[tuple[str, str], list[RunRecord]] = {}
     for r in records:
-        out.setdefault(r.variant_id, []).append(r)
+        out.setdefault((r.workflow, r.variant_id), []).append(r)
     return out
 
 
-def collect(records: Sequence[RunRecord], verdicts: Mapping[str, Any], tier: Any, machine: Environment | None,
+def collect(records: Sequence[RunRecord], verdicts: Mapping[Any, Any], tier: Any, machine: Environment | None,
             baselines_dir: Path, reference: Mapping[str, Any] | None = None,
-            reference_machine: Environment | None = None) -> ReportData:
-    """Gather a session's records and verdicts with the stored baselines they were judged against.
+            reference_machine: Environment | None = None, *, tests: Sequence[TestOutcome] = (), ab: bool = False,
+            tolerances: Mapping[str, Any] | None = None) -> ReportData:
+    """Gather a session's tests, records and verdicts with the stored baselines they were judged against.
 
-    `tier` is a tiers.Tier (or None): it gives each variant's VRAM budget. `reference` (variant id to a
-    compare.Summary) replaces the stored baseline of a variant, e.g. the current side of an A/B run, with
-    `reference_machine` as its environment.
+    `tier` is a tiers.Tier (or None): it gives each variant's VRAM budget. `verdicts` are keyed by (workflow,
+    variant) (a plain variant id also matches). `reference` (variant id to a compare.Summary) replaces the stored
+    baseline of a variant, with `reference_machine` as its environment. With `ab`, `records` hold both sides:
+    side A (current) is the reference of side B (candidate), every round of both is shown, and no baseline file
+    is read.
     """
     store = BaselineStore(baselines_dir)
     name = getattr(tier, "name", None)
     stored: dict[str, Any] = {}
     variants = []
     baseline_machine = None
-    for variant_id, rounds in group(records).items():
-        workflow = rounds[0].workflow
+    ran_by: dict[tuple[str, str], list[str]] = {}
+    for t in tests:
+        for workflow, variant_id in t.variants:
+            ran_by.setdefault((workflow, variant_id), []).append(t.nodeid)
+    if ab:
+        a_side = [r for r in records if r.side == "A"]
+        b_side = [r for r in records if r.side != "A"]
+        baseline_machine = a_side[0].environment if a_side else None
+        machine = b_side[0].environment if b_side else machine
+    for (workflow, variant_id), rounds in group(records).items():
+        budget = tier.budget_gib(variant_id) if tier is not None and hasattr(tier, "budget_gib") else None
+        verdict = verdicts.get((workflow, variant_id), verdicts.get(variant_id))
+        tested = tuple(ran_by.get((workflow, variant_id), ()))
+        if ab:  # side A is the reference, measured the way side B is
+            current = VariantData(variant_id, workflow, tuple(r for r in rounds if r.side == "A"))
+            peaks = [p for r in current.records if r.ok and (p := _peak(r)) is not None]
+            variants.append(VariantData(
+                variant_id, workflow, tuple(rounds), verdict, tuple(current.step_s),
+                tuple(r.wall_s for r in current.timed if r.wall_s is not None), max(peaks, default=None), budget,
+                True, tested))
+            continue
         if name and workflow not in stored:
             try:
                 stored[workflow] = store.load(name, workflow)
@@ -108,17 +162,22 @@ def collect(records: Sequence[RunRecord], verdicts: Mapping[str, Any], tier: Any
             base = reference[variant_id]
             baseline_machine = reference_machine or baseline_machine
         peak = getattr(base, "peak_vram_mib", None)
-        budget = tier.budget_gib(variant_id) if tier is not None and hasattr(tier, "budget_gib") else None
         variants.append(VariantData(
-            variant_id, workflow, tuple(rounds), verdicts.get(variant_id), summary_of(base, "step_s"),
-            summary_of(base, "wall_s"), float(peak) if isinstance(peak, (int, float)) else None, budget))
-    return ReportData(name, tuple(variants), machine, baseline_machine)
+            variant_id, workflow, tuple(rounds), verdict, summary_of(base, "step_s"),
+            summary_of(base, "wall_s"), float(peak) if isinstance(peak, (int, float)) else None, budget,
+            tests=tested))
+    return ReportData(name, tuple(variants), machine, baseline_machine, tests=tuple(tests), ab=ab,
+                      tolerances=tolerances)
+
+
+def _peak(r: RunRecord) -> float | None:
+    return r.vram.peak_mib if r.vram and r.vram.available else None
 
 
 # --------------------------------------------------------------------------- environment diff
 
 def environment_diff(baseline: Environment | None, current: Environment | None) -> list[dict[str, Any]]:
-    """Every field of the machine block that differs between the baseline and this run."""
+    """Every field of the machine block that differs between the baseline (side A) and this run (side B)."""
     if baseline is None or current is None:
         return []
     out = []
@@ -142,9 +201,24 @@ def matplotlib_available() -> bool:
     return True
 
 
+def _round_label(r: RunRecord) -> str:
+    """A round as the figures name it: '[A] 1 (warm-up)', '3'."""
+    return f"{f'[{r.side}] ' if r.side else ''}{round_name(r)}"
+
+
 def figure_png(v: VariantData) -> bytes | None:
-    """One figure for a variant: step-time distributions, phases per round, VRAM timeline (None without
-    matplotlib)."""
+    """The variant's figure as PNG (None without matplotlib)."""
+    fig = figure(v)
+    if fig is None:
+        return None
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def figure(v: VariantData) -> Any:
+    """One matplotlib Figure for a variant: step-time distributions, phases per round, VRAM timeline (None
+    without matplotlib)."""
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
@@ -153,10 +227,11 @@ def figure_png(v: VariantData) -> bytes | None:
     fig = Figure(figsize=(15, 4.2), dpi=90, layout="constrained")
     FigureCanvasAgg(fig)
     ax_step, ax_phase, ax_vram = fig.subplots(1, 3, width_ratios=(1, 1.2, 1.6))
-    fig.suptitle(v.variant_id, fontsize=11)
+    fig.suptitle(f"{v.workflow}: {v.variant_id}", fontsize=11)
 
-    # step time: baseline vs now
-    groups = [(label, list(values)) for label, values in (("baseline", v.baseline_step_s), ("now", v.step_s))
+    # step time: baseline vs now (A vs B)
+    before, after = sides_header(v.ab)
+    groups = [(label, list(values)) for label, values in ((before, v.baseline_step_s), (after, v.step_s))
               if values]
     if groups:
         ax_step.boxplot([g[1] for g in groups], tick_labels=[g[0] for g in groups], widths=0.5)
@@ -171,21 +246,22 @@ def figure_png(v: VariantData) -> bytes | None:
 
     # phases per round: stacked horizontal bars
     rounds = [r for r in v.records if r.phases]
-    labels = [f"{r.round}{' w' if r.warmup else ''}" for r in rounds]
+    labels = [_round_label(r) for r in rounds]
     present = [p for p in PHASE_ORDER if any(r.phases.get(p) for r in rounds)]
     left = [0.0] * len(rounds)
     for k, phase in enumerate(present):
         widths = [r.phases.get(phase, 0.0) for r in rounds]
-        ax_phase.barh(labels, widths, left=left, label=phase, color=f"C{k % 10}")
+        ax_phase.barh(range(len(rounds)), widths, left=left, label=phase, color=f"C{k % 10}")
         left = [a + b for a, b in zip(left, widths, strict=True)]
+    ax_phase.set_yticks(range(len(rounds)), labels, fontsize=7)
     if present:
         ax_phase.legend(fontsize=7, loc="lower right")
     ax_phase.invert_yaxis()
-    ax_phase.set_title("phases per round (w = warm-up)", fontsize=9)
+    ax_phase.set_title("phases per round", fontsize=9)
     ax_phase.set_xlabel("seconds")
     ax_phase.set_ylabel("round")
 
-    # VRAM timeline with the budget line
+    # VRAM timeline with the budget line; in an A/B session side A solid, side B dashed
     drawn = False
     for r in v.records:
         samples = r.vram.samples if r.vram and r.vram.available else ()
@@ -193,23 +269,21 @@ def figure_png(v: VariantData) -> bytes | None:
             continue
         ts = [s.t for s in samples]
         ys = [(s.process_mib if s.process_mib is not None else s.device_mib) / 1024 for s in samples]
-        ax_vram.plot(ts, ys, lw=1, label=f"round {r.round}{' (warm-up)' if r.warmup else ''}")
+        ax_vram.plot(ts, ys, lw=1, ls="--" if r.side == "B" else "-", label=f"round {_round_label(r)}")
         drawn = True
     if v.budget_gib is not None:
         ax_vram.axhline(v.budget_gib, color="red", ls="--", lw=1, label=f"budget {v.budget_gib:g} GiB")
-    if v.baseline_peak_mib is not None:
+    if v.baseline_peak_mib is not None and not v.ab:
         ax_vram.axhline(v.baseline_peak_mib / 1024, color="grey", ls=":", lw=1, label="baseline peak")
     if not drawn:
         ax_vram.text(0.5, 0.5, "VRAM not measured (no NVML)", ha="center", va="center",
                      transform=ax_vram.transAxes)
     if drawn or v.budget_gib is not None:
         ax_vram.legend(fontsize=7, loc="center right")
-    ax_vram.set_title("VRAM during each round", fontsize=9)
+    ax_vram.set_title("VRAM during each round" + (" (A solid, B dashed)" if v.ab else ""), fontsize=9)
     ax_vram.set_xlabel("seconds from submit")
     ax_vram.set_ylabel("GiB")
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
+    return fig
 
 
 # --------------------------------------------------------------------------- html
@@ -220,8 +294,8 @@ h1{font-size:1.5em}h2{font-size:1.2em;margin-top:2em;border-bottom:1px solid #cc
 table{border-collapse:collapse;margin:.6em 0;font-size:.9em}
 th,td{border:1px solid #ddd;padding:.25em .6em;text-align:left}th{background:#f4f4f4}
 td.num{text-align:right;font-variant-numeric:tabular-nums}
-.ok,.improved{color:#17692b}.regressed{color:#b00020;font-weight:bold}
-.inconclusive,.suspicious,.insufficient{color:#8a6100}.new{color:#555}
+.ok,.improved,.passed{color:#17692b}.regressed,.failed,.error{color:#b00020;font-weight:bold}
+.inconclusive,.suspicious,.insufficient,.interrupted{color:#8a6100}.new,.skipped,.not{color:#555}
 img.figure{max-width:100%;border:1px solid #eee}.noplot{color:#8a6100}
 """
 
@@ -230,16 +304,26 @@ def _e(value: Any) -> str:
     return html.escape("" if value is None else str(value))
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]], status_col: int | None = None) -> str:
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]], status_col: int | None = None,
+           links: Mapping[int, Mapping[str, str]] | None = None) -> str:
+    """An HTML table; the status column's cells get their first word as class, `links` (column: cell text to
+    anchor) link cells to sections of the page."""
     head = "".join(f"<th>{_e(h)}</th>" for h in header)
     body = []
     for row in rows:
         cells = []
         for i, c in enumerate(row):
-            cls = f' class="{_e(str(c).split(" ")[0])}"' if i == status_col else ""
-            cells.append(f"<td{cls}>{_e(c)}</td>")
+            cls = f' class="{_e(str(c).split(" ")[0].rstrip(","))}"' if i == status_col and c else ""
+            target = (links or {}).get(i, {}).get(str(c))
+            text = f'<a href="#{_e(target)}">{_e(c)}</a>' if target else _e(c)
+            cells.append(f"<td{cls}>{text}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _value(value: Any) -> str:
+    """An environment field as the report shows it ('-' for none)."""
+    return "-" if value in (None, "", [], ()) else " ".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
 def _status(v: VariantData) -> str:
@@ -249,46 +333,72 @@ def _status(v: VariantData) -> str:
     return failed[-1].outcome if failed else "not judged"
 
 
+def _overview(data: ReportData) -> tuple[list[str], list[list[str]]]:
+    """One row per variant: workflow, variant, the tests that ran it, verdict, rounds."""
+    rows = [[v.workflow, v.variant_id, ", ".join(v.tests) or "-", _status(v), str(len(v.timed)),
+             str(len(v.records))] for v in data.variants]
+    timed = "timed rounds (B)" if data.ab else "timed rounds"
+    return ["workflow", "variant", "test", "verdict", timed, "rounds"], rows
+
+
+def _environment_html(data: ReportData) -> list[str]:
+    before, after = sides_header(data.ab)
+    diff = environment_diff(data.baseline_machine, data.machine)
+    rows = [[d["field"], _value(d["baseline"]), _value(d["now"])] for d in diff]
+    if data.ab:
+        gpu = (data.machine or Environment()).gpu_name or (data.machine or Environment()).device or "no GPU"
+        out = ["<h2>Environment of the two sides</h2>",
+               f"<p>Both sides ran on the same GPU in this session ({_e(gpu)}), each with its own ComfyUI server.</p>"]
+        if data.baseline_machine is None or data.machine is None:
+            return [*out, "<p>Only one side ran (the session ended early).</p>"]
+        return [*out, _table(["field", before, after], rows) if rows else
+                "<p>The sides' machine blocks are identical.</p>"]
+    out = ["<h2>Environment since the baseline</h2>"]
+    if data.baseline_machine is None:
+        return [*out, "<p>No stored baseline for these variants.</p>"]
+    return [*out, _table(["field", before, after], rows) if rows else "<p>Same machine block as the baseline.</p>"]
+
+
 def render_html(data: ReportData, *, plots: bool = True) -> str:
     """The whole page."""
     when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(data.created))
     m = data.machine or Environment()
+    what = "A/B: B (candidate) judged against A (current) · " if data.ab else ""
     parts = [f"<h1>{_e(data.title)}</h1>",
-             f"<p>tier <b>{_e(data.tier or '-')}</b> · {_e(m.gpu_name or m.device or 'no GPU')} · driver "
+             f"<p>{_e(what)}tier <b>{_e(data.tier or '-')}</b> · {_e(m.gpu_name or m.device or 'no GPU')} · driver "
              f"{_e(m.driver or '-')} · torch {_e(m.torch or '-')} · ComfyUI {_e(m.comfyui or '-')} · {when}</p>"]
-    verdicts = {v.variant_id: v.verdict for v in data.variants if v.verdict is not None}
-    overview = [[v.variant_id, _status(v), str(len(v.timed)), str(len(v.records))] for v in data.variants]
-    parts += ["<h2>Variants</h2>", _table(["variant", "verdict", "timed rounds", "rounds"], overview, 1)]
-    if verdicts:
-        parts += ["<h2>Every judged metric</h2>", _table(VERDICT_HEADER, verdict_rows(verdicts), 5)]
-    diff = environment_diff(data.baseline_machine, data.machine)
-    parts.append("<h2>Environment since the baseline</h2>")
-    if data.baseline_machine is None:
-        parts.append("<p>No stored baseline for these variants.</p>")
-    elif diff:
-        parts.append(_table(["field", "baseline", "now"], [[d["field"], str(d["baseline"]), str(d["now"])]
-                                                          for d in diff]))
-    else:
-        parts.append("<p>Same machine block as the baseline.</p>")
+    anchors = {v.variant_id: v.anchor for v in data.variants}
+    if data.tests:
+        parts += [f"<h2>Tests</h2><p>{_e(outcome_counts(data.tests))}</p>",
+                  _table(OUTCOME_HEADER, outcome_rows(data.tests, data.verdicts), 1)]
+    if data.variants:
+        header, rows = _overview(data)
+        parts += ["<h2>Variants</h2>", _table(header, rows, 3, {1: anchors})]
+    parts += _environment_html(data)
     have_plots = plots and matplotlib_available()
-    if not have_plots:
+    if not have_plots and data.variants:
         parts.append(f'<p class="noplot">Plots need matplotlib: <code>{_e(EXTRA_HINT)}</code>.</p>')
     for v in data.variants:
-        parts.append(f'<section class="variant" id="{_e(v.variant_id)}"><h2>{_e(v.variant_id)} · '
+        parts.append(f'<section class="variant" id="{_e(v.anchor)}"><h2>{_e(v.workflow)}: {_e(v.variant_id)} · '
                      f'<span class="{_e(_status(v))}">{_e(_status(v))}</span></h2>')
-        if v.verdict is not None:
-            parts.append(_table(VERDICT_HEADER, verdict_rows({v.variant_id: v.verdict}), 5))
+        if v.tests:
+            parts.append(f"<p>test {_e(', '.join(v.tests))}</p>")
+        if v.verdict is not None:  # the metric table, once per variant
+            parts.append(_table(verdict_header(ab=data.ab), verdict_rows({v.key: v.verdict}), STATUS_COLUMN))
+        for note in getattr(v.verdict, "notes", ()) or ():
+            parts.append(f"<p>{_e(note)}</p>")
         png = figure_png(v) if have_plots else None
         if png is not None:
             src = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
             alt = f"{v.variant_id}: step times, phases per round, VRAM timeline"
             parts.append(f'<figure><img class="figure" alt="{_e(alt)}" src="{src}"></figure>')
-        parts.append(_table(ROUND_HEADER, [record_row(r) for r in v.records], 2))
+        header, rows = round_rows(v.records)
+        parts.append(_table(header, rows, header.index("outcome")))
         for r in v.records:
             for w in r.warnings:
-                parts.append(f"<p>round {r.round}: {_e(w)}</p>")
+                parts.append(f"<p>round {_e(_round_label(r))}: {_e(w)}</p>")
             if not r.ok and r.message:
-                parts.append(f"<pre>round {r.round}: {_e(r.message)}</pre>")
+                parts.append(f"<pre>round {_e(_round_label(r))}: {_e(r.message)}</pre>")
         parts.append("</section>")
     body = "\n".join(parts)
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{_e(data.title)}</title>'
@@ -307,40 +417,46 @@ def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def render_markdown(data: ReportData) -> str:
-    """summary.md: the verdicts and what changed, for a CI job page."""
+    """summary.md: every test with its outcome and reason, the verdicts and what changed, for a CI job page."""
     m = data.machine or Environment()
-    out = [f"## pytest-wan22: {data.tier or 'no tier'} · {m.gpu_name or m.device or 'no GPU'}", ""]
+    ab = " · A/B: B (candidate) vs A (current)" if data.ab else ""
+    out = [f"## pytest-wan22: {data.tier or 'no tier'} · {m.gpu_name or m.device or 'no GPU'}{ab}", ""]
+    if data.tests:
+        out += [outcome_counts(data.tests), "", _md_table(OUTCOME_HEADER, outcome_rows(data.tests, data.verdicts)),
+                ""]
     rows = []
     for v in data.variants:
         if v.verdict is not None:
-            rows += verdict_rows({v.variant_id: v.verdict})
+            rows += verdict_rows({v.key: v.verdict})
         else:
-            rows.append([v.variant_id, "-", "-", "-", "-", _status(v)])
-    out += [_md_table(VERDICT_HEADER, rows), ""]
+            rows.append([v.workflow, v.variant_id, "-", "-", "-", "-", _status(v)])
+    if rows:
+        out += [_md_table(verdict_header(ab=data.ab), rows), ""]
     diff = environment_diff(data.baseline_machine, data.machine)
     if diff:
-        out += ["Changed since the baseline: " + ", ".join(f"{d['field']} {d['baseline']} → {d['now']}"
-                                                          for d in diff), ""]
+        since = "Side B differs from side A" if data.ab else "Changed since the baseline"
+        out += [f"{since}: " + ", ".join(f"{d['field']} {_value(d['baseline'])} → {_value(d['now'])}" for d in diff),
+                ""]
     return "\n".join(out)
 
 
 def _round(r: RunRecord) -> dict[str, Any]:
-    peak = r.vram.peak_mib if r.vram and r.vram.available else None
-    return {"round": r.round, "side": r.side, "warmup": r.warmup, "outcome": r.outcome, "message": r.message,
-            "wall_s": r.wall_s,
+    return {"round": r.round, "name": round_name(r), "side": r.side, "side_name": side_name(r.side),
+            "warmup": r.warmup, "outcome": r.outcome, "message": r.message, "wall_s": r.wall_s,
             "server_s": r.server_s, "seconds_per_step": [p.seconds_per_step for p in r.passes],
-            "peak_vram_mib": peak, "phases": r.phases, "warnings": list(r.warnings)}
+            "peak_vram_mib": _peak(r), "phases": r.phases, "warnings": list(r.warnings)}
 
 
 def render_json(data: ReportData) -> dict[str, Any]:
-    """results.json: every verdict with its checks, each variant's rounds, and the environment diff."""
+    """results.json: every test with its outcome and reason, every verdict with its checks, each variant's rounds
+    (both sides in an A/B session; "baseline" is then side A, "now" side B), and the environment diff."""
     variants = []
     for v in data.variants:
         checks = [dataclasses.asdict(c) for c in checks_of(v.verdict)] if v.verdict is not None else []
         for c in checks:
             c.pop("line", None)
         variants.append({
-            "variant_id": v.variant_id, "workflow": v.workflow, "status": _status(v),
+            "variant_id": v.variant_id, "workflow": v.workflow, "tests": list(v.tests), "status": _status(v),
             "verdict": to_jsonable(v.verdict) if dataclasses.is_dataclass(v.verdict) else None,
             "checks": checks, "budget_gib": v.budget_gib,
             "baseline": {"step_s": list(v.baseline_step_s), "wall_s": list(v.baseline_wall_s),
@@ -348,9 +464,14 @@ def render_json(data: ReportData) -> dict[str, Any]:
             "now": {"step_s": v.step_s, "wall_s": [r.wall_s for r in v.timed],
                     "step_median": statistics.median(v.step_s) if v.step_s else None},
             "rounds": [_round(r) for r in v.records]})
-    return {"schema_version": SCHEMA_VERSION, "created": data.created, "tier": data.tier,
+    tests = [{"nodeid": t.nodeid, "outcome": t.outcome, "reason": reason, "verdict": verdict,
+              "variants": [{"workflow": w, "variant_id": k} for w, k in t.variants], "workflow_file": t.workflow_file}
+             for t, (_, _, verdict, reason) in zip(data.tests, outcome_rows(data.tests, data.verdicts), strict=True)]
+    return {"schema_version": SCHEMA_VERSION, "created": data.created, "tier": data.tier, "ab": data.ab,
+            "sides": {"baseline": "A (current)", "now": "B (candidate)"} if data.ab else None,
             "machine": to_jsonable(data.machine), "baseline_machine": to_jsonable(data.baseline_machine),
-            "environment_diff": environment_diff(data.baseline_machine, data.machine), "variants": variants}
+            "environment_diff": environment_diff(data.baseline_machine, data.machine), "tests": tests,
+            "variants": variants}
 
 
 def write_report(data: ReportData, out_dir: Path, env: Mapping[str, str] | None = None) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -64,8 +65,8 @@ def test_ab_slower_candidate_fails_naming_the_metric_and_both_sides(wan22_projec
 
 
 @pytest.mark.parametrize(("knobs", "needle"), [
-    ({"FAKE_COMFYUI_SCENARIO": "oom"}, "*(side B) round 0: oom: out of memory in KSamplerAdvanced*"),
-    ({"FAKE_COMFYUI_SCENARIO": "crash_during_run"}, "*(side B) round 0: server_died*"),
+    ({"FAKE_COMFYUI_SCENARIO": "oom"}, "*(side B) round 1 (warm-up): oom: out of memory in KSamplerAdvanced*"),
+    ({"FAKE_COMFYUI_SCENARIO": "crash_during_run"}, "*(side B) round 1 (warm-up): server_died*"),
 ])
 def test_ab_candidate_that_fails_fails_the_test_naming_side_b(wan22_project: Project, knobs: dict[str, str],
                                                                needle: str) -> None:
@@ -143,17 +144,49 @@ def test_a_variant_with_the_models_and_shape_of_the_one_before_needs_no_warmup(w
     result.stdout.fnmatch_lines(["*warm-up skipped*low_high-5s*"])
 
 
-def test_ab_report_plots_side_b_against_side_a(wan22_project: Project) -> None:
-    p = wan22_project(ONE)
+def test_ab_speaks_a_and_b_in_the_summary_the_round_lines_and_the_report(wan22_project: Project,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "200")
+    p = wan22_project(ONE, fake_env={"FAKE_COMFYUI_STEP_SECONDS": "0.1"})
     a = _install(p.path, "current")
-    result = p.runpytest("--wan22-log-dir=logs", f"--wan22-ab-comfyui-dir={a}", "--wan22-rounds=2",
-                         "--wan22-min-rounds=2", "--wan22-report=report", *LOOSE)
+    result = p.runpytest_subprocess("--wan22-log-dir=logs", f"--wan22-ab-comfyui-dir={a}", "--wan22-rounds=3",
+                                    "--wan22-min-rounds=3", "--wan22-report=report", "--wan22-progress=lines",
+                                    "--wan22-progress-interval=0.1", *LOOSE)
     result.assert_outcomes(passed=1)
-    data = json.loads((p.path / "report" / "results.json").read_text())
+    name = "high_low-5s-640p-lightx2v_4step"
+    result.stdout.fnmatch_lines([  # the progress lines name the side, numbered as the table numbers them
+        f"wan22 {name} | [[]A] round 1 (warm-up) | * | 0:0*",
+        f"wan22 {name} | [[]A] round 1 (warm-up): success | *",
+        f"wan22 {name} | [[]B] round 1 (warm-up) | * | 0:0*",
+        f"wan22 {name} | [[]B] round 1 (warm-up): success | *",
+        f"wan22 {name} | [[]A] round 2: success | *",
+        f"wan22 {name} | [[]B] round 4: success | *",
+        "*wan22 runs*",
+        "workflow*variant*side*round*outcome*",
+        f"wan22_i2v_a14b  {name}  A (current)    1 (warm-up)  success*",
+        f"wan22_i2v_a14b  {name}  B (candidate)  1 (warm-up)  success*",
+        f"wan22_i2v_a14b  {name}  A (current)    2            success*",
+        "workflow*variant*metric*A (current)*B (candidate)*change*verdict",
+    ])
+    section = result.stdout.str().split("wan22 runs")[1]
+    assert "baseline" not in section
+    report = p.path / "report"
+    data = json.loads((report / "results.json").read_text())
     (variant,) = data["variants"]
-    assert {r["side"] for r in variant["rounds"]} == {"B"}
+    assert [(r["side"], r["name"]) for r in variant["rounds"]] == [
+        ("A", "1 (warm-up)"), ("B", "1 (warm-up)"), ("A", "2"), ("B", "2"), ("A", "3"), ("B", "3"), ("A", "4"),
+        ("B", "4")]
     a_walls = [r["wall_s"] for r in _records(p) if r["side"] == "A" and not r["warmup"]]
     assert sorted(variant["baseline"]["wall_s"]) == sorted(a_walls)
+    assert data["sides"] == {"baseline": "A (current)", "now": "B (candidate)"}
+    page = (report / "index.html").read_text()
+    sides = re.findall(rf"<tr><td>wan22_i2v_a14b</td><td>{name}</td><td>([AB]) \((?:current|candidate)\)</td>", page)
+    assert sides == ["A", "B"] * 4
+    assert page.count("<th>A (current)</th><th>B (candidate)</th><th>change</th><th>verdict</th>") == 1
+    assert "Same machine block" not in page
+    assert "Both sides ran on the same GPU in this session" in page
+    md = (report / "summary.md").read_text()
+    assert "| workflow | variant | metric | A (current) | B (candidate) | change | verdict |" in md
 
 
 # A card with 2.6 GiB free once side A has warmed up (its processes hold 6 GiB): side B cannot load beside A.

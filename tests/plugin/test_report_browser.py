@@ -29,11 +29,12 @@ def _report(wan22_project: Project, monkeypatch: pytest.MonkeyPatch) -> Path:
                                     "--wan22-tolerance=step:500%", "--wan22-tolerance=sampling:500%")
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines([  # every judged metric in the summary, passing ones included
-        "variant*metric*baseline*now*change*verdict",
-        "high_low-10s-640p-lightx2v_4step  step * s * s *%*",  # ok or inconclusive: two rounds of a few ms
-        "                                  sampling (KSampler (high noise)) * s * s *% *",
-        "                                  wall * s * s *%*",
-        "                                  vram *5.86 GiB *5.86 GiB *+0.0% *ok",
+        "workflow*variant*metric*baseline*now*change*verdict",
+        "wan22_i2v_a14b  high_low-10s-640p-lightx2v_4step  step * s * s *%*",  # ok or inconclusive: a few ms
+        "                                                  sampling (KSampler (high noise)) * s * s *% *",
+        "                                                  wall * s * s *%*",
+        "                                                  load * not measured * not measured * - * not measured",
+        "                                                  vram *5.86 GiB *5.86 GiB *+0.0% *ok",
         f"wan22: report written to {p.path / 'report' / 'index.html'}"])
     assert summary.read_text() == (p.path / "report" / "summary.md").read_text() + "\n"
     return p.path / "report"
