@@ -80,6 +80,7 @@ def reason_of_test(test: TestOutcome, verdicts: Mapping[Any, Any]) -> str:
 
 
 OUTCOME_HEADER = ["test", "outcome", "verdict", "reason"]
+REASON_COLUMNS = 100  # of a reason in the terminal summary
 
 
 def outcome_rows(tests: Sequence[TestOutcome], verdicts: Mapping[Any, Any]) -> list[list[str]]:
@@ -284,8 +285,9 @@ def render(records: Sequence[RunRecord], verdicts: Mapping[Any, Any], verbosity:
     """The whole summary: every test with its outcome and reason, every round, then baseline (A) / now (B) /
     change / verdict per metric, then the notes of the checks that were not ok."""
     out: list[str] = []
-    if tests:
-        out += [outcome_counts(tests), table(outcome_rows(tests, verdicts), OUTCOME_HEADER), ""]
+    if tests:  # reasons cut shorter than in the report files: the terminal is narrow
+        rows = [[*row[:3], first_line(row[3], REASON_COLUMNS)] for row in outcome_rows(tests, verdicts)]
+        out += [outcome_counts(tests), table(rows, OUTCOME_HEADER), ""]
     if records:
         header, rows = round_rows(records)
         out.append(table(rows, header))

@@ -346,9 +346,11 @@ def _environment_html(data: ReportData) -> list[str]:
     diff = environment_diff(data.baseline_machine, data.machine)
     rows = [[d["field"], _value(d["baseline"]), _value(d["now"])] for d in diff]
     if data.ab:
-        gpu = (data.machine or Environment()).gpu_name or (data.machine or Environment()).device or "no GPU"
+        m = data.machine or Environment()
+        where = (f"GPU in this session ({m.gpu_name})" if m.gpu_name
+                 else f"machine in this session ({m.device or 'cpu'})")
         out = ["<h2>Environment of the two sides</h2>",
-               f"<p>Both sides ran on the same GPU in this session ({_e(gpu)}), each with its own ComfyUI server.</p>"]
+               f"<p>Both sides ran on the same {_e(where)}, each with its own ComfyUI server.</p>"]
         if data.baseline_machine is None or data.machine is None:
             return [*out, "<p>Only one side ran (the session ended early).</p>"]
         return [*out, _table(["field", before, after], rows) if rows else

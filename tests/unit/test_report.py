@@ -127,6 +127,8 @@ def test_every_test_is_listed_with_its_outcome_verdict_and_reason() -> None:
     text = render([], verdicts, tests=tests)
     assert text.splitlines()[0] == outcome_counts(tests)
     assert "f/a.json::test_workflow[a]  failed" in text
+    long = TestOutcome("t.py::test_f", "failed", "x" * 200)
+    assert render([], {}, tests=[long]).splitlines()[-1].endswith(" " + "x" * 97 + "...")  # cut in the terminal
 
 
 def test_statistical_checks_show_interval_noise_and_tolerance_with_verbose() -> None:
