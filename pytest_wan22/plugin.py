@@ -326,6 +326,8 @@ def _wan22_test(item: pytest.Item) -> dict[str, Any] | None:
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Every test of the gate starts as 'not run': one that an interrupted session never reached stays so."""
     state = state_of(session.config)
+    if session.config.option.collectonly:
+        return
     for item in session.items:
         info = _wan22_test(item)
         if info is not None:

@@ -386,7 +386,8 @@ def render_html(data: ReportData, *, plots: bool = True) -> str:
         if v.tests:
             parts.append(f"<p>test {_e(', '.join(v.tests))}</p>")
         if v.verdict is not None:  # the metric table, once per variant
-            parts.append(_table(verdict_header(ab=data.ab), verdict_rows({v.key: v.verdict}), STATUS_COLUMN))
+            parts.append(_table(verdict_header(True, data.ab), verdict_rows({v.key: v.verdict}, True, data.tolerances),
+                                STATUS_COLUMN))
         for note in getattr(v.verdict, "notes", ()) or ():
             parts.append(f"<p>{_e(note)}</p>")
         png = figure_png(v) if have_plots else None

@@ -52,7 +52,7 @@ def _summary_rows(stdout: str) -> set[tuple[str, str, str]]:
     """(variant, round, outcome) of each row of the 'wan22 runs' table."""
     rows = set()
     for line in stdout.split("wan22 runs", 1)[-1].splitlines():
-        m = re.match(r"(high_low-\S+)\s+(\d+w?)\s+(\w+)\s", line)
+        m = re.match(r"wan22_i2v_a14b\s+(high_low-\S+)\s+(\d+(?: \(warm-up\))?)\s+(\w+)\s", line)
         if m:
             rows.add((m.group(1), m.group(2), m.group(3)))
     return rows
@@ -88,7 +88,7 @@ def test_two_workers_two_gpus_two_servers_one_baseline_file(wan22_project: Proje
 
     # The controller's summary holds every worker's rounds.
     rows = _summary_rows(result.stdout.str())
-    assert rows == {(_variant(n), r, "success") for n in SECONDS for r in ("0w", "1", "2")}
+    assert rows == {(_variant(n), r, "success") for n in SECONDS for r in ("1 (warm-up)", "2", "3")}
     result.stdout.fnmatch_lines(["*wan22: baselines written under*"])
 
     # One baseline file, written by the controller, with the variants of both workers.

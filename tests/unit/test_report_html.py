@@ -137,6 +137,7 @@ def test_ab_report_shows_every_round_of_both_sides_once_in_a_and_b_words() -> No
     assert rows == [("A", "1 (warm-up)"), ("B", "1 (warm-up)"), ("A", "2"), ("B", "2"), ("A", "3"), ("B", "3"),
                     ("A", "4"), ("B", "4")]
     assert page.count("<th>A (current)</th><th>B (candidate)</th><th>change</th>") == 1  # the metric table, once
+    assert "<th>tolerance</th>" in page
     assert "<th>baseline</th>" not in page
     assert "Same machine block" not in page
     assert "Both sides ran on the same GPU in this session (NVIDIA H200)" in page
@@ -221,3 +222,14 @@ def test_a_failure_while_rendering_is_named_and_the_session_ends_normally(tmp_pa
     state.records.append(record("a-5s", 0))
     write_session_report(state)
     assert state.report_error == "RuntimeError: boom"
+
+
+def test_the_page_shows_tolerances_as_the_user_writes_them() -> None:
+    from pytest_wan22.compare import tolerances
+
+    step = Check("step", "ok", 0.001, -0.01, 0.012, 0.02, 2.002, 2.0, tolerance=0.013 + 0.005 / 2.0 - 1e-17)
+    data = report_html.collect([record("a-5s", 1)], {("wan22_i2v_a14b", "a-5s"): Verdict("a-5s", "ok", (step,))},
+                               None, NOW, Path("/nonexistent"), tolerances=tolerances([]))
+    page = render_html(data)
+    assert "<td>1.3%+5ms (1.5% here)</td>" in page
+    assert "0.01549" not in page
