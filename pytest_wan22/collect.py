@@ -253,7 +253,11 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
                 nodeid = path.relative_to(config.rootpath).as_posix()
             except ValueError:  # outside the rootdir: the whole path
                 nodeid = path.as_posix()
-            items.extend(WorkflowFile.from_parent(session, path=path, nodeid=nodeid).collect())
+            found: list[pytest.Item | pytest.Collector] = list(
+                WorkflowFile.from_parent(session, path=path, nodeid=nodeid).collect())
+            items.extend(i for i in found if isinstance(i, pytest.Item))
+            # reported as collected, so pytest's "collected N items" (and xdist's count) include them
+            config.hook.pytest_collectreport(report=pytest.CollectReport(nodeid, "passed", None, found))
 
 
 def load_case(case: WorkflowCase, object_info: Callable[[], Mapping[str, Any]]) -> Variant:

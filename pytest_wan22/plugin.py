@@ -37,7 +37,7 @@ from .progress import Progress, choose_mode
 from .records import Environment, RunRecord, from_jsonable, to_jsonable
 from .report import TestOutcome, cost, first_line, render
 from .settings import Settings, resolve
-from .tiers import Tier, cpu_tier, detect_tier, item_tiers, marker_lines
+from .tiers import Tier, cpu_tier, detect_tier, item_tiers, marker_lines, skip_hint
 
 
 @dataclass
@@ -298,9 +298,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         wanted = item_tiers((m.name for m in item.iter_markers()), state.settings.tiers)
         if wanted and active not in wanted:
+            hint = skip_hint(state.settings.tiers, wanted,
+                             state.device.memory_total_mib if state.device is not None else None)
             item.add_marker(pytest.mark.skip(
-                reason=f"needs tier {', '.join(sorted(wanted))}; this machine is {state.detection} "
-                       "(force one with --wan22-tier)"))
+                reason=f"needs tier {', '.join(sorted(wanted))}; this machine is {state.detection}: {hint}"))
 
 
 # ---------------------------------------------------------------- every test's outcome, for the summary and report

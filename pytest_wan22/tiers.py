@@ -363,6 +363,28 @@ def cpu_tier(tiers: Mapping[str, Tier]) -> str | None:
     return next((t.name for t in tiers.values() if not t.is_gpu), None)
 
 
+def skip_hint(tiers: Mapping[str, Tier], wanted: Iterable[str], device_memory_mib: float | None) -> str:
+    """What a test marked for other tiers can do instead, for its skip reason: a machine with that GPU, an
+    attached server, emulation where this GPU is big enough, or the cpu tier where this machine has no GPU.
+
+    Forcing a GPU tier's profile on a machine without a GPU only makes ComfyUI fail to start, so that is never
+    suggested there.
+    """
+    names = sorted(wanted)
+    where = f"run it where {' or '.join(names)} is the GPU, or attach to a server there (--wan22-url)"
+    if device_memory_mib is None:
+        cpu = cpu_tier(tiers)
+        return where + (f"; here, -m {cpu} runs the same graphs on tiny synthetic models" if cpu else "")
+    fits = [n for n in names if n in tiers and tiers[n].is_gpu
+            and (tiers[n].emulate_memory_gib or float("inf")) * 1024 <= device_memory_mib]
+    ways = [where]
+    if fits:
+        ways.append(f"emulate it on this GPU with --wan22-emulate-tier={fits[0]} (VRAM and fit judged, timings "
+                    "not compared)")
+    ways.append(f"force its launch profile on this GPU with --wan22-tier={names[0]}")
+    return "; ".join(ways)
+
+
 def item_tiers(marker_names: Iterable[str], tiers: Mapping[str, Tier]) -> set[str]:
     """The tier markers among a test's markers."""
     return {m for m in marker_names if m in tiers}

@@ -47,7 +47,9 @@ def test_tier_markers_work_under_strict_markers(wan22_project: Callable[..., pyt
     result.assert_outcomes(passed=3, skipped=1)
     result.stdout.fnmatch_lines([
         "*wan22: tier rtx5090 (NVIDIA GeForce RTX 5090, 32607 MiB)*",
-        "*SKIPPED*needs tier h200; this machine is rtx5090 (NVIDIA GeForce RTX 5090, 32607 MiB)*--wan22-tier*",
+        "*SKIPPED*needs tier h200; this machine is rtx5090 (NVIDIA GeForce RTX 5090, 32607 MiB): run it where h200 "
+        "is the GPU, or attach to a server there (--wan22-url); force its launch profile on this GPU with "
+        "--wan22-tier=h200",
     ])
 
 
@@ -63,7 +65,9 @@ def test_no_gpu_means_the_cpu_tier(wan22_project: Callable[..., pytest.Pytester]
     """, spec={"devices": []})
     result = p.runpytest("-rs")
     result.assert_outcomes(passed=1, skipped=1)
-    result.stdout.fnmatch_lines(["*needs tier rtx5090; this machine is cpu (no GPU: NVML sees no GPU)*"])
+    result.stdout.fnmatch_lines(["*needs tier rtx5090; this machine is cpu (no GPU: NVML sees no GPU): run it where "
+                                 "rtx5090 is the GPU, or attach to a server there (--wan22-url); here, -m cpu runs "
+                                 "the same graphs on tiny synthetic models"])
 
 
 def test_unknown_device_skips_tier_tests_and_says_how_to_add_it(wan22_project: Callable[..., pytest.Pytester]

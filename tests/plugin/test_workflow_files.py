@@ -68,7 +68,8 @@ def test_api_and_ui_files_run_one_test_each_with_readable_ids(wan22_project: Pro
     p = wan22_project("")
     result = p.runpytest("-v", "-m", "rtx5090", f"--wan22-workflows={flows}", *ONE_ROUND)
     result.assert_outcomes(passed=2)
-    result.stdout.fnmatch_lines(["*test_workflow[[]my_clip_api[]] PASSED*", "*test_workflow[[]my_clip_ui[]] PASSED*"])
+    result.stdout.fnmatch_lines(["*collected 2 items", "*test_workflow[[]my_clip_api[]] PASSED*",
+                                 "*test_workflow[[]my_clip_ui[]] PASSED*"])
 
 
 def test_sidecar_sets_tiers_rounds_and_derives_variants(wan22_project: Project, flows: Path) -> None:

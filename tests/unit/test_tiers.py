@@ -213,3 +213,18 @@ def test_timings_are_judged_on_gpu_tiers_and_recorded_on_the_cpu_tier_unless_a_r
     mine = load_tiers(extra)
     assert (mine["cpu"].judges_timings, mine["ci_cpu"].judges_timings, mine["l40s"].judges_timings) == (
         True, False, False)
+
+
+def test_skip_hints_lead_somewhere_that_works() -> None:
+    from pytest_wan22.tiers import skip_hint
+
+    table = load_tiers()
+    no_gpu = skip_hint(table, ["rtx5090"], None)
+    assert no_gpu == ("run it where rtx5090 is the GPU, or attach to a server there (--wan22-url); here, -m cpu "
+                      "runs the same graphs on tiny synthetic models")
+    assert "--wan22-tier" not in no_gpu  # a GPU profile on a machine without one only fails to start ComfyUI
+    on_h200 = skip_hint(table, ["rtx5090", "rtx4090"], 143771)
+    assert "--wan22-emulate-tier=rtx4090 (VRAM and fit judged, timings not compared)" in on_h200
+    assert on_h200.endswith("force its launch profile on this GPU with --wan22-tier=rtx4090")
+    on_4090 = skip_hint(table, ["h200"], 24564)  # a 24 GB card cannot emulate a 141 GB one
+    assert "emulate" not in on_4090
