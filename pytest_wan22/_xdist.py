@@ -24,6 +24,14 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
 class XdistHooks:
     """Registered only when pytest-xdist is present."""
 
+    def pytest_configure_node(self, node: Any) -> None:
+        """Workers write their server logs and run records into the controller's session folder."""
+        from .plugin import state_of
+
+        run_dir = state_of(node.config).run_dir
+        if run_dir is not None:
+            node.workerinput["wan22_run_dir"] = str(run_dir)
+
     def pytest_testnodedown(self, node: Any, error: Any) -> None:
         """Take a finished worker's records."""
         from .plugin import merge_worker_output, state_of

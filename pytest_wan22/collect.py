@@ -290,7 +290,7 @@ def run_workflow(request: pytest.FixtureRequest, wan22_run: Callable[..., Any], 
                  wan22_models: Any, wan22_tier: Any, wan22_settings: Any) -> None:
     """Run one workflow file (or a variant its sidecar derives) through wan22_run."""
     from .client import ComfyClient
-    from .fixtures import _preflight, adapt, prepare_synthetic
+    from .fixtures import _preflight, adapt, fail_now, prepare_synthetic
 
     case = request.node.stash[CASE_KEY]
     server = wan22_servers.get()
@@ -305,7 +305,7 @@ def run_workflow(request: pytest.FixtureRequest, wan22_run: Callable[..., Any], 
         variant = load_case(case, object_info)
         graph = variant.build()  # a builder method that does not apply fails here, before any run
     except Wan22Error as exc:
-        pytest.fail(str(exc), pytrace=False)
+        fail_now(str(exc), pytrace=False)
     if any(str(n.get("class_type")) not in object_info() for n in graph.values()):
         # a node pack is missing: name everything the graph, as the file has it, lacks (packs, files, folders)
         with ComfyClient(server.handle.url) as client:
@@ -314,7 +314,7 @@ def run_workflow(request: pytest.FixtureRequest, wan22_run: Callable[..., Any], 
         prepare_synthetic(variant, wan22_models, server)
         adapt(variant, wan22_tier, wan22_models).build()  # and so does the tier's scale or model swap
     except Wan22Error as exc:
-        pytest.fail(str(exc), pytrace=False)
+        fail_now(str(exc), pytrace=False)
     side = case.sidecar
     wan22_run(variant, rounds=side.rounds, warmup_rounds=side.warmup_rounds, budget_gib=side.budget_gib,
               allow_offload=side.allow_offload)

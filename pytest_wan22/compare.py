@@ -139,6 +139,10 @@ def parse_tolerance(text: str) -> Tolerance:
         if not m:
             raise ValueError(f"tolerance {text!r}: {part!r} is not a number with a unit (10%, 2s, 512MiB)")
         num, unit = float(m["num"]), (m["unit"] or "").lower()
+        if not unit:  # a bare number: a ratio or an amount?
+            n = m["num"].strip()
+            raise ValueError(f"tolerance {text!r}: {n} what: {n}% or {n}{'MiB' if metric == 'vram' else 'ms'}? "
+                             "give the unit")
         if unit == "%":
             ratio = num / 100.0
         elif metric == "vram" and unit in UNITS_MIB:

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import pytest
 
@@ -34,6 +34,13 @@ if TYPE_CHECKING:
     from .gpu import DeviceInfo
     from .plugin import State
     from .synth import ModelSet
+
+
+def fail_now(message: str, *, pytrace: bool = False) -> NoReturn:
+    """pytest.fail for use inside an except block: without the exception being handled chained to it, which
+    pytest would print first, then "During handling of the above exception, another exception occurred", then
+    the same message again."""
+    raise pytest.fail.Exception(message, pytrace=pytrace) from None
 
 
 def _state(config: pytest.Config) -> State:
@@ -119,7 +126,7 @@ def wan22_models(wan22_settings: Settings, wan22_tier: Tier) -> SyntheticModels 
                                lora_rank=64 if preset == "a14b" else 0, timeout=1800 if gpu else 600,
                                log_path=root / "generate.log")
     except Wan22Error as exc:
-        pytest.fail(str(exc), pytrace=False)
+        fail_now(str(exc), pytrace=False)
     return SyntheticModels(root, models, wan22_settings.python, "cuda" if gpu else "cpu")
 
 
@@ -134,7 +141,7 @@ def _ti2v_models(models: SyntheticModels) -> SyntheticModels:
         ms = ensure_models(models.python, models.root, preset, device=models.device, timeout=1800 if gpu else 600,
                            log_path=models.root / f"generate-{preset}.log")
     except Wan22Error as exc:
-        pytest.fail(str(exc), pytrace=False)
+        fail_now(str(exc), pytrace=False)
     return SyntheticModels(models.root, ms, models.python, models.device)
 
 
@@ -162,6 +169,7 @@ class Server:
     records_dir: Path | None = None
     unknown: str = ""  # what an attached server cannot tell us, said once in the first record
     places: preflight.Places = field(default_factory=preflight.Places)  # the folders fix hints name
+    log_start: int = 0  # the size its log file had when it was launched: what it wrote comes after
 
     def alive(self) -> bool:
         """True while the server process runs (always True when attached)."""
@@ -189,13 +197,19 @@ def _environment(client: ComfyClient, device: DeviceInfo | None, profile: Profil
 
 
 def _work_dir(config: pytest.Config, factory: pytest.TempPathFactory) -> Path:
-    s = _state(config).settings
+    """This process's folder for server logs and run records: <session folder>/<worker> (see plugin._run_dir);
+    the session folders under .wan22/runs beyond the newest runs.KEEP are removed when a new one is made."""
+    state = _state(config)
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
-    if s.log_dir is not None:
-        path = s.log_dir / worker
-        path.mkdir(parents=True, exist_ok=True)
-        return path
-    return factory.mktemp(f"wan22-{worker}", numbered=True)
+    if state.run_dir is None:  # pragma: no cover - set in pytest_configure
+        return factory.mktemp(f"wan22-{worker}", numbered=True)
+    path = state.run_dir / worker
+    path.mkdir(parents=True, exist_ok=True)
+    if state.settings.log_dir is None:
+        from .runs import prune
+
+        prune(state.run_dir.parent, current=state.run_dir)
+    return path
 
 
 @dataclass(frozen=True)
@@ -233,6 +247,9 @@ class ServerPool:
         self.sides = sides(_state(config).settings, profile)
         self.servers: dict[str, Server] = {}
         self.extras: dict[str, tuple[str, ...]] = {}
+        # (side, extra flags) -> how the first test that tried found it failing to start: the tests after it
+        # are failed (or skipped) with one line instead of launching it again and printing the same log
+        self.failed: dict[tuple[str, tuple[str, ...]], tuple[bool, str]] = {}
 
     @property
     def default_side(self) -> str:
@@ -247,6 +264,11 @@ class ServerPool:
     def get(self, extra: tuple[str, ...] = (), side: str | None = None) -> Server:
         """The running server of a side for these extra flags: launched when needed, started again if it died."""
         name = self.default_side if side is None else side
+        if (name, extra) in self.failed:
+            skipped, message = self.failed[name, extra]
+            if skipped:
+                pytest.skip(message)
+            pytest.fail(message, pytrace=False)
         server = self.servers.get(name)
         if server is not None and self.extras.get(name) == extra:
             if server.launcher is not None and not server.alive():
@@ -254,7 +276,8 @@ class ServerPool:
                 try:
                     server.launcher.ensure_running()
                 except Wan22Error as exc:
-                    pytest.fail(f"ComfyUI{_side_words(server.side)} had exited (code {code}) and did not start "
+                    self._remember(name, extra, False)
+                    fail_now(f"ComfyUI{_side_words(server.side)} had exited (code {code}) and did not start "
                                 f"again: {exc}", pytrace=False)
                 server.handle = server.launcher.handle or server.handle
                 server.restarts += 1
@@ -262,13 +285,27 @@ class ServerPool:
                 server.warm_shape = None
             return server
         self.stop(name)
-        server = self._launch(extra, self.sides[name])
+        try:
+            server = self._launch(extra, self.sides[name])
+        except pytest.skip.Exception as exc:
+            self.failed[name, extra] = (True, exc.msg or "")
+            raise
+        except pytest.fail.Exception:
+            self._remember(name, extra, False)
+            raise
         self.servers[name], self.extras[name] = server, extra
         state = _state(self.config)
         state.server = self.current or server
         state.machine = state.machine or server.environment
         state.server_start_s += server.start_s
         return server
+
+    def _remember(self, name: str, extra: tuple[str, ...], skipped: bool) -> None:
+        """Note that this server did not start, in one line naming the test whose failure says why."""
+        first = os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" (", 1)[0] or "an earlier test"
+        flags = f" with {' '.join(extra)}" if extra else ""
+        self.failed[name, extra] = (skipped, f"ComfyUI{_side_words(name)}{flags} did not start, so it is not "
+                                    f"started again for this test; the failure of {first} says why")
 
     def stop(self, side: str | None = None) -> None:
         """Stop a side's server, or every server (an attached one is left alone)."""
@@ -291,7 +328,7 @@ class ServerPool:
                     environment = _environment(client, self.device, self.profile, models)
                     argv = client.system_stats().get("system", {}).get("argv") or []
                 except Wan22Error as exc:
-                    pytest.fail(f"no ComfyUI answers at {s.url} ({exc}); start it or fix --wan22-url",
+                    fail_now(f"no ComfyUI answers at {s.url} ({exc}); start it or fix --wan22-url",
                                 pytrace=False)
             return _attached(s.url, environment, [str(a) for a in argv], self.work)
         if side.comfyui_dir is None:
@@ -319,6 +356,7 @@ class ServerPool:
                           base_directory=base, startup_timeout=s.startup_timeout, name=name,
                           custom_nodes=custom_nodes)
         launcher = ComfyServer(spec)
+        log_start = spec.log_path.stat().st_size if spec.log_path.is_file() else 0
         started = time.monotonic()
         try:
             handle = launcher.start()
@@ -327,16 +365,16 @@ class ServerPool:
             if extra and missing:  # an optional profile variation whose package is not installed
                 pytest.skip(f"ComfyUI{_side_words(side.name)} cannot start with {' '.join(extra)}: the "
                             f"{missing['package']} package is not installed in {side.python}")
-            pytest.fail(f"{side.label + ': ' if side.name else ''}{exc}", pytrace=False)
+            fail_now(f"{side.label + ': ' if side.name else ''}{exc}", pytrace=False)
         except Wan22Error as exc:
-            pytest.fail(f"{side.label + ': ' if side.name else ''}{exc}", pytrace=False)
+            fail_now(f"{side.label + ': ' if side.name else ''}{exc}", pytrace=False)
         start_s = time.monotonic() - started
         with ComfyClient(handle.url) as client:
             environment = _environment(client, self.device, self.profile, models)
         places = preflight.launched_places(side.comfyui_dir, spec.input_dir, (self.models.preset, self.models.root)
                                            if self.models is not None else None)
         return Server(handle, launcher, work / "output", environment, side=side.name, start_s=start_s,
-                      records_dir=work / "records", places=places)
+                      records_dir=work / "records", places=places, log_start=log_start)
 
 
 def _side_words(side: str) -> str:
@@ -378,7 +416,7 @@ def _synthetic_rife(custom_nodes: Path, python: str, work: Path) -> None:
         try:
             ensure_rife(python, pack, log_path=work / "rife-synth.log")
         except Wan22Error as exc:
-            pytest.fail(str(exc), pytrace=False)
+            fail_now(str(exc), pytrace=False)
 
 
 @pytest.fixture(scope="session")

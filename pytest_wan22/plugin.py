@@ -9,6 +9,7 @@ import signal
 import sys
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -36,7 +37,8 @@ from .options import OPTIONS
 from .progress import Progress, choose_mode
 from .records import Environment, RunRecord, from_jsonable, to_jsonable
 from .report import TestOutcome, cost, first_line, render
-from .settings import Settings, resolve
+from .runs import KEEP, session_dir
+from .settings import Settings, check_before_start, resolve
 from .tiers import Tier, cpu_tier, detect_tier, item_tiers, marker_lines, skip_hint
 
 
@@ -64,6 +66,8 @@ class State:
     progress: Progress = field(default_factory=lambda: Progress(None))
     report_path: Any = None
     report_error: str = ""
+    run_dir: Path | None = None  # server logs and run records: --wan22-log-dir or .wan22/runs/<UTC time>
+    log_marks: dict[str, tuple[Path, int]] = field(default_factory=dict)  # test id -> (server log, its size)
 
 
 STATE_KEY = pytest.StashKey[State]()
@@ -187,6 +191,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "wan22_budget(gib): peak-VRAM budget for this test's variants, "
                             "instead of the tier table's")
     state = config.stash[STATE_KEY] = _detect(config, settings)
+    state.run_dir = _run_dir(config, settings)
+    if not hasattr(config, "workerinput") and _runs_tests(config):
+        _check_session(settings)  # once, on the controller, before anything is collected or launched
     if state.tier is not None and not hasattr(config, "workerinput"):  # once, before any ComfyUI starts
         try:
             state.baseline_notes = BaselineStore(settings.baselines_dir).check(state.tier.name,
@@ -205,6 +212,30 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(XdistHooks(), "wan22-xdist")
     if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
         signal.signal(signal.SIGTERM, _terminate)
+
+
+def _runs_tests(config: pytest.Config) -> bool:
+    """False for --help, --collect-only, --markers and --fixtures: nothing is launched or written then."""
+    return not any(getattr(config.option, name, False) for name in (
+        "help", "collectonly", "markers", "showfixtures", "show_fixtures_per_test"))
+
+
+def _run_dir(config: pytest.Config, settings: Settings) -> Path:
+    """Where this session's server logs and run records go: --wan22-log-dir, else a folder of its own under
+    <rootdir>/.wan22/runs (named on the controller and handed to xdist workers)."""
+    if settings.log_dir is not None:
+        return settings.log_dir
+    given = getattr(config, "workerinput", {}).get("wan22_run_dir")
+    return Path(given) if given else session_dir(settings.rootdir)
+
+
+def _check_session(settings: Settings) -> None:
+    """A problem that would fail every test (interpreter, port, report or log folder) stops the session here,
+    with one message."""
+    try:
+        check_before_start(settings)
+    except Wan22Error as exc:
+        raise pytest.UsageError(str(exc)) from None
 
 
 # ---------------------------------------------------------------- live progress (progress.py does the work)
@@ -251,7 +282,11 @@ def _progress(config: pytest.Config, settings: Settings) -> Progress:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    state_of(item.config).progress.test_started()  # pytest has written this test's line (or path)
+    state = state_of(item.config)
+    state.progress.test_started()  # pytest has written this test's line (or path)
+    server = state.server
+    if server is not None and server.handle.log_path is not None:  # what the log holds before this test
+        state.log_marks[item.nodeid] = (server.handle.log_path, server.handle.log_size())
 
 
 def pytest_wan22_run_finished(config: pytest.Config, record: RunRecord) -> None:
@@ -278,6 +313,13 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     s = state.settings
     where = f"attach {s.url}" if s.attach else f"launch {s.comfyui_dir or '(no --wan22-comfyui-dir)'}"
     lines = [f"wan22: tier {state.detection}; ComfyUI: {where}"]
+    if not s.attach and s.comfyui_dir is not None:
+        lines.append(f"wan22: ComfyUI's interpreter: {s.python} ({s.python_why})")
+        if s.ab is not None and s.ab.python != s.python:
+            lines.append(f"wan22: side A's interpreter: {s.ab.python} ({s.ab.python_why})")
+    if state.run_dir is not None:
+        kept = "" if s.log_dir is not None else f" (the last {KEEP} sessions are kept; --wan22-log-dir to choose)"
+        lines.append(f"wan22: server logs and run records: {state.run_dir}{kept}")
     tier = state.tier
     scale = tier.scale_text() if tier else None
     if tier and scale:
@@ -325,10 +367,12 @@ def _wan22_test(item: pytest.Item) -> dict[str, Any] | None:
 
 @pytest.hookimpl(trylast=True)
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """Every test of the gate starts as 'not run': one that an interrupted session never reached stays so."""
+    """Tests that need ComfyUI with none given stop the session here, once; otherwise every test of the gate
+    starts as 'not run': one that an interrupted session never reached stays so."""
     state = state_of(session.config)
     if session.config.option.collectonly:
         return
+    _check_comfyui_given(session, state.settings)
     for item in session.items:
         info = _wan22_test(item)
         if info is not None:
@@ -385,18 +429,22 @@ class TestOutcomes:
         state.tests[report.nodeid] = outcome_of(report, state.tests.get(report.nodeid))
 
 
+_SERVER_FIXTURES = ("wan22_server", "wan22_servers", "wan22_run", "wan22_client")
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
     report = yield
     info = _wan22_test(item)
     if info is not None:  # an attribute, so that xdist carries it to the controller with the report
         report.wan22_test = info
-    uses_server = any(n in ("wan22_server", "wan22_servers", "wan22_run", "wan22_client")
-                      for n in getattr(item, "fixturenames", ()))
+    uses_server = any(n in _SERVER_FIXTURES for n in getattr(item, "fixturenames", ()))
     if report.failed and uses_server:
-        server = state_of(item.config).server
-        if server is not None and server.handle.log_path is not None:
-            report.sections.append(("ComfyUI log (last lines)", server.handle.log_tail(40)))
+        text = _log_of_this_test(state_of(item.config), item.nodeid)
+        if text:
+            report.sections.append(("ComfyUI log (last lines)", text))
+    if report.when == "teardown":
+        state_of(item.config).log_marks.pop(item.nodeid, None)
     return report
 
 
@@ -407,11 +455,42 @@ def session_tests(state: State) -> list[TestOutcome]:
             for t in state.tests.values()]
 
 
+def _log_of_this_test(state: State, nodeid: str, lines: int = 40) -> str:
+    """The last lines the server logged during this test (since its setup, or since its launch when this test
+    launched it): '' when it logged nothing, so a failure found before any run carries no earlier test's log."""
+    server = state.server
+    path = server.handle.log_path if server is not None else None
+    if path is None or not path.is_file():
+        return ""
+    mark = state.log_marks.get(nodeid)
+    offset = mark[1] if mark is not None and mark[0] == path else server.log_start
+    with path.open("rb") as f:
+        size = f.seek(0, os.SEEK_END)
+        f.seek(max(offset, size - 64 * 1024))
+        text = f.read().decode("utf-8", "replace")
+    return "\n".join(text.splitlines()[-lines:]).strip("\n")
+
+
+def _check_comfyui_given(session: pytest.Session, s: Settings) -> None:
+    """No ComfyUI to run while tests that need one are selected: one usage error, before any test runs."""
+    if s.attach or s.comfyui_dir is not None or hasattr(session.config, "workerinput"):
+        return
+    needs = [item for item in session.items if item.get_closest_marker("skip") is None and any(
+        n in _SERVER_FIXTURES for n in getattr(item, "fixturenames", ()))]
+    if needs:
+        raise pytest.UsageError(
+            f"{len(needs)} selected test(s) need ComfyUI (the first: {needs[0].nodeid}), but none is given: pass "
+            "--wan22-comfyui-dir DIR (ini wan22_comfyui_dir, env WAN22_COMFYUI_DIR), the folder that holds "
+            "ComfyUI's main.py, or attach to a running one with --wan22-url")
+
+
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     state = state_of(config)
     if not (state.records or state.tests):
         if state.report_error:
             terminalreporter.write_line(f"wan22: report not written: {state.report_error}")
+        if state.run_dir is not None and state.run_dir.is_dir():
+            terminalreporter.write_line(f"wan22: server logs and run records in {state.run_dir}")
         return
     terminalreporter.write_sep("=", "wan22 runs")
     terminalreporter.write_line(render(state.records, state.verdicts, config.get_verbosity(),
@@ -437,6 +516,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         terminalreporter.write_line(f"wan22: baselines written under {state.settings.baselines_dir}")
         for note in state.written_notes:
             terminalreporter.write_line(f"wan22: {note}")
+    if state.run_dir is not None and state.run_dir.is_dir():
+        terminalreporter.write_line(f"wan22: server logs and run records in {state.run_dir}")
     if state.report_path is not None:
         terminalreporter.write_line(f"wan22: report written to {state.report_path}")
     if state.report_error:

@@ -5,14 +5,17 @@ from __future__ import annotations
 import os
 import shlex
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .compare import Tolerance, tolerances
-from .errors import ConfigError
-from .options import OPTIONS, Option
+from .errors import ConfigError, PortInUse
+from .interpreter import RUNNING_PYTEST, CheckResult, Interpreter, find, problem, required_modules
+from .interpreter import check as check_interpreter
+from .launcher import port_in_use
+from .options import BY_NAME, OPTIONS, Option
 from .tiers import Tier, check_tier, load_tiers
 
 
@@ -24,6 +27,7 @@ class Settings:
     tiers: Mapping[str, Tier]
     comfyui_dir: Path | None = None
     python: str = sys.executable
+    python_why: str = RUNNING_PYTEST  # how `python` was chosen (interpreter.find), said in the report header
     url: str | None = None
     host: str = "127.0.0.1"
     port: int = 0
@@ -71,6 +75,7 @@ class AbSide:
     comfyui_dir: Path | None
     python: str
     server_args: tuple[str, ...]
+    python_why: str = ""
 
     def describe(self, b_dir: Path | None, b_python: str, b_args: tuple[str, ...]) -> list[str]:
         """What differs between A and B, one phrase each."""
@@ -125,9 +130,17 @@ def resolve(rootdir: Path, cli: Getter, ini: Getter, env: Mapping[str, str] | No
     """Resolve every option; bad values raise ConfigError naming the flag, ini key and variable."""
     env = os.environ if env is None else env
     values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
     for opt in OPTIONS:
         raw, source = _raw(opt, cli, ini, env)
         values[opt.name] = opt.default if raw is None else _parse(opt, raw, source)
+        sources[opt.name] = source
+    if sources["min_rounds"] != "default" and values["min_rounds"] > values["rounds"]:
+        rounds = f"{sources['rounds']} = {values['rounds']}" if sources["rounds"] != "default" else \
+            f"--wan22-rounds (default {values['rounds']})"
+        raise ConfigError(f"{sources['min_rounds']} = {values['min_rounds']} is above {rounds}: the fewest timed "
+                          f"rounds cannot exceed the most; lower {BY_NAME['min_rounds'].where()} or raise "
+                          f"{BY_NAME['rounds'].where()}")
 
     tiers = load_tiers(_path(values["tiers_file"], rootdir))
     for key in ("tier", "emulate_tier"):
@@ -145,7 +158,8 @@ def resolve(rootdir: Path, cli: Getter, ini: Getter, env: Mapping[str, str] | No
         raise ConfigError(f"ComfyUI folder {comfyui_dir} {what}; point --wan22-comfyui-dir (ini "
                           "wan22_comfyui_dir, env WAN22_COMFYUI_DIR) at the checkout that holds main.py, "
                           "or attach to a running server with --wan22-url")
-    python = values["python"] or sys.executable
+    interpreter = find(comfyui_dir, values["python"], sources["python"])
+    python = interpreter.path
     if values["python"] is not None and not (Path(python).is_file() and os.access(python, os.X_OK)):
         raise ConfigError(f"Python interpreter {python} is not an executable file; fix --wan22-python "
                           "(ini wan22_python, env WAN22_PYTHON)")
@@ -153,14 +167,14 @@ def resolve(rootdir: Path, cli: Getter, ini: Getter, env: Mapping[str, str] | No
     if url is not None and not url.startswith(("http://", "https://")):
         raise ConfigError(f"--wan22-url {url!r} must start with http:// or https://")
     server_args = _split(values["server_args"], "--wan22-server-args")
-    ab = _ab_side(values, rootdir, comfyui_dir, python, server_args)
+    ab = _ab_side(values, sources, rootdir, comfyui_dir, interpreter, server_args)
     try:
         tols = tolerances([])
         tols.update({t.metric: t for t in values["tolerance"] or []})
     except ValueError as exc:  # pragma: no cover - parsed above
         raise ConfigError(str(exc)) from None
     return Settings(
-        rootdir=rootdir, tiers=tiers, comfyui_dir=comfyui_dir, python=python,
+        rootdir=rootdir, tiers=tiers, comfyui_dir=comfyui_dir, python=python, python_why=interpreter.why,
         url=url.rstrip("/") if url else None, host=values["host"], port=values["port"], tier=values["tier"],
         server_args=server_args, startup_timeout=values["startup_timeout"], run_timeout=values["run_timeout"],
         workflows_dir=_path(values["workflows_dir"], rootdir) or rootdir / "workflows",
@@ -183,8 +197,8 @@ def _split(text: str | None, flag: str) -> tuple[str, ...]:
         raise ConfigError(f"{flag}: {exc}") from None
 
 
-def _ab_side(values: Mapping[str, Any], rootdir: Path, b_dir: Path | None, b_python: str,
-             b_args: tuple[str, ...]) -> AbSide | None:
+def _ab_side(values: Mapping[str, Any], sources: Mapping[str, str], rootdir: Path, b_dir: Path | None,
+             b: Interpreter, b_args: tuple[str, ...]) -> AbSide | None:
     """Side A when any --wan22-ab-* option is set; checked here, before anything starts."""
     if values["ab_python"] is None and values["ab_comfyui_dir"] is None and values["ab_args"] is None:
         return None
@@ -200,13 +214,73 @@ def _ab_side(values: Mapping[str, Any], rootdir: Path, b_dir: Path | None, b_pyt
     if values["ab_comfyui_dir"] is not None and not (a_dir is not None and (a_dir / "main.py").is_file()):
         raise ConfigError(f"A/B: ComfyUI folder {a_dir} has no main.py; point --wan22-ab-comfyui-dir (ini "
                           "wan22_ab_comfyui_dir, env WAN22_AB_COMFYUI_DIR) at the current environment's checkout")
-    a_python = values["ab_python"] or b_python
+    b_python = b.path
+    a = find(a_dir if values["ab_comfyui_dir"] is not None else None, values["ab_python"], sources["ab_python"])
+    if a.why == RUNNING_PYTEST:  # neither named nor found in side A's own folder: side B's, as before
+        a = Interpreter(b.path, f"side B's: {b.why}")
+    a_python = a.path
     if values["ab_python"] is not None and not (Path(a_python).is_file() and os.access(a_python, os.X_OK)):
         raise ConfigError(f"A/B: interpreter {a_python} is not an executable file; fix --wan22-ab-python (ini "
                           "wan22_ab_python, env WAN22_AB_PYTHON)")
     a_args = _split(values["ab_args"], "--wan22-ab-args") if values["ab_args"] is not None else b_args
-    side = AbSide(a_dir, a_python, a_args)
+    side = AbSide(a_dir, a_python, a_args, a.why)
     if not side.describe(b_dir, b_python, b_args):
         raise ConfigError("A/B: side A (--wan22-ab-*) is the same as side B (--wan22-comfyui-dir, --wan22-python, "
                           "--wan22-server-args); point one of them at the other environment")
     return side
+
+
+def check_folder(path: Path, option: str) -> None:
+    """Check that the session can write into a folder: create it and a probe file in it, then remove what was
+    created (the session makes it when it writes). ConfigError naming the option when that fails, so a bad path
+    stops the session at start rather than after every test has run."""
+    created = path
+    while not created.parent.exists() and created.parent != created:
+        created = created.parent  # the outermost folder this check makes
+    made = not created.exists()
+    probe = path / f".wan22-probe-{os.getpid()}"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"{BY_NAME[option].cli} {path}: cannot write there ({exc.strerror or exc}); point "
+                          f"{BY_NAME[option].where()} at a folder you can write") from None
+    if made:
+        for folder in [path, *path.parents]:
+            folder.rmdir()
+            if folder == created:
+                break
+
+
+Checker = Callable[[str, Sequence[str], Path | None], CheckResult]
+
+
+def check_before_start(settings: Settings, checker: Checker = check_interpreter) -> None:
+    """What would stop every test, checked once before anything runs; ConfigError with one message naming the
+    cause and the fix. The folders written to (--wan22-report, --wan22-log-dir), and in launch mode the port and
+    ComfyUI's interpreter (side A's too in A/B mode). Attach mode launches nothing, so checks neither."""
+    if settings.report_dir is not None:
+        check_folder(settings.report_dir, "report")
+    if settings.log_dir is not None:
+        check_folder(settings.log_dir, "log_dir")
+    if settings.attach or settings.comfyui_dir is None:
+        return
+    if settings.port and port_in_use(settings.host, settings.port):
+        raise ConfigError(str(PortInUse.at(settings.host, settings.port)))
+    sides: list[tuple[Path | None, Interpreter, Option, str]] = [
+        (settings.comfyui_dir, Interpreter(settings.python, settings.python_why), BY_NAME["python"], "")]
+    if settings.ab is not None:
+        sides.append((settings.ab.comfyui_dir, Interpreter(settings.ab.python, settings.ab.python_why),
+                      BY_NAME["ab_python"], "A/B side A (current): "))
+    seen: set[tuple[str, Path | None]] = set()
+    for folder, interpreter, opt, label in sides:
+        if (interpreter.path, folder) in seen:
+            continue
+        seen.add((interpreter.path, folder))
+        wanted = required_modules(folder)
+        result = checker(interpreter.path, [m for _, m in wanted], folder)
+        message = problem(result, interpreter, folder, wanted, option=opt.where(),
+                          what=f"{label}ComfyUI's interpreter")
+        if message is not None:
+            raise ConfigError(message)
