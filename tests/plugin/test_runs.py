@@ -438,3 +438,22 @@ def test_sessions_sharing_a_log_folder_keep_every_record(wan22_project: Project)
     records = _records(p)
     assert len(records) == 6
     assert len({r["prompt_id"] for r in records}) == 6
+
+
+def test_logs_and_records_go_to_a_kept_session_folder_whose_path_is_printed(wan22_project: Project) -> None:
+    p = wan22_project(RUN_ONE)
+    runs = p.path / ".wan22" / "runs"
+    old = runs / "20200101T000000.000Z-1"
+    (old / "main").mkdir(parents=True)
+    for n in range(2, 22):  # 21 older sessions: with this one, two are beyond the 20 kept
+        (runs / f"20200101T000000.000Z-{n}").mkdir()
+    result = p.runpytest()
+    result.assert_outcomes(passed=1)
+    (session,) = [d for d in runs.iterdir() if not d.name.startswith("2020")]
+    result.stdout.fnmatch_lines([f"wan22: server logs and run records: {session} (the last 20 sessions are kept; "
+                                 "--wan22-log-dir to choose)", "*wan22 runs*",
+                                 f"wan22: server logs and run records in {session}"])
+    assert (session / "main" / "comfyui.log").is_file()
+    assert len(list((session / "main" / "records").glob("*.json"))) == 3
+    assert len(list(runs.iterdir())) == 20
+    assert not old.exists()  # the oldest went

@@ -113,3 +113,100 @@ def test_every_option_has_one_namespace() -> None:
         assert opt.dest.startswith("wan22_")
         assert opt.env.startswith("WAN22_")
         assert opt.help.endswith(".")
+
+
+@pytest.mark.parametrize(("kwargs", "first"), [
+    ({"cli": {"min_rounds": 5}, "ini": {"rounds": "3"}}, "--wan22-min-rounds = 5 is above ini wan22_rounds = 3"),
+    ({"ini": {"min_rounds": "12"}}, "ini wan22_min_rounds = 12 is above --wan22-rounds (default 10)"),
+    ({"env": {"WAN22_MIN_ROUNDS": "4", "WAN22_ROUNDS": "2"}}, "WAN22_MIN_ROUNDS = 4 is above WAN22_ROUNDS = 2"),
+])
+def test_min_rounds_above_rounds_is_refused_naming_both(tmp_path: Path, kwargs: dict[str, Any], first: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        _resolve(tmp_path, **kwargs)
+    assert str(info.value).startswith(first + ": the fewest timed rounds cannot exceed the most; lower "
+                                      "--wan22-min-rounds (ini wan22_min_rounds, env WAN22_MIN_ROUNDS) or raise "
+                                      "--wan22-rounds (ini wan22_rounds, env WAN22_ROUNDS)")
+    assert _resolve(tmp_path, ini={"rounds": "3", "min_rounds": "3"}).fewest_rounds == 3  # equal is fine
+
+
+@pytest.mark.parametrize(("text", "needle"), [
+    ("step:2", "tolerance 'step:2': 2 what: 2% or 2ms? give the unit"),
+    ("wall:10%+0.5", "0.5 what: 0.5% or 0.5ms?"),
+    ("vram:512", "512 what: 512% or 512MiB?"),
+])
+def test_a_tolerance_without_a_unit_asks_which(tmp_path: Path, text: str, needle: str) -> None:
+    from pytest_wan22.compare import parse_tolerance
+
+    with pytest.raises(ValueError, match="what") as info:
+        parse_tolerance(text)
+    assert needle in str(info.value)
+    with pytest.raises(ConfigError) as config:
+        _resolve(tmp_path, ini={"tolerance": [text]})
+    assert needle in str(config.value)
+    assert "--wan22-tolerance (ini wan22_tolerance, env WAN22_TOLERANCE)" in str(config.value)
+
+
+def _venv(folder: Path, venv: str = ".venv") -> Path:
+    (folder / "main.py").parent.mkdir(parents=True, exist_ok=True)
+    (folder / "main.py").write_text("")
+    python = folder / venv / "bin" / "python"
+    python.parent.mkdir(parents=True)
+    python.write_text("#!/bin/sh\n")
+    python.chmod(0o755)
+    return python
+
+
+def test_the_interpreter_is_found_in_the_comfyui_folder(tmp_path: Path) -> None:
+    python = _venv(tmp_path / "ComfyUI")
+    s = _resolve(tmp_path, ini={"comfyui_dir": "ComfyUI"})
+    assert (s.python, s.python_why) == (str(python), "found in the ComfyUI folder")
+    s = _resolve(tmp_path, ini={"comfyui_dir": "ComfyUI"}, env={"WAN22_PYTHON": sys.executable})
+    assert (s.python, s.python_why) == (sys.executable, "WAN22_PYTHON")
+    s = _resolve(tmp_path, cli={"python": sys.executable}, ini={"comfyui_dir": "ComfyUI"})
+    assert s.python_why == "--wan22-python"
+
+
+def test_side_a_is_found_in_its_own_folder_else_it_is_side_bs(tmp_path: Path) -> None:
+    b = _venv(tmp_path / "B")
+    a = _venv(tmp_path / "A", "venv")
+    s = _resolve(tmp_path, cli={"ab_comfyui_dir": "A", "comfyui_dir": "B"})
+    assert s.ab is not None
+    assert (s.python, s.ab.python, s.ab.python_why) == (str(b), str(a), "found in the ComfyUI folder")
+    s = _resolve(tmp_path, cli={"ab_args": "--fast", "comfyui_dir": "B"})
+    assert s.ab is not None
+    assert (s.ab.python, s.ab.python_why) == (str(b), "side B's: found in the ComfyUI folder")
+
+
+def test_check_before_start(tmp_path: Path) -> None:
+    import socket
+
+    from pytest_wan22.interpreter import CheckResult
+    from pytest_wan22.settings import check_before_start
+
+    folder = tmp_path / "ComfyUI"
+    python = _venv(folder)
+    (folder / "requirements.txt").write_text("torch\nPillow\n")
+    asked: list[tuple[str, list[str], Path | None]] = []
+
+    def lacks_pil(python: str, modules: Any, cwd: Path | None) -> CheckResult:
+        asked.append((python, list(modules), cwd))
+        return CheckResult(python, {"PIL": "not installed"})
+
+    s = _resolve(tmp_path, ini={"comfyui_dir": "ComfyUI"})
+    with pytest.raises(ConfigError, match=r"lacks PIL \(Pillow\)"):
+        check_before_start(s, lacks_pil)
+    assert asked == [(str(python), ["torch", "PIL"], folder)]
+    attached = _resolve(tmp_path, ini={"comfyui_dir": "ComfyUI", "url": "http://127.0.0.1:9"})
+    check_before_start(attached, lacks_pil)  # attach mode launches nothing: no interpreter to check
+    assert len(asked) == 1
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        s = _resolve(tmp_path, ini={"comfyui_dir": "ComfyUI", "port": str(port)})
+        with pytest.raises(ConfigError, match=f"port {port} on 127.0.0.1 is already in use"):
+            check_before_start(s, lacks_pil)
+    (tmp_path / "file").write_text("")
+    s = _resolve(tmp_path, ini={"report": "file/report"})
+    with pytest.raises(ConfigError, match=r"--wan22-report .*file/report: cannot write there"):
+        check_before_start(s, lacks_pil)
