@@ -85,10 +85,10 @@ def readable_id(path: Path) -> str:
 
 
 def _is_workflow(path: Path) -> bool:
-    try:
-        data = read_graph(path)
-    except Wan22Error:
-        return False
+    """True for an API- or UI-format workflow; a file that is not JSON at all raises WorkflowError naming it
+    (a truncated or conflicted workflow must not drop out of the gate unnoticed). Other JSON files (a
+    template index, a notes file) are not workflows and are left out."""
+    data = read_graph(path)
     return is_ui_format(data) or (isinstance(data, Mapping) and bool(data) and all(
         isinstance(v, Mapping) and "class_type" in v for v in data.values()))
 
@@ -126,7 +126,10 @@ def find_workflows(spec: str, rootdir: Path, python: str) -> list[Path]:
     path = Path(spec).expanduser()
     path = path if path.is_absolute() else rootdir / path
     if path.is_dir():
-        return sorted(p for p in path.glob("*.json") if _is_workflow(p))
+        try:
+            return sorted(p for p in path.glob("*.json") if _is_workflow(p))
+        except WorkflowError as exc:
+            raise WorkflowError(f"{_WHERE} {spec!r}: {exc}; or move it out of the folder") from None
     if path.is_file():
         return [path]
     raise WorkflowError(f"{_WHERE} {spec!r}: {path} does not exist; give a workflow file, a folder of them or "

@@ -135,3 +135,16 @@ def test_a_missing_path_is_a_usage_error_naming_the_option(wan22_project: Projec
     p = wan22_project("")
     result = p.runpytest(f"--wan22-workflows={tmp_path / 'nope'}")
     result.stderr.fnmatch_lines(["*--wan22-workflows (ini wan22_workflows, env WAN22_WORKFLOWS)*does not exist*"])
+
+
+def test_a_file_in_the_folder_that_is_not_json_stops_the_session_naming_it(wan22_project: Project,
+                                                                           flows: Path) -> None:
+    (flows / "clip.json").write_text(WORKFLOW.read_text(encoding="utf-8"), encoding="utf-8")
+    (flows / "broken.json").write_text('{"1": {"class_type": "KSampler", "inputs": {', encoding="utf-8")
+    p = wan22_project("")
+    result = p.runpytest(f"--wan22-workflows={flows}", *ONE_ROUND)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: --wan22-workflows (ini wan22_workflows, env WAN22_WORKFLOWS) '{flows}': "
+                                 f"{flows / 'broken.json'}: not valid JSON (* at line 1, column *); fix the file "
+                                 "or export it*; or move it out of the folder"])
+    assert "notes.json" not in result.stderr.str()  # JSON that is not a workflow is left out, as before
