@@ -143,14 +143,15 @@ def to_prompt(path: str, object_info: Mapping[str, Any] | None) -> tuple[dict[st
     return conversion.prompt, conversion
 
 
-def check_server(prompt: Mapping[str, Any], url: str,
+def check_server(prompt: Mapping[str, Any], where: str,
                  object_info: Mapping[str, Any]) -> tuple[int, str, list[dict[str, Any]]]:
-    """(exit code, text, problems) of checking an API prompt against the server's object_info."""
+    """(exit code, text, problems) of checking an API prompt against an object_info: a server's ('server URL')
+    or a saved one ('saved object_info FILE')."""
     problems = check(prompt, object_info)
     rows = [dataclasses.asdict(p) for p in problems]
     if not problems:
-        return EXIT_OK, f"server {url}: everything the workflow needs is installed", rows
-    return EXIT_PROBLEMS, (f"server {url}: {len(problems)} problem(s), each with its fix:\n"
+        return EXIT_OK, f"{where}: everything the workflow needs is installed", rows
+    return EXIT_PROBLEMS, (f"{where}: {len(problems)} problem(s), each with its fix:\n"
                            + format_problems(problems)), rows
 
 
@@ -170,11 +171,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="wan22-check", description="Show what a Wan 2.2 ComfyUI workflow file needs: custom node packs, "
         "model files and their folders; with --url, convert a UI-format file against a running ComfyUI and "
         "check the prompt against it.",
-        epilog="exit codes: 0 nothing missing (or no server asked), 1 the server lacks something or the "
-        "conversion could not decide something, 2 bad input")
+        epilog="exit codes: 0 nothing missing (or no server asked), 1 the server (or the saved object_info) lacks "
+        "something or the conversion could not decide something, 2 bad input")
     parser.add_argument("workflow", help="workflow JSON file (API or UI format)")
     parser.add_argument("--url", help="a running ComfyUI, e.g. http://127.0.0.1:8188: check against its /object_info")
-    parser.add_argument("--object-info", metavar="FILE", help="a saved /object_info to convert against, no server")
+    parser.add_argument("--object-info", metavar="FILE", help="a saved /object_info (curl http://HOST:PORT/object_info "
+                        "> FILE) to convert and check against, without a server")
     parser.add_argument("--to-api", metavar="OUT", help="write the API prompt ComfyUI would run to OUT (JSON)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     args = parser.parse_args(argv)
@@ -203,11 +205,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.to_api:
             Path(args.to_api).write_text(json.dumps(prompt, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
             report["api_file"] = args.to_api
-        if args.url and info is not None:
-            server_code, server_text, problems = check_server(prompt, args.url, info)
+        if info is not None:  # a running server's node list, or one saved from it (--object-info)
+            where = f"server {args.url}" if args.url else f"saved object_info {args.object_info}"
+            server_code, server_text, problems = check_server(prompt, where, info)
             code = max(code, server_code)
-            report["server"] = {"url": args.url, "exit_code": server_code, "message": server_text,
-                                "problems": problems}
+            report["server"] = {"url": args.url, "object_info": None if args.url else args.object_info,
+                                "exit_code": server_code, "message": server_text, "problems": problems}
     report["exit_code"] = code
     if args.json:
         print(json.dumps(report, indent=2, default=str))
@@ -219,8 +222,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"API prompt written to {args.to_api}")
     if server_text:
         print(server_text)
-    elif not args.url:
-        print("not checked against a server: add --url http://HOST:PORT of a running ComfyUI to check it")
+    else:
+        print("not checked against a server: add --url http://HOST:PORT of a running ComfyUI (or --object-info "
+              "FILE, its saved /object_info) to check it")
     return code
 
 

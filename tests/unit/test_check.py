@@ -23,6 +23,7 @@ from tests.fake_comfyui.harness import (
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT_WORKFLOW = ROOT / "workflows" / "wan22_i2v_a14b.json"
 INFO_FILE = ROOT / "tests" / "data" / "object_info_packs.json"
+FAKE_INFO = ROOT / "tests" / "fake_comfyui" / "data" / "object_info.json"
 KIJAI = "gh-kijai-ComfyUI-WanVideoWrapper__wanvideo_2_2_I2V_A14B_example_WIP.json"
 ZEEZZ7 = "gh-zeezz7-runkarobar-gpu__wan22_i2v_14B.api.json"
 REGGIE_UI = "gh-Reggie-sun-AI-VIDEO__wan22_i2v_ui.json"
@@ -284,8 +285,11 @@ def test_to_api_writes_the_converted_prompt(tmp_path: Path, capsys: pytest.Captu
     ui.write_text(json.dumps(sampler_graph().data()), encoding="utf-8")
     out_file = tmp_path / "mine.api.json"
     code, out, err = run(capsys, str(ui), "--object-info", str(INFO_FILE), "--to-api", str(out_file))
-    assert (code, err) == (0, "")
+    assert (code, err) == (1, "")  # converted, and checked against the saved object_info, which lacks the models
     assert "every node and input named" in out
+    assert f"saved object_info {INFO_FILE}: 3 problem(s), each with its fix:" in out
+    assert "model file 'vae.safetensors' not in models/vae" in out
+    assert "not checked" not in out
     prompt = json.loads(out_file.read_text(encoding="utf-8"))
     assert prompt["2"]["inputs"]["seed"] == 42
     assert prompt["2"]["class_type"] == "KSampler"
@@ -294,6 +298,7 @@ def test_to_api_writes_the_converted_prompt(tmp_path: Path, capsys: pytest.Captu
     ui.write_text(json.dumps(broken.data()), encoding="utf-8")
     code, report = run_json(capsys, str(ui), "--object-info", str(INFO_FILE), "--to-api", str(out_file))
     assert code == 1
+    assert report["server"]["object_info"] == str(INFO_FILE)
     assert [(i["node_id"], i["input"]) for i in report["conversion"]["issues"]] == [("7", "vae")]
     assert "8" in json.loads(out_file.read_text(encoding="utf-8"))
 
@@ -357,3 +362,24 @@ def test_bad_url_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 2
     assert "bad ComfyUI URL '127.0.0.1:8188'" in err
     assert "http://HOST:PORT" in err
+
+
+def test_an_api_file_is_checked_against_a_saved_object_info_and_says_so(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    info = json.loads(FAKE_INFO.read_text(encoding="utf-8"))
+    saved = tmp_path / "object_info.json"
+    saved.write_text(json.dumps(info), encoding="utf-8")
+    code, out, err = run(capsys, str(PROJECT_WORKFLOW), "--object-info", str(saved))
+    assert err == ""
+    assert "not checked" not in out
+    assert f"saved object_info {saved}: " in out
+    assert code == (1 if "problem(s)" in out else 0)
+    del info["KSamplerAdvanced"]
+    saved.write_text(json.dumps(info), encoding="utf-8")
+    code, out, _ = run(capsys, str(PROJECT_WORKFLOW), "--object-info", str(saved))
+    assert code == 1
+    assert "node class 'KSamplerAdvanced' is not installed on the server" in out
+    code, out, _ = run(capsys, str(PROJECT_WORKFLOW))  # nothing to check against: it says how
+    assert (code, out.splitlines()[-1]) == (0, "not checked against a server: add --url http://HOST:PORT of a "
+                                               "running ComfyUI (or --object-info FILE, its saved /object_info) "
+                                               "to check it")
