@@ -105,6 +105,10 @@ class Problem:
     reason: str
 
 
+CONFLICT = "an unresolved git merge conflict"
+_CONFLICT_MARKER = re.compile(r"^(<<<<<<<|=======$|>>>>>>>)", re.MULTILINE)
+
+
 class _Unusable(Exception):
     def __init__(self, kind: Kind, reason: str) -> None:
         super().__init__(reason)
@@ -116,6 +120,10 @@ def _parse(path: Path, text: str, tier: str, workflow: str) -> Baseline:
     try:
         data = json.loads(text)
     except ValueError as exc:
+        marker = _CONFLICT_MARKER.search(text)
+        if marker is not None:
+            line = text.count("\n", 0, marker.start()) + 1
+            raise _Unusable("corrupt", f"{CONFLICT} (its markers start at line {line})") from None
         raise _Unusable("corrupt", f"not valid JSON ({exc})") from None
     if not isinstance(data, dict) or "schema_version" not in data:
         raise _Unusable("foreign", "not a pytest-wan22 baseline file (no schema_version)")
@@ -302,6 +310,10 @@ class BaselineStore:
 
 
 def _explain(p: Problem) -> str:
+    if p.reason.startswith(CONFLICT):
+        return (f"baseline file {p.path} has {p.reason}: resolve it (keep one side's version, e.g. git checkout "
+                "--theirs -- FILE, then git add FILE) or rerun with --wan22-update-baselines, which keeps it aside "
+                "and records the variants again")
     if p.kind == "corrupt":
         fix = ("restore it from version control (git checkout -- FILE), or rerun with --wan22-update-baselines, "
                "which keeps it aside and records the variants again")

@@ -133,7 +133,7 @@ GOOD = json.dumps({"schema_version": 2, "tier": "h200", "workflow": "w", "varian
 @pytest.mark.parametrize(("text", "kind", "cause"), [
     ("{not json", "corrupt", "not valid JSON"),
     (GOOD[: len(GOOD) // 2], "corrupt", "not valid JSON"),  # truncated
-    ("<<<<<<< HEAD\n" + GOOD + "\n=======\n" + GOOD + "\n>>>>>>> other\n", "corrupt", "not valid JSON"),
+    ("<<<<<<< HEAD\n" + GOOD + "\n=======\n" + GOOD + "\n>>>>>>> other\n", "corrupt", "merge conflict"),
     (json.dumps({"schema_version": 2, "tier": "h200", "workflow": "w", "variants": []}), "corrupt", "malformed"),
     (json.dumps({"schema_version": 2, "tier": "h200", "workflow": "w", "variants": {"v": {"history": []}}}),
      "corrupt", "malformed"),
@@ -151,7 +151,8 @@ def test_unusable_files_are_told_apart(tmp_path: Path, text: str, kind: str, cau
     (problem,) = store.problems("h200")
     assert (problem.path, problem.kind) == (path, kind)
     assert cause in problem.reason
-    with pytest.raises(BaselineError, match=f"{path}.* is {kind}: .*{cause.split()[0]}"):
+    said = "has an unresolved git" if cause == "merge conflict" else f"is {kind}: .*{cause.split()[0]}"
+    with pytest.raises(BaselineError, match=f"{path}.* {said}"):
         store.load("h200", "w")
 
 
@@ -560,3 +561,23 @@ def test_writes_drop_the_cached_file_even_when_its_stamp_would_not_tell(tmp_path
     merged = BaselineStore(tmp_path).load("h200", "w")
     assert merged is not None
     assert merged.variants["v"].step_median == pytest.approx(2.9)
+
+
+def test_a_merge_conflicted_file_is_named_as_such_with_the_fix(tmp_path: Path) -> None:
+    store = BaselineStore(tmp_path)
+    good = json.loads(GOOD)
+    ours = json.dumps(good, indent=1).splitlines()
+    conflicted = "\n".join([*ours[:3], "<<<<<<< HEAD", *ours[3:5], "=======", *ours[3:5], ">>>>>>> other",
+                            *ours[5:]])
+    path = _write(store, conflicted)
+    with pytest.raises(BaselineError) as info:
+        store.check("h200")
+    message = str(info.value)
+    assert message.startswith(f"baseline file {path} has an unresolved git merge conflict (its markers start at "
+                              "line 4): resolve it (")
+    assert "merge conflict" in message
+    assert message.endswith("or rerun with --wan22-update-baselines, which keeps it aside and records the variants "
+                            "again")
+    (line,) = store.check("h200", update=True)  # recording again sets it aside, as any corrupt file
+    assert "merge conflict" in line
+    assert not path.exists()
