@@ -1007,29 +1007,68 @@ def _print_rife_sizes(pack_dir: Path, ckpt: str) -> None:
 # ----------------------------------------------------------------------------- command line
 
 
+HELP = """\
+Write Wan 2.2 model files filled with random weights, with the real file names, tensor names and shapes, so
+ComfyUI loads and runs the real image-to-video graph without downloading any weights. Use them to test a
+ComfyUI install, a workflow or pytest-wan22 itself: the videos are noise, the memory use and the work per step
+are those of the real models (a14b, ti2v5b) or of small stand-ins that run on a CPU in seconds (tiny,
+ti2v5b_tiny).
+
+OUT becomes a ComfyUI base directory (models/, input/, output/): start ComfyUI with --base-directory OUT, or
+let pytest-wan22 generate and use a set by itself (--wan22-synthetic, and the cpu tier always). Generating
+needs torch: run it with ComfyUI's interpreter (--python).
+
+presets:
+  tiny         CPU stand-ins, about 6 MB: two small DiTs (high and low noise), a small Wan 2.1 VAE, a start
+               image and a precomputed text conditioning (no text encoder needed)
+  a14b         full Wan 2.2 I2V A14B in the fp8_scaled layout under the official names, the whole UMT5-XXL
+               text encoder and the Wan 2.1 VAE: about 38 GB (add --lora-rank 64 for LightX2V-shaped LoRAs)
+  ti2v5b_tiny  TI2V 5B stand-in with the full-size Wan 2.2 VAE: about 1.4 GB
+  ti2v5b       full TI2V 5B (fp16), the Wan 2.2 VAE and the whole UMT5-XXL encoder: about 18 GB
+"""
+
+EPILOG = """\
+examples:
+  wan22-synth ~/wan22-models/tiny --python ~/ComfyUI/venv/bin/python
+  wan22-synth /dev/shm/wan22-models/a14b --preset a14b --device cuda --lora-rank 64 --python ~/ComfyUI/venv/bin/python
+  wan22-synth --dry-run --preset a14b          (the size of each file, nothing written)
+  wan22-synth --rife-dir ~/ComfyUI/custom_nodes/ComfyUI-Frame-Interpolation --python ~/ComfyUI/venv/bin/python
+"""
+
+
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="wan22-synth", description=__doc__,
+    ap = argparse.ArgumentParser(prog="wan22-synth", description=HELP, epilog=EPILOG,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("out", type=Path, nargs="?",
-                    help="base directory (gets models/, input/, output/); may be left out with --rife-dir")
-    ap.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
-    ap.add_argument("--device", default="cpu", help="where random numbers are drawn (cpu, cuda, cuda:1)")
+    ap.add_argument("out", type=Path, nargs="?", metavar="OUT",
+                    help="the folder to write the set into (it gets models/, input/, output/); may be left out "
+                         "with --rife-dir")
+    ap.add_argument("--preset", choices=sorted(PRESETS), default="tiny",
+                    help="which model set to write (see presets above; default: %(default)s)")
+    ap.add_argument("--python", metavar="EXE",
+                    help="ComfyUI's interpreter, which has torch, to generate with (e.g. ~/ComfyUI/venv/bin/python); "
+                         "default: the one running this command")
+    ap.add_argument("--device", default="cpu",
+                    help="where the random numbers are drawn: cpu, cuda or cuda:N (cuda is much faster for a14b; "
+                         "default: %(default)s)")
+    ap.add_argument("--lora-rank", type=int, default=0, metavar="RANK",
+                    help="also write two LightX2V-shaped LoRAs of this rank (a14b only; default: none)")
     ap.add_argument("--text-encoder", choices=TEXT_ENCODERS,
-                    help="UMT5-XXL: none, stub (tokenizer + detection tensor) or full (every weight); "
-                         "default: the preset's (tiny: none, a14b: full)")
-    ap.add_argument("--lora-rank", type=int, default=0, help="also write LightX2V-shaped LoRAs of this rank")
-    ap.add_argument("--seed", type=int, default=Options.seed)
+                    help="UMT5-XXL text encoder: none, stub (the tokenizer and the few tensors ComfyUI "
+                         "recognises it by) or full (every weight); default: the preset's (tiny: none, a14b: full)")
+    ap.add_argument("--seed", type=int, default=Options.seed,
+                    help="seed of the random weights: the same seed writes the same files (default: %(default)s)")
     ap.add_argument("--fp8-matmul", choices=("fast", "full"), default=Options.fp8_matmul,
-                    help="fp8_scaled marker: empty (fp8 matmul allowed) or 2 elements (full precision)")
-    ap.add_argument("--timing-json", type=Path, metavar="PATH", help="save per-file sizes and write times")
+                    help="how ComfyUI runs the fp8 weights: fast (fp8 matrix multiplies where the GPU has them) "
+                         "or full (upcast to full precision); default: %(default)s")
     ap.add_argument("--dry-run", "--print-sizes", dest="dry_run", action="store_true",
-                    help="print each file's exact byte size and write nothing")
-    ap.add_argument("--python", help="generate in this interpreter (ComfyUI's); default: this one")
+                    help="print each file's exact size and write nothing")
+    ap.add_argument("--timing-json", type=Path, metavar="PATH",
+                    help="also save each file's size and write time to PATH (JSON)")
     ap.add_argument("--rife-dir", type=Path, metavar="PACK_DIR",
-                    help="also write a random-weight RIFE checkpoint to PACK_DIR/ckpts/rife/ (PACK_DIR: the "
-                         "ComfyUI-Frame-Interpolation folder)")
+                    help="also write a random-weight RIFE frame-interpolation checkpoint into PACK_DIR/ckpts/rife/, "
+                         "PACK_DIR being a ComfyUI-Frame-Interpolation node pack, which would otherwise download one")
     ap.add_argument("--rife-ckpt", choices=sorted(RIFE_ARCH), default=DEFAULT_RIFE_CKPT,
-                    help="the RIFE VFI ckpt_name to write (default: %(default)s)")
+                    help="the RIFE checkpoint name to write (default: %(default)s)")
     return ap
 
 

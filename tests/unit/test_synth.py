@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -341,3 +342,26 @@ def test_ti2v_5b_layout_has_48_latent_channels_and_full_size() -> None:
     tiny = {f.role: f for f in synth.plan("ti2v5b_tiny", synth.Options(), 0)}
     assert {t.name: t.shape for t in tiny["vae"].specs or []} == vae  # ComfyUI builds this VAE at one size
     assert {t.name: t.shape for t in tiny["model"].specs or []}["patch_embedding.weight"] == (128, 48, 1, 2, 2)
+
+
+def test_help_speaks_to_users(capsys: pytest.CaptureFixture[str]) -> None:
+    from pytest_wan22.synth import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert "Write Wan 2.2 model files filled with random weights" in text
+    assert "--base-directory OUT" in text
+    for preset in ("tiny", "a14b", "ti2v5b_tiny", "ti2v5b"):
+        assert f"\n  {preset} " in text
+    assert "examples:\n  wan22-synth " in text
+    # every option says what it does, and no word is about how the module is built
+    options = text.split("options:")[1].split("examples:")[0]
+    flags = re.findall(r"^  (--[\w-]+)", options, re.MULTILINE)
+    assert {"--preset", "--python", "--device", "--lora-rank", "--text-encoder", "--seed", "--fp8-matmul",
+            "--dry-run", "--timing-json", "--rife-dir", "--rife-ckpt"} <= set(flags)
+    for block in re.split(r"\n  (?=--)", options)[1:]:
+        assert len(block.split()) > 3, block  # a flag with no help is only its name and metavar
+    assert "imported by the plugin" not in text
+    assert "stdlib" not in text
