@@ -102,7 +102,8 @@ class Option:
 
 OPTIONS: tuple[Option, ...] = (
     Option("comfyui_dir", "ComfyUI checkout to launch (the folder that holds main.py).", metavar="DIR"),
-    Option("python", "Python interpreter that runs ComfyUI (default: the one running pytest).", metavar="EXE"),
+    Option("python", "Python interpreter that runs ComfyUI (default: venv/ or .venv/ inside the ComfyUI folder, "
+           "the portable build's python_embeded beside it, else the one running pytest).", metavar="EXE"),
     Option("url", "Attach to a running ComfyUI at this URL instead of launching one.", metavar="URL"),
     Option("host", "Address the launched ComfyUI listens on.", default="127.0.0.1", metavar="HOST"),
     Option("port", "Port for the launched ComfyUI; 0 picks a free one.", parse=_port, default=0, metavar="PORT"),
@@ -131,8 +132,8 @@ OPTIONS: tuple[Option, ...] = (
            "when recording baselines).", parse=_rounds, default=3, metavar="N"),
     Option("warmup_rounds", "Untimed rounds before the timed ones (model loads, compilation).",
            parse=_non_negative_int, default=1, metavar="N"),
-    Option("log_dir", "Where server logs and run records go (default: a folder under pytest's basetemp).",
-           metavar="DIR"),
+    Option("log_dir", "Where server logs and run records go (default: .wan22/runs/<UTC time>-<pid>/ under the "
+           "rootdir, the last 20 sessions kept).", metavar="DIR"),
     Option("synthetic", "Run on synthetic random-weight models of this preset (tiny, a14b; ti2v5b_tiny, ti2v5b "
            "for TI2V 5B graphs only) instead of the user's; the cpu tier always uses tiny. Single-expert "
            "(TI2V 5B) workflows run on the matching 5B set.",
@@ -146,8 +147,9 @@ OPTIONS: tuple[Option, ...] = (
            metavar="TIER"),
     Option("gpu_index", "NVML index of the GPU to run on (xdist workers get one each).",
            parse=_non_negative_int, metavar="N"),
-    Option("ab_python", "A/B mode: the current environment's interpreter (A); the candidate (B) is "
-           "--wan22-python. Each variant runs on both, rounds interleaved, and B is judged against A.",
+    Option("ab_python", "A/B mode: the current environment's interpreter (A; default: found in "
+           "--wan22-ab-comfyui-dir as --wan22-python is, else side B's); the candidate (B) is --wan22-python. "
+           "Each variant runs on both, rounds interleaved, and B is judged against A.",
            metavar="EXE"),
     Option("ab_comfyui_dir", "A/B mode: the current environment's ComfyUI folder (A); the candidate (B) is "
            "--wan22-comfyui-dir.", metavar="DIR"),
