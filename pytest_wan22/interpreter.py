@@ -59,6 +59,8 @@ for name in json.loads(sys.argv[1]):
             importlib.import_module(name)  # imported for real: a torch that cannot load its libraries is caught too
         elif importlib.util.find_spec(name) is None:
             missing[name] = "not installed"
+    except ModuleNotFoundError as exc:
+        missing[name] = "not installed" if exc.name == name.split(".")[0] else "ModuleNotFoundError: " + str(exc)
     except Exception as exc:
         missing[name] = (type(exc).__name__ + ": " + str(exc)).splitlines()[0][:200]
 print("WAN22-CHECK " + json.dumps({"missing": missing, "version": sys.version.split()[0]}))

@@ -256,3 +256,15 @@ def test_the_plain_modules_do_not_import_pytest() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
     assert out.stdout.strip() == "False"
+
+
+def test_a_missing_torch_is_just_missing_but_a_missing_dependency_of_it_is_named(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    (site / "torch").mkdir(parents=True)
+    python = fake_python(tmp_path / "bin" / "python", site)
+    (site / "torch" / "__init__.py").write_text("import typing_extensions_wan22_missing\n")
+    assert check(str(python), ["torch"]).missing == {
+        "torch": "ModuleNotFoundError: No module named 'typing_extensions_wan22_missing'"}
+    (site / "torch" / "__init__.py").unlink()
+    (site / "torch").rmdir()
+    assert check(str(python), ["torch"]).missing == {"torch": "not installed"}
