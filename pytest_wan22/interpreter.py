@@ -8,9 +8,10 @@ whose ComfyUI folder sits beside it; otherwise the interpreter running pytest.
 Checking it (`check`): the interpreter runs a tiny script that imports torch and looks up every module the
 ComfyUI folder's ``requirements.txt`` names for ComfyUI to start (the lines before ``#non essential``). The
 folder's requirements are the measure, not a list of our own, because they are what that ComfyUI needs: a
-release's requirements always name torch, tqdm, yaml and the rest, and a folder without a requirements.txt
-(a stand-in server, such as the plugin's own test fake that runs on aiohttp alone) is only asked to run. So a
-missing module is found once, before any launch, instead of as a ComfyUI start crash in every test.
+release's requirements always name torch, tqdm, yaml and the rest, while a stand-in server is held to what it
+says it needs (the plugin's own test fake lists aiohttp alone and runs on the interpreter running pytest, which
+has no torch), and a folder without a requirements.txt is only asked to run. So a missing module is found once,
+before any launch, instead of as a ComfyUI start crash in every test.
 
 Three requirement lines are left out: the web front-end, the workflow templates and the embedded docs. The
 launcher serves its own front-end folder (--front-end-root) and ComfyUI starts without the other two.

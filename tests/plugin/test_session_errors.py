@@ -93,6 +93,8 @@ def test_an_interpreter_that_lacks_comfyuis_requirements_is_one_short_error(wan2
     assert sum("cannot start ComfyUI" in line for line in lines) == 1
     assert "main.py" not in (folder / "ran").read_text()  # nothing was launched
     assert not any("During handling" in line for line in lines)
+    collected = p.runpytest(f"--wan22-comfyui-dir={folder}", "--collect-only")
+    assert collected.ret == pytest.ExitCode.OK  # nothing is launched, so nothing is checked
 
 
 def test_attach_mode_checks_no_interpreter(wan22_project: Project) -> None:
