@@ -47,7 +47,7 @@ from __future__ import annotations
 import math
 import re
 import statistics
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Literal
@@ -331,8 +331,10 @@ def t_quantile(p: float, df: float) -> float:
 
 
 def _t_crit(confidence: float, df: float) -> float:
-    # df rounded down (a wider interval, never a narrower one) so the cache serves Welch's fractional df
-    return t_quantile(0.5 + confidence / 2.0, math.floor(df * 100.0) / 100.0)
+    # df rounded down (a wider interval, never a narrower one) so the cache serves Welch's fractional df: to 0.01
+    # below 10, where the quantile moves fast, to a tenth below 100, to a whole number above
+    step = 100.0 if df < 10.0 else 10.0 if df < 100.0 else 1.0
+    return t_quantile(0.5 + confidence / 2.0, math.floor(df * step) / step)
 
 
 @dataclass(frozen=True)
@@ -347,12 +349,18 @@ class Interval:
     t: float
 
 
+def _variance(values: Sequence[float]) -> float:
+    """The sample variance in floats (statistics.variance computes in exact fractions, 50 times slower)."""
+    mean = math.fsum(values) / len(values)
+    return math.fsum((x - mean) ** 2 for x in values) / (len(values) - 1)
+
+
 def welch(new: Sequence[float], base: Sequence[float], confidence: float = CONFIDENCE,
           extra_var: float = 0.0) -> Interval:
     """Welch's t interval of mean(new) - mean(base); each side needs two values or more. `extra_var` adds a
     variance known from elsewhere (the two sessions' own offsets), counted with unlimited degrees of freedom."""
     n1, n2 = len(new), len(base)
-    v1, v2 = statistics.variance(new) / n1, statistics.variance(base) / n2
+    v1, v2 = _variance(new) / n1, _variance(base) / n2
     diff = statistics.fmean(new) - statistics.fmean(base)
     total = v1 + v2 + extra_var
     se = math.sqrt(total)
@@ -363,13 +371,76 @@ def welch(new: Sequence[float], base: Sequence[float], confidence: float = CONFI
     return Interval(diff, diff - t * se, diff + t * se, se, df, t)
 
 
+# --- the rank interval: Hodges-Lehmann shift with its Mann-Whitney confidence interval ---------------------
+
+@lru_cache(maxsize=512)
+def mann_whitney_counts(n: int, m: int) -> tuple[int, ...]:
+    """How many of the C(n+m, n) orderings of n new and m base values (no ties) give each U = 0 .. n*m, U being
+    the number of (new, base) pairs where the new value is the larger: the exact null distribution of U.
+    Recurrence on the largest value: a new one beats all m base values (U - m, with n - 1 new left), a base
+    one beats none."""
+    rows: list[tuple[int, ...]] = [(1,)] * (m + 1)  # i = 0 new values: one ordering, U = 0
+    for i in range(1, n + 1):
+        cur: list[tuple[int, ...]] = [(1,)]  # no base values: U = 0
+        for j in range(1, m + 1):
+            out = [0] * (i * j + 1)
+            for u, c in enumerate(cur[j - 1]):
+                out[u] += c
+            for u, c in enumerate(rows[j]):
+                out[u + j] += c
+            cur.append(tuple(out))
+        rows = cur
+    return rows[m]
+
+
+@lru_cache(maxsize=512)
+def rank_depth(n: int, m: int, confidence: float = CONFIDENCE) -> int:
+    """k of the rank interval [d(k), d(nm+1-k)] over the sorted n*m differences new - base: the largest k with
+    P(U <= k - 1) <= (1 - confidence) / 2 under the null. 0 when no k reaches the confidence (3 vs 3 rounds:
+    the most extreme ordering alone has probability 1/20 a side, so 90% is the most an interval can claim)."""
+    counts = mann_whitney_counts(n, m)
+    total = sum(counts)
+    alpha = (1.0 - confidence) / 2.0
+    k, below = 0, 0
+    while k < len(counts) and (below + counts[k]) <= alpha * total * (1.0 + 1e-12):
+        below += counts[k]
+        k += 1
+    return k
+
+
+@dataclass(frozen=True)
+class RankInterval:
+    """The Hodges-Lehmann shift new - base (the median of all pairwise differences) with the distribution-free
+    interval of a shift from the Mann-Whitney distribution (Hollander & Wolfe, Nonparametric Statistical
+    Methods, 4.3): exact at any n, valid for any continuous noise, and one slow round moves it by one
+    difference among n*m."""
+
+    diff: float
+    low: float
+    high: float
+    k: int  # the interval's depth into the sorted differences
+
+
+def hodges_lehmann(new: Sequence[float], base: Sequence[float], confidence: float = CONFIDENCE
+                   ) -> RankInterval | None:
+    """The rank interval of new - base, or None where the sample sizes cannot reach the confidence."""
+    k = rank_depth(len(new), len(base), confidence)
+    if k == 0:
+        return None
+    diffs = sorted(x - y for x in new for y in base)
+    return RankInterval(statistics.median(diffs), diffs[k - 1], diffs[len(diffs) - k], k)
+
+
 # --- verdicts ---------------------------------------------------------------------------------------------
 
-Status = Literal["ok", "regressed", "improved", "inconclusive", "recorded", "insufficient", "new"]
+Status = Literal["ok", "regressed", "improved", "inconclusive", "noisy", "recorded", "insufficient", "new"]
 # The overall verdict is the first of these that any metric has.
-PRECEDENCE: tuple[Status, ...] = ("regressed", "inconclusive", "improved", "ok", "recorded", "insufficient", "new")
+PRECEDENCE: tuple[Status, ...] = ("regressed", "inconclusive", "improved", "ok", "noisy", "recorded", "insufficient",
+                                  "new")
 # Statuses the interval decided on; `recorded` is one of them computed on a tier that does not judge timings.
-JUDGED: tuple[Status, ...] = ("regressed", "inconclusive", "improved", "ok")
+JUDGED: tuple[Status, ...] = ("regressed", "inconclusive", "improved", "ok", "noisy")
+# Statuses more rounds would not change (a regression settles only once its whole interval is past the tolerance).
+SETTLED: tuple[Status, ...] = ("ok", "improved", "noisy", "recorded", "insufficient", "new")
 NOT_JUDGED = "not judged on this tier"
 
 
@@ -407,6 +478,7 @@ class Check:
     note: str = ""
     rounds: int = 0  # rounds on the new side
     base_rounds: int = 0
+    max_rounds: int = 0  # the most rounds the session may run (0: not known); `noisy` could not be judged there
 
     @property
     def clear(self) -> bool:
@@ -440,12 +512,14 @@ class Check:
             return f"{change}, inconclusive"
         if self.status == "recorded":
             return f"{change}, {NOT_JUDGED}"
+        if self.status == "noisy":
+            return f"{change}, too noisy to judge at {max(self.rounds, self.max_rounds)} rounds"
         return change
 
     def headline(self) -> str:
         """A few words for the verdict's first line: 'step 4.3% slower (95% CI 3.9 to 4.8%)'."""
         head = f"{metric_label(self.metric)} {self.words}"
-        if self.status in ("regressed", "improved", "inconclusive") and self.ci_low is not None:
+        if self.status in ("regressed", "improved", "inconclusive", "noisy") and self.ci_low is not None:
             head += f" (95% CI {self.ci_low * 100:.1f} to {_pct(self.ci_high, sign=False)})"
         return head
 
@@ -487,12 +561,21 @@ class Verdict:
 
     @property
     def decided(self) -> bool:
-        """Whether more rounds are pointless: ok or improved, or a regression beyond doubt (its whole interval
-        past the tolerance). False while inconclusive, insufficient or new, and while a regression's interval
-        still reaches into the tolerance: the remaining rounds confirm it (see the module's docstring)."""
-        if self.status == "regressed":
-            return any(c.clear for c in self.checks)
-        return self.status in ("improved", "ok", "recorded")
+        """Whether more rounds are pointless: every metric settled (ok, improved, too noisy to judge at the
+        maximum rounds, recorded), or a regression beyond doubt (its whole interval past the tolerance). False
+        while a metric is inconclusive, while insufficient or new, and while a regression's interval still
+        reaches into the tolerance: the remaining rounds confirm it (see the module's docstring)."""
+        return self.decided_on(None)
+
+    def decided_on(self, steer: Collection[str] | None) -> bool:
+        """`decided`, looking only at the metrics named in `steer` (`sampling` covers every pass), or all."""
+        if any(c.clear for c in self.checks):
+            return True
+        if self.status in ("insufficient", "new"):
+            return False
+        if steer is None or not self.checks:
+            return self.status in SETTLED
+        return all(c.status in SETTLED for c in self.checks if c.metric in steer or base_metric(c.metric) in steer)
 
     def check(self, metric: str) -> Check | None:
         """The check of one metric, if any."""
@@ -535,7 +618,43 @@ class Verdict:
         return "\n".join(lines)
 
 
-def _judge(metric: str, new: Summary, base: Summary, tol: Tolerance, spread: float, session: float) -> Check:
+Method = Literal["rank", "welch"]
+_Z = statistics.NormalDist().inv_cdf(0.5 + CONFIDENCE / 2.0)
+_Z_POWER = statistics.NormalDist().inv_cdf(POWER)
+
+
+def _interval(new: Sequence[float], base: Sequence[float], extra_var: float, method: Method
+              ) -> tuple[Interval, str]:
+    """The interval the verdict reads, and a note when it is Welch's where a rank interval was asked for. The rank
+    interval's width is widened by the known session variance in quadrature, its se is what a normal interval of
+    that width would have."""
+    rank = hodges_lehmann(new, base) if method == "rank" else None
+    if rank is None:
+        note = "" if method == "welch" else (f"(Welch's interval: {len(new)} vs {len(base)} rounds are too few for "
+                                             f"a {CONFIDENCE:.0%} rank interval)")
+        return welch(new, base, extra_var=extra_var), note
+    below = math.hypot(rank.diff - rank.low, _Z * math.sqrt(extra_var))
+    above = math.hypot(rank.high - rank.diff, _Z * math.sqrt(extra_var))
+    return Interval(rank.diff, rank.diff - below, rank.diff + above, (below + above) / (2.0 * _Z), math.inf, _Z), ""
+
+
+def robust_scale(*sides: Sequence[float]) -> float:
+    """1.4826 times the median absolute deviation of each side from its own median, pooled: the standard
+    deviation of round noise, untouched by one slow round."""
+    resid = [abs(x - statistics.median(side)) for side in sides if side for x in side]
+    return 1.4826 * statistics.median(resid) if resid else 0.0
+
+
+def resolution(new: Sequence[float], base: Sequence[float], rounds: int, extra_var: float = 0.0) -> float:
+    """The smallest allowance an unchanged metric would be judged ok within, 80% of the time, with `rounds` new
+    rounds against this baseline, at the round noise both sides show (robust_scale): (z_0.975 + z_0.8) standard
+    errors. A metric whose resolution at the maximum rounds exceeds its allowance cannot be decided there."""
+    scale = robust_scale(new, base)
+    return (_Z + _Z_POWER) * math.sqrt(scale * scale * (1.0 / rounds + 1.0 / len(base)) + extra_var)
+
+
+def _judge(metric: str, new: Summary, base: Summary, tol: Tolerance, spread: float, session: float,
+           method: Method = "rank", max_rounds: int | None = None) -> Check:
     new_means, base_means = new.round_means(metric), base.round_means(metric)
     value, ref = new.median(metric), base.median(metric)
     if not base_means:
@@ -557,29 +676,39 @@ def _judge(metric: str, new: Summary, base: Summary, tol: Tolerance, spread: flo
     if n < MIN_ROUNDS or nb < MIN_ROUNDS:
         return Check(metric, "insufficient", value=value, base=ref, rounds=n, base_rounds=nb,
                      note=f"(rounds {n} vs {nb}: {MIN_ROUNDS} a side are needed for a spread)")
-    mean_base = statistics.fmean(base_means)
-    allowance = tol.allowance(mean_base) + spread * mean_base
-    iv = welch(new_means, base_means, extra_var=2.0 * (session * mean_base) ** 2)
+    # The reference level: the baseline's mean for Welch's interval (a difference of means), its median for the
+    # rank interval (a shift of the whole distribution); the figures shown are the same statistic on both sides,
+    # so 'baseline', 'now' and 'change' agree.
+    center = statistics.fmean if method == "welch" else statistics.median
+    level = center(base_means)
+    allowance = tol.allowance(level) + spread * level
+    extra = 2.0 * (session * level) ** 2
+    iv, note = _interval(new_means, base_means, extra, method)
     if iv.low > 0.0 and iv.diff > allowance:
         status = "regressed"
     elif iv.high < 0.0 and iv.diff < -allowance:
         status = "improved"
     elif iv.high <= allowance:
         status = "ok"
+    elif max_rounds is not None and resolution(new_means, base_means, max(n, max_rounds), extra) > allowance:
+        status = "noisy"  # more rounds, up to the maximum, would not settle it: it passes, visibly
+        need = resolution(new_means, base_means, max(n, max_rounds), extra)
+        note = (f"(at {max(n, max_rounds)} rounds the round noise needs an allowance of "
+                f"{_pct(need / level, sign=False)}) {note}").rstrip() if level > 0.0 else note
     else:
         status = "inconclusive"
-    mdc = max(allowance, iv.t * iv.se) + statistics.NormalDist().inv_cdf(POWER) * iv.se
-    if mean_base <= 0.0:  # a phase cached to nothing: no relative figures
-        note = f"(mean {statistics.fmean(new_means):.3f} s vs {mean_base:.3f} s)"
+    mdc = max(allowance, iv.t * iv.se) + _Z_POWER * iv.se
+    if level <= 0.0:  # a phase cached to nothing: no relative figures
+        note = f"(mean {statistics.fmean(new_means):.3f} s vs {statistics.fmean(base_means):.3f} s)"
         return Check(metric, status, value=value, base=ref, note=note, rounds=n, base_rounds=nb)
-    # The figures shown are the means the estimate compares, so 'baseline', 'now' and 'change' agree.
-    return Check(metric, status, iv.diff / mean_base, iv.low / mean_base, iv.high / mean_base, mdc / mean_base,
-                 statistics.fmean(new_means), mean_base, allowance / mean_base, rounds=n, base_rounds=nb)
+    return Check(metric, status, iv.diff / level, iv.low / level, iv.high / level, mdc / level,
+                 center(new_means), level, allowance / level, note=note, rounds=n, base_rounds=nb)
 
 
 def compare(summary: Summary, baseline: Summary | None, tols: Mapping[str, Tolerance], *,
             machine_spread: float | Mapping[str, float] = 0.0, session_spread: Mapping[str, float] | None = None,
-            label: str = "vs baseline", judge_timings: bool = True) -> Verdict:
+            label: str = "vs baseline", judge_timings: bool = True, method: Method = "rank",
+            max_rounds: int | None = None) -> Verdict:
     """Judge a Summary against its baseline, every metric that either holds.
 
     `machine_spread`: when the baseline comes from another physical GPU of the same model, the
@@ -605,10 +734,12 @@ def compare(summary: Summary, baseline: Summary | None, tols: Mapping[str, Toler
 
     sessions = {m: v for m, v in (session_spread or {}).items() if v > 0.0 and m != "vram"}
     checks = tuple(_judge(m, summary, baseline, tols.get(base_metric(m)) or defaults[base_metric(m)], spread(m),
-                          sessions.get(m, 0.0)) for m in metrics)
+                          sessions.get(m, 0.0), method, max_rounds) for m in metrics)
+    if max_rounds is not None:
+        checks = tuple(replace(c, max_rounds=max_rounds) for c in checks)
     if not judge_timings:
-        checks = tuple(replace(c, status="recorded") if c.metric != "vram" and c.status in JUDGED else c
-                       for c in checks)
+        checks = tuple(replace(c, status="recorded", note=c.note if c.status != "noisy" else "")
+                       if c.metric != "vram" and c.status in JUDGED else c for c in checks)
     statuses = {c.status for c in checks}
     status: Status = next((s for s in PRECEDENCE if s in statuses), "new")
     notes: tuple[str, ...] = ()
@@ -627,13 +758,14 @@ def compare(summary: Summary, baseline: Summary | None, tols: Mapping[str, Toler
     return Verdict(summary.variant_id, status, checks, label, notes)
 
 
-def more_rounds(verdict: Verdict, done: int, min_rounds: int, max_rounds: int) -> bool:
-    """Whether to run another timed round: always up to the minimum, then until the verdict is decided or the
-    maximum is reached. A baseline being recorded (`new`) runs to the maximum: its precision is what later
-    comparisons can see."""
+def more_rounds(verdict: Verdict, done: int, min_rounds: int, max_rounds: int,
+                steer: Collection[str] | None = None) -> bool:
+    """Whether to run another timed round: always up to the minimum, then until the verdict is decided (on the
+    metrics in `steer`, or all) or the maximum is reached. A baseline being recorded (`new`) runs to the
+    maximum: its precision is what later comparisons can see."""
     if done < min_rounds:
         return True
-    return done < max_rounds and not verdict.decided
+    return done < max_rounds and not verdict.decided_on(steer)
 
 
 # --- history ----------------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from collections.abc import Sequence
 
@@ -11,14 +12,20 @@ from pytest_wan22.compare import (
     MACHINE_SPREAD,
     METRICS,
     Check,
+    RankInterval,
     Summary,
     Tolerance,
     Verdict,
     change_points,
     compare,
+    hodges_lehmann,
+    mann_whitney_counts,
     metric_label,
     more_rounds,
     parse_tolerance,
+    rank_depth,
+    resolution,
+    robust_scale,
     summarise,
     t_quantile,
     t_sf,
@@ -251,7 +258,9 @@ def test_faster_is_improved_and_the_mirror_of_regressed() -> None:
     assert v.status == "improved"
     assert v.decided
     assert v.check("step") is not None
-    assert "step 7.6% faster" in v.message
+    assert "step 7.8% faster" in v.message  # the Hodges-Lehmann shift: 2.50 against the baseline's median 2.705
+    assert "step 7.6% faster" in compare(_s(step=(2.50, 2.51, 2.49)), _s(step=BASE_STEP), TOLS,
+                                         method="welch").message  # the means' difference
 
 
 def test_a_small_real_speed_up_is_ok_not_improved() -> None:
@@ -414,7 +423,7 @@ def test_a_phase_cached_to_zero_is_unchanged() -> None:
 def test_check_fields_are_a_stable_interface() -> None:
     assert [f.name for f in dataclasses.fields(Check)] == [
         "metric", "status", "estimate", "ci_low", "ci_high", "mdc", "value", "base", "tolerance", "note", "rounds",
-        "base_rounds"]
+        "base_rounds", "max_rounds"]
     assert [f.name for f in dataclasses.fields(Verdict)] == ["variant_id", "status", "checks", "label", "notes"]
 
 
@@ -544,10 +553,10 @@ def test_message_lines_show_status_interval_tolerance_values_and_rounds() -> Non
     est, low, high_end, tol, mdc = (100 * x for x in figures if x is not None)
     assert step.describe() == (
         f"step: regressed, {est:.1f}% slower; 95% CI +{low:.1f}% to +{high_end:.1f}%; tolerance {tol:.1f}%; "
-        f"2.750 s vs 2.707 s, 3 vs 10 rounds; could detect >= {mdc:.1f}%")
+        f"2.750 s vs 2.705 s, 3 vs 10 rounds; could detect >= {mdc:.1f}%")
     assert vram.describe() == "vram: regressed, 3.0% more; tolerance 2.6%; 40.23 GiB vs 39.06 GiB"
     assert high.headline().startswith("sampling (high_noise) 1.7% slower, inconclusive (95% CI -")
-    assert step.headline().startswith("step 1.6% slower (95% CI 0.")
+    assert step.headline().startswith("step 1.5% slower (95% CI 0.7 to 2.2%)")
     assert str(Tolerance("vram", absolute=512.0)) == "vram:512MiB"
     assert str(parse_tolerance("save:10%+0.5s")) == "save:10%+0.5s"
 
@@ -572,7 +581,8 @@ def test_the_interval_and_figures_are_welchs_relative_to_the_baselines_mean() ->
     new, base = (2.77, 2.76, 2.77, 2.76), BASE_STEP
     mean = sum(base) / len(base)
     for spread in (0.0, 0.015):
-        c = compare(_s(step=new), _s(step=base), TOLS, session_spread={"step": spread}).check("step")
+        c = compare(_s(step=new), _s(step=base), TOLS, session_spread={"step": spread},
+                    method="welch").check("step")
         assert c is not None
         iv = welch(new, base, extra_var=2.0 * (spread * mean) ** 2)  # both sessions carry an offset
         allowance = 0.013 * mean
@@ -707,3 +717,112 @@ def test_timings_recorded_not_judged_pass_and_vram_is_still_judged() -> None:
                    judge_timings=False)
     assert (peak.status, peak.failed) == ("regressed", True)
     assert peak.headline == "vram 200.0% more, step 20" + peak.headline.split(", step 20", 1)[1]
+
+
+# --- the rank interval --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("n", "m"), [(1, 1), (2, 3), (3, 3), (3, 5), (4, 4), (3, 10), (5, 5)])
+def test_mann_whitney_counts_match_every_ordering_enumerated(n: int, m: int) -> None:
+    counts = [0] * (n * m + 1)
+    for new_places in itertools.combinations(range(n + m), n):  # which ranks the new values take
+        base_places = [r for r in range(n + m) if r not in new_places]
+        counts[sum(x > y for x in new_places for y in base_places)] += 1
+    assert mann_whitney_counts(n, m) == tuple(counts)
+    assert sum(counts) == math.comb(n + m, n)
+
+
+# Critical values of U, two-sided 5% (reject when U <= the value; '-' in the tables: no test at this level), from
+# the standard table (e.g. Zar, Biostatistical Analysis, table B.11): the interval's depth k is that value + 1.
+@pytest.mark.parametrize(("n", "m", "critical"), [
+    (3, 3, None), (2, 10, 0), (3, 5, 0), (4, 4, 0), (3, 8, 2), (3, 10, 3), (5, 5, 2), (6, 6, 5), (4, 10, 5),
+    (5, 10, 8), (10, 10, 23), (8, 8, 13)])
+def test_rank_depth_matches_the_tables_of_critical_values(n: int, m: int, critical: int | None) -> None:
+    assert rank_depth(n, m) == (0 if critical is None else critical + 1)
+    assert rank_depth(m, n) == rank_depth(n, m)
+
+
+def test_hodges_lehmann_by_hand() -> None:
+    new, base = (11.0, 13.0, 12.0, 15.0, 14.0), (10.0, 9.0, 11.0, 12.0, 8.0)
+    # the 25 differences sorted: -1, 0, 0, 1, 1, 1, 2, 2, 2, 2, 3 x5, 4 x4, 5 x3, 6, 6, 7; k = 3 at 5 vs 5
+    rank = hodges_lehmann(new, base)
+    assert rank == RankInterval(diff=3.0, low=0.0, high=6.0, k=3)
+    assert hodges_lehmann((1.0, 2.0, 3.0), (1.0, 2.0, 3.0)) is None  # 3 vs 3: at most 90%
+    assert hodges_lehmann((1.0, 2.0, 3.0), (1.0, 2.0, 3.0), confidence=0.90) == RankInterval(0.0, -2.0, 2.0, 1)
+
+
+def test_robust_scale_ignores_one_slow_round_and_resolution_follows_the_rounds() -> None:
+    steady = [1.0, 1.01, 0.99, 1.0, 1.02, 0.98]
+    assert robust_scale(steady) == pytest.approx(1.4826 * 0.01)
+    assert robust_scale(steady, [5.0, 5.01, 4.99, 5.6]) == pytest.approx(1.4826 * 0.01)  # 5.6: one slow round
+    z = 1.959963984540054 + 0.8416212335729143
+    assert resolution(steady, steady, 6) == pytest.approx(z * 1.4826 * 0.01 * math.sqrt(1 / 6 + 1 / 6))
+    assert resolution(steady, steady, 24) < resolution(steady, steady, 6)
+    assert resolution(steady, steady, 6, extra_var=1.0) == pytest.approx(
+        z * math.sqrt((1.4826 * 0.01) ** 2 * (2 / 6) + 1.0))
+
+
+SLOW_ROUND = (2.70 * 1.02, 2.70 * 1.02 * 1.08, 2.71 * 1.02, 2.69 * 1.02)  # +2%, one round 8% slower still
+
+
+def test_one_slow_round_does_not_blind_the_rank_interval() -> None:
+    base = _s(step=BASE_STEP)
+    rank = compare(_s(step=SLOW_ROUND), base, TOLS).check("step")
+    welch_ = compare(_s(step=SLOW_ROUND), base, TOLS, method="welch").check("step")
+    assert rank is not None
+    assert welch_ is not None
+    assert rank.status == "regressed"
+    assert rank.estimate == pytest.approx(0.0185, abs=0.002)  # the shift, not the slow round's pull
+    assert welch_.status == "inconclusive"  # the slow round moved the mean and widened the interval past zero
+    assert welch_.ci_low is not None
+    assert welch_.ci_low < 0
+
+
+def test_too_few_rounds_for_a_rank_interval_fall_back_to_welch_and_say_so() -> None:
+    v = compare(_s(step=(2.71, 2.70, 2.72)), _s(step=(2.70, 2.71, 2.69)), TOLS, label="B vs A")
+    c = v.check("step")
+    assert c is not None
+    iv = welch((2.71, 2.70, 2.72), (2.70, 2.71, 2.69))
+    assert (c.ci_low, c.ci_high) == (pytest.approx(iv.low / 2.70), pytest.approx(iv.high / 2.70))
+    assert c.note == "(Welch's interval: 3 vs 3 rounds are too few for a 95% rank interval)"
+    assert c.note in v.message
+    four = compare(_s(step=(2.71, 2.70, 2.72, 2.7)), _s(step=(2.70, 2.71, 2.69, 2.7)), TOLS).check("step")
+    assert four is not None
+    assert four.note == ""  # 4 vs 4: the extreme ordering has 1/70 a side
+
+
+def test_a_metric_too_noisy_for_its_tolerance_at_the_maximum_rounds_passes_visibly_and_stops_holding_rounds() -> None:
+    save_base = (2.6, 3.0, 2.3, 2.85, 2.45)  # disk writes: about 11% from round to round
+    new = _s(step=(2.70, 2.71, 2.70), save=(2.65, 3.05, 2.8))
+    base = _s(step=BASE_STEP[:5], save=save_base)
+    v = compare(new, base, TOLS, max_rounds=6)
+    save = v.check("save")
+    assert save is not None
+    assert (save.status, save.max_rounds) == ("noisy", 6)
+    assert save.words == "7.7% slower, too noisy to judge at 6 rounds"
+    need = resolution((2.65, 3.05, 2.8), save_base, 6) / 2.6
+    assert need > 0.15
+    assert save.note == f"(at 6 rounds the round noise needs an allowance of {need * 100:.1f}%)"
+    assert (v.status, v.failed, v.decided) == ("ok", False, True)
+    assert not more_rounds(v, 3, 3, 6)
+    assert "save 7.7% slower, too noisy to judge at 6 rounds (95% CI " in v.headline
+    assert f"  save: noisy, {save.words}; 95% CI" in v.message
+    # with a tolerance the noise can reach at the maximum, the same metric can still be decided: it holds the rounds
+    roomy = compare(new, base, tolerances(["save:20%"]), max_rounds=6)
+    assert roomy.check("save").status == "inconclusive"  # type: ignore[union-attr]
+    assert more_rounds(roomy, 3, 3, 6)
+    assert compare(new, base, TOLS).check("save").status == "inconclusive"  # type: ignore[union-attr]
+    # a regression past the tolerance is still caught on a noisy metric
+    slow = compare(_s(step=(2.70, 2.71, 2.70), save=(4.0, 4.1, 3.9)), base, TOLS, max_rounds=6)
+    assert slow.check("save").status == "regressed"  # type: ignore[union-attr]
+    # the rounds shown are the rounds run when they pass the maximum (a fixed `rounds=` above it)
+    assert dataclasses.replace(save, rounds=8).words.endswith("at 8 rounds")
+
+
+def test_more_rounds_can_steer_on_some_metrics() -> None:
+    v = compare(_s(step=(2.70, 2.71, 2.70), wall=(15.0, 15.0, 19.0)), _s(step=BASE_STEP, wall=(15.0, 15.01, 14.99)),
+                TOLS)
+    assert {c.metric: c.status for c in v.checks} == {"step": "ok", "wall": "inconclusive"}
+    assert more_rounds(v, 3, 3, 10)
+    assert not more_rounds(v, 3, 3, 10, steer=("step", "sampling"))
+    assert more_rounds(v, 3, 3, 10, steer=("wall",))
+    assert more_rounds(v, 2, 3, 10, steer=("step",))  # the minimum first
