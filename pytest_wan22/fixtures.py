@@ -10,7 +10,7 @@ import re
 import shutil
 import sys
 import time
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -23,7 +23,7 @@ from .client import ComfyClient
 from .compare import MACHINE_SPREAD, Summary, Verdict, compare, more_rounds, summarise
 from .errors import ServerStartError, Wan22Error
 from .launcher import ComfyServer, ServerHandle, ServerSpec, public_argv
-from .records import Environment, RunRecord, round_name
+from .records import Environment, Neighbour, RunRecord, round_name
 from .roles import expert_loaders, synthetic_roles
 from .runner import RunContext, ensure_inputs, fresh_seed, run_prompt
 from .settings import Settings
@@ -525,7 +525,14 @@ def _vram_monitor(state: State, server: Server, interval: float) -> Callable[[],
     pid = server.handle.pid
     device = state.device
     pids = (lambda: process_tree(pid)) if pid is not None else None
-    return lambda: VramMonitor(state.nvml, device, pids=pids, interval=interval)
+    return lambda: VramMonitor(state.nvml, device, pids=pids, interval=interval, own=_own_pids)
+
+
+def _own_pids() -> set[int]:
+    """This session's processes, never neighbours: pytest's process tree, with every server it launched."""
+    from .gpu import process_tree
+
+    return process_tree(os.getpid())
 
 
 def _gpu_state(state: State) -> Callable[[], dict[str, float | None]] | None:
@@ -629,6 +636,9 @@ class SideRunner:
                                 workflow=self.workflow, seed=seed, round_index=i, warmup=warmup)
         if self.server.side:
             record = replace(record, side=self.server.side)
+        if record.vram is not None and record.vram.neighbours:
+            record = replace(record, warnings=(*record.warnings, "neighbour: other compute processes on the GPU "
+                                               "during this round: " + _names(record.vram.neighbours)))
         if self.server.unknown:  # said once, in the session's first record
             record = replace(record, warnings=(*record.warnings, f"attach: {self.server.unknown}"))
             self.server.unknown = ""
@@ -725,8 +735,10 @@ def _run_one(config: pytest.Config, pool: ServerPool, tier: Tier, v: Variant, va
         if stored is None:
             return compare(summary, None, s.tolerances)
         return compare(summary, stored.summary, s.tolerances, machine_spread=stored.spread,
-                       session_spread=stored.sessions, judge_timings=tier.judges_timings)
+                       session_spread=stored.sessions, judge_timings=tier.judges_timings, max_rounds=most)
 
+    if s.update_baselines and not s.allow_neighbours:  # before any GPU time is spent on a baseline
+        _refuse_neighbours(key, _neighbours_now(state, server))
     with ComfyClient(server.handle.url) as client:
         _empty_queue(client)
         side = SideRunner(config, server, client, tier, v, key, variant.workflow.name)
@@ -745,8 +757,10 @@ def _run_one(config: pytest.Config, pool: ServerPool, tier: Tier, v: Variant, va
             side.round(warmup=False)
     records = side.records
     summary = summarise(key, records, variant.digest)
-    verdict = verdict_now(side.timed)
+    verdict = _with_neighbours(verdict_now(side.timed), records)
     if s.update_baselines:
+        if not s.allow_neighbours:
+            _refuse_neighbours(key, _seen_neighbours(records))
         state.summaries[(variant.workflow.name, key)] = summary
     if stored is not None:
         if shifts := drift(stored.history, summary, s.tolerances):
@@ -820,7 +834,7 @@ def _run_ab(config: pytest.Config, pool: ServerPool, tier: Tier, v: Variant, var
 
         def verdict_now() -> Verdict:
             return compare(summarise(key, b.timed, variant.digest), summarise(key, a.timed, variant.digest),
-                           s.tolerances, label="B vs A", judge_timings=tier.judges_timings)
+                           s.tolerances, label="B vs A", judge_timings=tier.judges_timings, max_rounds=most)
 
         def more() -> bool:
             return len(b.timed) < fewest or (len(b.timed) < most and more_rounds(verdict_now(), len(b.timed),
@@ -854,10 +868,54 @@ def _run_ab(config: pytest.Config, pool: ServerPool, tier: Tier, v: Variant, var
             how = ("in blocks, the idle side's models freed before each block (" + "; ".join(releases)
                    + "): both sides do not fit in VRAM at once, so drift between blocks is not cancelled")
     records = [*a.records, *b.records]
-    verdict = verdict_now()
+    verdict = _with_neighbours(verdict_now(), records)
     differs = "; ".join(s.ab.describe(s.comfyui_dir, s.python, s.server_args))
     verdict = replace(verdict, notes=(f"B (candidate) vs A (current), {how}; {differs}", *verdict.notes))
     return records, summarise(key, b.records, variant.digest), verdict, ""
+
+
+def _names(neighbours: Sequence[Neighbour]) -> str:
+    return ", ".join(n.describe() for n in neighbours)
+
+
+def _seen_neighbours(records: Sequence[RunRecord]) -> tuple[Neighbour, ...]:
+    """Other compute processes the VRAM monitor saw on the GPU during any of these rounds."""
+    from .gpu import merge_neighbours
+
+    return merge_neighbours(r.vram.neighbours for r in records if r.vram is not None)
+
+
+def _neighbours_now(state: State, server: Server) -> tuple[Neighbour, ...]:
+    """Other compute processes on the GPU now (none known without NVML or without the server's PID)."""
+    if state.nvml is None or state.device is None or server.handle.pid is None:
+        return ()
+    from .gpu import neighbours, process_tree
+
+    try:
+        handle = (state.nvml.handle_by_uuid(state.device.uuid) if state.device.uuid
+                  else state.nvml.handle(state.device.index))
+        return neighbours(state.nvml, handle, process_tree(server.handle.pid) | _own_pids())
+    except Exception:  # NVML trouble is the VRAM monitor's to report
+        return ()
+
+
+def _with_neighbours(verdict: Verdict, records: Sequence[RunRecord]) -> Verdict:
+    """The verdict with a note naming the compute processes that shared the GPU with its rounds."""
+    seen = _seen_neighbours(records)
+    if not seen:
+        return verdict
+    note = (f"other compute processes shared the GPU during these rounds: {_names(seen)}; their work slows this "
+            "run's, so a change may be theirs")
+    return replace(verdict, notes=(*verdict.notes, note))
+
+
+def _refuse_neighbours(key: str, seen: Sequence[Neighbour]) -> None:
+    """Fail the test before a baseline is recorded beside other compute processes."""
+    if seen:
+        pytest.fail(f"{key}: not recording a baseline beside other compute processes on the GPU: {_names(seen)}. "
+                    "Their work slows this one's and every later comparison would inherit it; stop them, or "
+                    "pass --wan22-allow-neighbours (ini wan22_allow_neighbours) to record anyway (the records "
+                    "name them)", pytrace=False)
 
 
 def _save_record(server: Server, record: RunRecord) -> None:

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
 from array import array
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol, TypeAlias, runtime_checkable
 
 from pytest_wan22.errors import ConfigError, NvmlUnavailable
-from pytest_wan22.records import VramReport, VramSample
+from pytest_wan22.records import Neighbour, VramReport, VramSample
 
 MIB = 1024 * 1024
 DEFAULT_INTERVAL_S = 0.02
@@ -493,6 +495,37 @@ def process_tree(pid: int) -> set[int]:
     return found
 
 
+def process_name(pid: int, width: int = 80) -> str:
+    """A process's command line from /proc, cut to `width` characters (its name where the command line is empty,
+    '(not visible here)' where /proc does not show the PID, as from inside a container)."""
+    proc = Path("/proc") / str(pid)
+    try:
+        text = " ".join(a.decode(errors="replace") for a in (proc / "cmdline").read_bytes().split(b"\0") if a)
+        text = text or (proc / "comm").read_text(encoding="utf-8", errors="replace").strip()
+    except OSError:
+        return "(not visible here)"
+    return text if len(text) <= width else text[:width - 3] + "..."
+
+
+def neighbours(backend: NvmlBackend, h: Handle, ours: Iterable[int]) -> tuple[Neighbour, ...]:
+    """The compute processes on the GPU now that are not among `ours` (the session's processes: pytest's process
+    tree and the servers it launched)."""
+    mine = set(ours)
+    return merge_neighbours([[Neighbour(pid, process_name(pid), None if used is None else used / MIB)
+                              for pid, used in backend.running_processes(h) if pid not in mine]])
+
+
+def merge_neighbours(groups: Iterable[Iterable[Neighbour]]) -> tuple[Neighbour, ...]:
+    """One entry per PID over several runs: the name first seen, the most memory any run saw."""
+    seen: dict[int, Neighbour] = {}
+    for group in groups:
+        for n in group:
+            old = seen.setdefault(n.pid, n)
+            if n.used_mib is not None and (old.used_mib is None or n.used_mib > old.used_mib):
+                seen[n.pid] = Neighbour(n.pid, old.name, n.used_mib)
+    return tuple(seen[p] for p in sorted(seen))
+
+
 # --- readings and accounting ---------------------------------------------------------------------
 
 
@@ -593,14 +626,17 @@ class VramMonitor:
     from sampling: NVML failures end up in the report's reason. `device` is a DeviceInfo (found again by
     its UUID, MIG-safe), an NVML index or a UUID; `pids` returns the server's PIDs (e.g.
     ``lambda: process_tree(server_pid)``) and is called again every `pids_refresh_s` seconds and whenever
-    NVML lists a PID not seen before; `interval` is the sampling period in seconds.
+    NVML lists a PID not seen before; `interval` is the sampling period in seconds. Other processes on the GPU
+    are named in the report's `neighbours`, except those `own` returns (the session's other processes: pytest's
+    process tree, the other side of an A/B session), read at the same times as `pids`.
     """
 
     def __init__(self, backend: NvmlBackend, device: DeviceInfo | int | str = 0, *,
                  pids: Callable[[], Iterable[int]] | None = None,
                  interval: float = DEFAULT_INTERVAL_S, max_samples: int = MAX_REPORT_SAMPLES,
                  pids_refresh_s: float = DEFAULT_PIDS_REFRESH_S,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 own: Callable[[], Iterable[int]] | None = None) -> None:
         if not interval > 0:
             raise ConfigError(f"VRAM sampling interval must be > 0 s, got {interval!r}; fix "
                               "--wan22-vram-interval (ini wan22_vram_interval)")
@@ -637,6 +673,9 @@ class VramMonitor:
         self._unknown_usage = False
         self._proc_error: str | None = None
         self._pids_error: str | None = None
+        self._neighbours: dict[int, Neighbour] = {}
+        self._own_fn = own
+        self._own: set[int] = set()
 
     # -- lifecycle --
 
@@ -763,6 +802,9 @@ class VramMonitor:
         self._ours = ours
         self._foreign = nvml_pids - ours
         self._last_refresh = now
+        if self._own_fn is not None:
+            with contextlib.suppress(Exception):  # no neighbours named is better than the session's own
+                self._own = {int(p) for p in self._own_fn()}
 
     def _sample(self) -> None:
         backend, h = self._backend, self._handle
@@ -790,6 +832,8 @@ class VramMonitor:
                             known = False
                         else:
                             total += mem
+                    elif pid in self._foreign and pid not in self._own:
+                        self._saw_neighbour(pid, mem)
                 if known:
                     proc = total / MIB
                 else:
@@ -798,6 +842,14 @@ class VramMonitor:
             self._t.append(now - self._t0)
             self._proc.append(proc)
             self._dev.append(used / MIB)
+
+    def _saw_neighbour(self, pid: int, used: int | None) -> None:
+        old = self._neighbours.get(pid)
+        mib = None if used is None else used / MIB
+        if old is None:
+            self._neighbours[pid] = Neighbour(pid, process_name(pid), mib)
+        elif mib is not None and (old.used_mib is None or mib > old.used_mib):
+            self._neighbours[pid] = Neighbour(pid, old.name, mib)
 
     # -- report --
 
@@ -844,7 +896,10 @@ class VramMonitor:
                 reasons.append(extra)
         keep = _keep_indices(proc, dev, self.max_samples)
         samples = tuple(VramSample(t=t[i], process_mib=proc[i], device_mib=dev[i]) for i in keep)
+        # Neighbours only where the server's own processes were told apart (NVML matched one of them at least):
+        # otherwise every process, the server's included, would look like one.
+        near = tuple(self._neighbours[p] for p in sorted(self._neighbours)) if self._matched_any else ()
         return VramReport(
             available=True, reason="; ".join(reasons), interval_s=self.interval_s,
             peak_process_mib=max(known) if known else None, peak_device_mib=peak_dev,
-            baseline_device_mib=self._baseline, samples=samples)
+            baseline_device_mib=self._baseline, samples=samples, neighbours=near)

@@ -123,6 +123,9 @@ OPTIONS: tuple[Option, ...] = (
            default="baselines"),
     Option("update_baselines", "Record this session's results as the new baselines (nothing else writes them).",
            parse=_bool, default=False, flag=True),
+    Option("allow_neighbours", "Record baselines even while other compute processes use the GPU (they are named "
+           "in the records); without it recording beside one fails that test before anything is written.",
+           parse=_bool, default=False, flag=True),
     Option("tolerance", "Allowed change before a test fails, as METRIC:LIMIT (METRIC: step, sampling, wall, a "
            "phase such as decode or save, vram), e.g. step:2%, wall:10%+0.5s or vram:512MiB; may be repeated.",
            parse=parse_tolerance, multiple=True, metavar="METRIC:LIMIT"),

@@ -75,6 +75,21 @@ class VramSample:
 
 
 @dataclass(frozen=True)
+class Neighbour:
+    """Another compute process on the GPU during a run: its PID, its command line (or name) and the most memory
+    NVML saw it hold (None when NVML could not tell)."""
+
+    pid: int
+    name: str
+    used_mib: float | None = None
+
+    def describe(self) -> str:
+        """'PID 4242 python3 train.py (7.0 GiB)'."""
+        held = f" ({self.used_mib / 1024:.1f} GiB)" if self.used_mib is not None else ""
+        return f"PID {self.pid} {self.name}{held}"
+
+
+@dataclass(frozen=True)
 class VramReport:
     """What the VRAM monitor saw during a run."""
 
@@ -87,6 +102,7 @@ class VramReport:
     torch_peak_allocated_mib: float | None = None
     torch_peak_reserved_mib: float | None = None
     samples: tuple[VramSample, ...] = ()
+    neighbours: tuple[Neighbour, ...] = ()  # other compute processes on the GPU during the run
 
     @property
     def peak_mib(self) -> float | None:

@@ -39,6 +39,7 @@ class Settings:
     workflows: tuple[str, ...] = ()  # --wan22-workflows entries: paths (resolved later) or template:GLOB
     baselines_dir: Path = Path("baselines")
     update_baselines: bool = False
+    allow_neighbours: bool = False
     tolerances: Mapping[str, Tolerance] = field(default_factory=dict)
     rounds: int = 10
     min_rounds: int = 3
@@ -181,7 +182,8 @@ def resolve(rootdir: Path, cli: Getter, ini: Getter, env: Mapping[str, str] | No
         workflows=tuple(values["workflows"] or ()),
         baselines_dir=_path(values["baselines_dir"], rootdir) or rootdir / "baselines",
         update_baselines=values["update_baselines"], tolerances=tols, rounds=values["rounds"],
-        warmup_rounds=values["warmup_rounds"], log_dir=_path(values["log_dir"], rootdir),
+        allow_neighbours=values["allow_neighbours"], warmup_rounds=values["warmup_rounds"],
+        log_dir=_path(values["log_dir"], rootdir),
         models_dir=_path(values["models_dir"], rootdir), synthetic=values["synthetic"], missing=values["missing"],
         vram_interval=values["vram_interval"], emulate_tier=values["emulate_tier"],
         gpu_index=values["gpu_index"], nvml_accounting=values["nvml_accounting"], min_rounds=values["min_rounds"],

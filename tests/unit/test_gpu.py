@@ -38,7 +38,7 @@ from pytest_wan22.gpu import (
     process_tree,
     resolve_visible_device,
 )
-from pytest_wan22.records import VramSample
+from pytest_wan22.records import Neighbour, VramSample
 from tests.fakes.fake_nvml import FakeDevice, FakeNvml, FakeProcess, Timeline
 
 UUIDS = ["GPU-8932f937-d72c-4106-c12f-20bd9faed9f6",
@@ -689,3 +689,50 @@ def test_gpu_module_does_not_import_pytest() -> None:
     code = "import sys, pytest_wan22.gpu; sys.exit('pytest' in sys.modules)"
     root = Path(__file__).resolve().parents[2]
     assert subprocess.run([sys.executable, "-c", code], cwd=root, check=False).returncode == 0
+
+
+# --- other compute processes on the GPU ---------------------------------------------------------------------
+
+
+def test_monitor_names_the_other_compute_processes_with_their_most_memory(process_chain: list[int]) -> None:
+    root, child, grandchild = process_chain
+    neighbour = os.getpid()  # this test's own process stands for a training job beside the server
+    fake = FakeNvml.single(used_mib=20000.0, processes=[
+        FakeProcess(root, 3000.0), FakeProcess(neighbour, [4000.0, 9000.0, 6000.0])])
+    with VramMonitor(fake, 0, pids=lambda: {root, child}) as monitor:
+        wait_until(lambda: monitor.samples_taken >= 5)
+    rep = monitor.report()
+    assert rep.peak_process_mib == 3000.0
+    (n,) = rep.neighbours
+    assert (n.pid, n.used_mib) == (neighbour, 9000.0)
+    assert n.name == gpu.process_name(neighbour)
+    assert "python" in n.name or "pytest" in n.name
+    assert n.describe() == f"PID {neighbour} {n.name} (8.8 GiB)"
+    assert grandchild not in {x.pid for x in rep.neighbours}
+
+
+def test_no_neighbours_are_named_where_the_servers_own_processes_were_not_told_apart() -> None:
+    # NVML lists none of the server's PIDs (a container without --pid=host): every PID would look foreign
+    fake = FakeNvml.single(used_mib=9000.0, processes=[FakeProcess(os.getpid(), 5000.0)])
+    with VramMonitor(fake, 0, pids=lambda: {2**22 + 1}) as monitor:
+        wait_until(lambda: monitor.samples_taken >= 3)
+    rep = monitor.report()
+    assert rep.neighbours == ()
+    assert "listed none of the server's processes" in rep.reason
+    with VramMonitor(fake, 0) as monitor:  # no server PID at all
+        wait_until(lambda: monitor.samples_taken >= 3)
+    assert monitor.report().neighbours == ()
+
+
+def test_neighbours_now_and_merged_over_rounds() -> None:
+    fake = FakeNvml.single(processes=[FakeProcess(os.getpid(), 2048.0), FakeProcess(1, None),
+                                      FakeProcess(2**22 + 7, 100.0)])
+    h = fake.handle(0)
+    now = gpu.neighbours(fake, h, {2**22 + 7})
+    assert [(n.pid, n.used_mib) for n in now] == [(1, None), (os.getpid(), 2048.0)]
+    assert now[1].name == gpu.process_name(os.getpid())
+    assert gpu.process_name(2**22 + 12345) == "(not visible here)"
+    assert len(gpu.process_name(os.getpid(), width=12)) == 12
+    merged = gpu.merge_neighbours([[Neighbour(5, "a", 100.0), Neighbour(3, "c", None)],
+                                   [Neighbour(5, "b", 300.0), Neighbour(3, "c", 50.0)], [Neighbour(5, "a", 200.0)]])
+    assert merged == (Neighbour(3, "c", 50.0), Neighbour(5, "a", 300.0))  # first name, most memory, by PID
