@@ -12,6 +12,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from .compare import parse_tolerance
 from .errors import ConfigError
 from .synth import PRESETS
 from .variant import RESOLUTION_LABELS, SCHEDULES, PassOrder
@@ -76,6 +77,7 @@ class Tier:
     scale: Mapping[str, int] = field(default_factory=dict)
     judge_timings: bool | None = None
     suite: Suite = field(default_factory=Suite)
+    tolerances: tuple[str, ...] = ()  # METRIC:LIMIT over the defaults; --wan22-tolerance overrides them
 
     @property
     def is_gpu(self) -> bool:
@@ -193,6 +195,15 @@ def _regex(value: Any) -> str:
     return str(text)
 
 
+def _tolerance(value: Any) -> str:
+    text = _text()(value)
+    try:
+        parse_tolerance(text)
+    except ValueError as exc:
+        raise _Bad(f"a tolerance METRIC:LIMIT ({exc})", value) from None
+    return str(text)
+
+
 def _resolution(value: Any) -> str:
     text = _text()(value)
     m = re.fullmatch(r"(\d+)x(\d+)", text.lower())
@@ -288,6 +299,7 @@ ROW_KEYS: Mapping[str, Check] = {
     "scale": _fields(SCALE_KEYS),
     "suite": _fields(SUITE_KEYS, Suite),
     "judge_timings": _boolean,
+    "tolerances": _list(_tolerance),
 }
 
 _FIX = "fix it in that file (the tier table: --wan22-tiers-file, ini wan22_tiers_file)"
