@@ -20,7 +20,7 @@ import pytest
 from . import benchmarking, checks, preflight
 from .baselines import BaselineStore, drift, machine_mismatch, same_gpu, session_spread, version_changes
 from .client import ComfyClient
-from .compare import MACHINE_SPREAD, Summary, Verdict, compare, more_rounds, summarise
+from .compare import MACHINE_SPREAD, Summary, Tolerance, Verdict, compare, more_rounds, summarise, tolerances
 from .errors import ServerStartError, Wan22Error
 from .launcher import ComfyServer, ServerHandle, ServerSpec, public_argv
 from .records import Environment, Neighbour, RunRecord, round_name
@@ -721,6 +721,7 @@ def _run_one(config: pytest.Config, pool: ServerPool, tier: Tier, v: Variant, va
     server = pool.get(extra)
     stored = _stored_baseline(state, tier, variant.workflow.name, key, server.environment)
     fewest, most = bounds
+    tols = tier_tolerances(s, tier)
 
     def verdict_now(timed: list[RunRecord]) -> Verdict:
         summary = summarise(key, timed, variant.digest)
@@ -733,8 +734,8 @@ def _run_one(config: pytest.Config, pool: ServerPool, tier: Tier, v: Variant, va
         if found is not None:
             return found  # type: ignore[no-any-return]
         if stored is None:
-            return compare(summary, None, s.tolerances)
-        return compare(summary, stored.summary, s.tolerances, machine_spread=stored.spread,
+            return compare(summary, None, tols)
+        return compare(summary, stored.summary, tols, machine_spread=stored.spread,
                        session_spread=stored.sessions, judge_timings=tier.judges_timings, max_rounds=most)
 
     if s.update_baselines and not s.allow_neighbours:  # before any GPU time is spent on a baseline
@@ -763,7 +764,7 @@ def _run_one(config: pytest.Config, pool: ServerPool, tier: Tier, v: Variant, va
             _refuse_neighbours(key, _seen_neighbours(records))
         state.summaries[(variant.workflow.name, key)] = summary
     if stored is not None:
-        if shifts := drift(stored.history, summary, s.tolerances):
+        if shifts := drift(stored.history, summary, tols):
             verdict = replace(verdict, notes=(*verdict.notes, *shifts))
         changes = version_changes(stored.machine, server.environment)
         return records, summary, verdict, f"changed since the baseline: {', '.join(changes)}" if changes else ""
@@ -834,7 +835,8 @@ def _run_ab(config: pytest.Config, pool: ServerPool, tier: Tier, v: Variant, var
 
         def verdict_now() -> Verdict:
             return compare(summarise(key, b.timed, variant.digest), summarise(key, a.timed, variant.digest),
-                           s.tolerances, label="B vs A", judge_timings=tier.judges_timings, max_rounds=most)
+                           tier_tolerances(s, tier), label="B vs A", judge_timings=tier.judges_timings,
+                           max_rounds=most)
 
         def more() -> bool:
             return len(b.timed) < fewest or (len(b.timed) < most and more_rounds(verdict_now(), len(b.timed),
@@ -916,6 +918,13 @@ def _refuse_neighbours(key: str, seen: Sequence[Neighbour]) -> None:
                     "Their work slows this one's and every later comparison would inherit it; stop them, or "
                     "pass --wan22-allow-neighbours (ini wan22_allow_neighbours) to record anyway (the records "
                     "name them)", pytrace=False)
+
+
+def tier_tolerances(settings: Settings, tier: Tier) -> dict[str, Tolerance]:
+    """The tolerances a tier judges with: the defaults, the tier row's `tolerances`, then --wan22-tolerance."""
+    tols = tolerances(tier.tolerances)
+    tols.update({t.metric: t for t in settings.user_tolerances})
+    return tols
 
 
 def _save_record(server: Server, record: RunRecord) -> None:

@@ -41,6 +41,7 @@ class Settings:
     update_baselines: bool = False
     allow_neighbours: bool = False
     tolerances: Mapping[str, Tolerance] = field(default_factory=dict)
+    user_tolerances: tuple[Tolerance, ...] = ()  # the --wan22-tolerance ones, over a tier row's
     rounds: int = 10
     min_rounds: int = 3
     warmup_rounds: int = 1
@@ -182,6 +183,7 @@ def resolve(rootdir: Path, cli: Getter, ini: Getter, env: Mapping[str, str] | No
         workflows=tuple(values["workflows"] or ()),
         baselines_dir=_path(values["baselines_dir"], rootdir) or rootdir / "baselines",
         update_baselines=values["update_baselines"], tolerances=tols, rounds=values["rounds"],
+        user_tolerances=tuple(values["tolerance"] or ()),
         allow_neighbours=values["allow_neighbours"], warmup_rounds=values["warmup_rounds"],
         log_dir=_path(values["log_dir"], rootdir),
         models_dir=_path(values["models_dir"], rootdir), synthetic=values["synthetic"], missing=values["missing"],

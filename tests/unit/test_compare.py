@@ -33,6 +33,7 @@ from pytest_wan22.compare import (
     welch,
 )
 from pytest_wan22.records import Environment, RunRecord, SamplerPass, VramReport
+from tests.unit.sim_sessions import SCENARIOS, Outcome, Scenario, simulate
 
 # --- tolerances -------------------------------------------------------------------------------------------
 
@@ -71,7 +72,9 @@ def test_every_metric_has_a_default_and_users_override_one() -> None:
     tols = tolerances(["time:20%"])
     assert set(tols) == set(METRICS)
     assert tols["wall"] == Tolerance("wall", 0.2)
-    assert tols["step"].ratio == pytest.approx(0.013)
+    assert [(t.ratio, t.absolute) for t in (tols["step"], tols["sampling"], tols["save"])] == [
+        (pytest.approx(0.007), pytest.approx(0.005)), (pytest.approx(0.007), pytest.approx(0.02)),
+        (pytest.approx(0.25), pytest.approx(0.3))]
     assert tols["vram"].ratio is None
     assert tols["vram"].absolute == 1024
 
@@ -152,7 +155,9 @@ def test_no_successful_round_keeps_the_outcome() -> None:
 
 # --- verdicts ---------------------------------------------------------------------------------------------
 
-TOLS = tolerances([])
+# The rule's tests keep the step, sampling and save tolerances they were written for (the defaults before the
+# simulated sessions below chose tighter ones); test_every_metric_has_a_default_and_users_override_one pins today's.
+TOLS = tolerances(["step:1.3%+5ms", "sampling:2%+20ms", "save:15%+0.3s"])
 
 
 def _s(**metrics: Sequence[float]) -> Summary:
@@ -427,44 +432,47 @@ def test_check_fields_are_a_stable_interface() -> None:
     assert [f.name for f in dataclasses.fields(Verdict)] == ["variant_id", "status", "checks", "label", "notes"]
 
 
-# --- simulated sessions: power and false alarms through the real rule and stopping function ---------------
+# --- simulated sessions: false alarms and power through the real rule and stopping function -----------------
+#
+# tests/unit/sim_sessions.py draws H200-like sessions (round noise per metric, one round in ten 5-10% slower in
+# `bursts`, session-to-session offsets of 0.2% on step in `drift`), records a 10-round baseline and reruns with 3
+# to 10 adaptive rounds through compare and more_rounds. `python -m tests.unit.sim_sessions 2000 2` prints the
+# table below (2000 sessions per cell; failed % of sessions, of them on step or sampling in brackets, and the mean
+# timed rounds of a rerun), for a step slowdown of 0 (false alarms), 1% and 2% (power):
+#
+# SIM_TABLE
+#
+# What the figures decided: the rank interval keeps the power the Welch interval loses to one slow round (2%
+# slowdown with bursts: 92.7% against 52%; the 7% left are sessions whose baseline itself holds three or more slow
+# rounds of ten); metrics too noisy for their tolerance at the maximum rounds no longer hold the others (an
+# unchanged rerun takes 3.4 rounds, not 4.7); letting only step and sampling hold rounds saves a few tenths of a
+# round more at the price of judging the other metrics on fewer rounds, so every metric that can be decided does;
+# step and sampling at 0.7% catch a 1% slowdown in 96% of sessions with drift while failing 0.5% of unchanged
+# ones (0.6%: 99% and 1.0%; 0.8%: 88% and 0.1%); with a 5-round baseline one slow baseline round in five blinds
+# the rank interval (power 61% with bursts): record baselines at the full --wan22-rounds.
+
+SIM_TOLS = tolerances([])
 
 
-def _session(rng: np.random.Generator, shift: float, base: Summary, sigma: float = 0.01, steps: int = 4,
-             min_rounds: int = 3, max_rounds: int = 10) -> tuple[str, int]:
-    rounds = 2.7 * (1 + shift) * np.exp(rng.normal(0, sigma, (max_rounds, 1)) + rng.normal(0, 0.003, (max_rounds,
-                                                                                                     steps)))
-    done = 0
-    while True:
-        done += 1
-        verdict = compare(Summary("v", done, {"step": tuple(map(tuple, rounds[:done].tolist()))}), base, TOLS)
-        if not more_rounds(verdict, done, min_rounds, max_rounds):
-            return verdict.status, done
+def _sim(scenario: Scenario, shift: float, sessions: int) -> Outcome:
+    return simulate(scenario, shift, sessions, seed=20261204, tols=SIM_TOLS)
 
 
-def _simulate(shift: float, seed: int, sessions: int = 1000) -> tuple[float, float]:
-    """Share of sessions that fail, and mean rounds used: a fresh 10-round baseline per session, 1%
-    round-to-round noise (log-normal), four steps a round with 0.3% noise each, 3 to 10 new rounds."""
-    rng = np.random.default_rng(seed)
-    failed = rounds = 0
-    for _ in range(sessions):
-        b = 2.7 * np.exp(rng.normal(0, 0.01, (10, 1)) + rng.normal(0, 0.003, (10, 4)))
-        base = Summary("v", 10, {"step": tuple(map(tuple, b.tolist()))})
-        status, done = _session(rng, shift, base)
-        failed += status == "regressed"
-        rounds += done
-    return failed / sessions, rounds / sessions
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s.name)
+def test_simulated_unchanged_reruns_fail_at_most_1_percent_and_stop_early(scenario: Scenario) -> None:
+    o = _sim(scenario, 0.0, 300)
+    assert o.failed <= 0.01
+    assert o.rounds < 6  # the maximum is 10: noisy metrics hold no rounds
 
 
-def test_simulated_two_percent_shift_is_caught_at_least_90_percent_of_the_time() -> None:
-    caught, _ = _simulate(0.02, seed=20261202)
-    assert caught >= 0.90
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s.name)
+def test_simulated_2_percent_slowdown_is_caught_at_least_90_percent_of_the_time(scenario: Scenario) -> None:
+    assert _sim(scenario, 0.02, 150).failed_gated >= 0.90  # bursts included: one slow round does not blind it
 
 
-def test_simulated_unchanged_reruns_fail_at_most_1_percent_of_the_time() -> None:
-    failed, rounds = _simulate(0.0, seed=20261203)
-    assert failed <= 0.01
-    assert rounds < 7  # most unchanged reruns stop early
+@pytest.mark.parametrize("scenario", [s for s in SCENARIOS if not s.bursts], ids=lambda s: s.name)
+def test_simulated_1_percent_step_slowdown_is_caught_at_least_90_percent_of_the_time(scenario: Scenario) -> None:
+    assert _sim(scenario, 0.01, 150).failed_gated >= 0.90
 
 
 # --- change points ----------------------------------------------------------------------------------------
