@@ -250,5 +250,6 @@ def test_a_tier_row_carries_its_own_tolerances_under_the_flag(tmp_path: Path) ->
 def test_a_bad_tolerance_in_a_tier_row_names_the_tier_and_the_key(tmp_path: Path) -> None:
     extra = tmp_path / "tiers.toml"
     extra.write_text('[tiers.l40s]\nmatch = ["L40S"]\ntolerances = ["step:2"]\n')
-    with pytest.raises(ConfigError, match=r"tiers.toml: tier 'l40s', key tolerances: tolerance 'step:2'"):
+    with pytest.raises(ConfigError, match=r'tiers.toml: tiers.l40s.tolerances\[0\] = "step:2" is not a tolerance '
+                       r"METRIC:LIMIT \(tolerance 'step:2'"):
         load_tiers(extra)
