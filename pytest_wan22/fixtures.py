@@ -20,7 +20,7 @@ import pytest
 from . import benchmarking, checks, preflight
 from .baselines import BaselineStore, drift, machine_mismatch, same_gpu, session_spread, version_changes
 from .client import ComfyClient
-from .compare import MACHINE_SPREAD, Summary, Tolerance, Verdict, compare, more_rounds, summarise, tolerances
+from .compare import MACHINE_SPREAD, Summary, Verdict, compare, more_rounds, summarise
 from .errors import ServerStartError, Wan22Error
 from .launcher import ComfyServer, ServerHandle, ServerSpec, public_argv
 from .records import Environment, Neighbour, RunRecord, round_name
@@ -721,7 +721,7 @@ def _run_one(config: pytest.Config, pool: ServerPool, tier: Tier, v: Variant, va
     server = pool.get(extra)
     stored = _stored_baseline(state, tier, variant.workflow.name, key, server.environment)
     fewest, most = bounds
-    tols = tier_tolerances(s, tier)
+    tols = s.tolerances_for(tier)
 
     def verdict_now(timed: list[RunRecord]) -> Verdict:
         summary = summarise(key, timed, variant.digest)
@@ -835,7 +835,7 @@ def _run_ab(config: pytest.Config, pool: ServerPool, tier: Tier, v: Variant, var
 
         def verdict_now() -> Verdict:
             return compare(summarise(key, b.timed, variant.digest), summarise(key, a.timed, variant.digest),
-                           tier_tolerances(s, tier), label="B vs A", judge_timings=tier.judges_timings,
+                           s.tolerances_for(tier), label="B vs A", judge_timings=tier.judges_timings,
                            max_rounds=most)
 
         def more() -> bool:
@@ -918,13 +918,6 @@ def _refuse_neighbours(key: str, seen: Sequence[Neighbour]) -> None:
                     "Their work slows this one's and every later comparison would inherit it; stop them, or "
                     "pass --wan22-allow-neighbours (ini wan22_allow_neighbours) to record anyway (the records "
                     "name them)", pytrace=False)
-
-
-def tier_tolerances(settings: Settings, tier: Tier) -> dict[str, Tolerance]:
-    """The tolerances a tier judges with: the defaults, the tier row's `tolerances`, then --wan22-tolerance."""
-    tols = tolerances(tier.tolerances)
-    tols.update({t.metric: t for t in settings.user_tolerances})
-    return tols
 
 
 def _save_record(server: Server, record: RunRecord) -> None:

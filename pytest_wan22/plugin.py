@@ -495,7 +495,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     terminalreporter.write_sep("=", "wan22 runs")
     terminalreporter.write_line(render(state.records, state.verdicts, config.get_verbosity(),
                                        tests=session_tests(state), ab=state.settings.ab is not None,
-                                       tolerances=state.settings.tolerances))
+                                       tolerances=state.settings.tolerances_for(state.tier)))
     unjudged = [k for k, v in state.verdicts.items()
                 if any(getattr(c, "status", "") == "recorded" for c in getattr(v, "checks", ()))]
     if unjudged and state.tier is not None:
@@ -557,7 +557,7 @@ def write_report(state: State) -> None:
 
     try:
         data = collect(state.records, state.verdicts, state.tier, state.machine, s.baselines_dir,
-                       tests=session_tests(state), ab=s.ab is not None, tolerances=s.tolerances)
+                       tests=session_tests(state), ab=s.ab is not None, tolerances=s.tolerances_for(state.tier))
         state.report_path = write(data, s.report_dir)
     except (FileExistsError, NotADirectoryError) as exc:
         state.report_error = f"{exc.filename or s.report_dir} is not a folder; fix --wan22-report"

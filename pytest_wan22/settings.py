@@ -58,6 +58,12 @@ class Settings:
     progress_interval: float = 5.0
     report_dir: Path | None = None
 
+    def tolerances_for(self, tier: Tier | None) -> dict[str, Tolerance]:
+        """The tolerances a tier judges with: the defaults, the tier row's `tolerances`, then --wan22-tolerance."""
+        tols = tolerances(tier.tolerances if tier is not None else ())
+        tols.update({t.metric: t for t in self.user_tolerances})
+        return tols
+
     @property
     def attach(self) -> bool:
         """True when a running server is used and nothing is launched."""

@@ -232,19 +232,19 @@ def test_skip_hints_lead_somewhere_that_works() -> None:
 
 def test_a_tier_row_carries_its_own_tolerances_under_the_flag(tmp_path: Path) -> None:
     from pytest_wan22.compare import Tolerance, parse_tolerance, tolerances
-    from pytest_wan22.fixtures import tier_tolerances
     from pytest_wan22.settings import Settings
 
     extra = tmp_path / "tiers.toml"
     extra.write_text('[tiers.l40s]\nmatch = ["L40S"]\ntolerances = ["step:1%", "wall:10%+1s"]\n')
     l40s = load_tiers(extra)["l40s"]
     assert l40s.tolerances == ("step:1%", "wall:10%+1s")
-    row = tier_tolerances(Settings(tmp_path, TIERS), l40s)
+    row = Settings(tmp_path, TIERS).tolerances_for(l40s)
     assert (row["step"], row["wall"], row["decode"]) == (Tolerance("step", 0.01), Tolerance("wall", 0.1, 1.0),
                                                          tolerances([])["decode"])
-    flag = tier_tolerances(Settings(tmp_path, TIERS, user_tolerances=(parse_tolerance("step:2%"),)), l40s)
+    flag = Settings(tmp_path, TIERS, user_tolerances=(parse_tolerance("step:2%"),)).tolerances_for(l40s)
     assert (flag["step"], flag["wall"]) == (Tolerance("step", 0.02), Tolerance("wall", 0.1, 1.0))
-    assert tier_tolerances(Settings(tmp_path, TIERS), TIERS["h200"]) == tolerances([])
+    assert Settings(tmp_path, TIERS).tolerances_for(TIERS["h200"]) == tolerances([])
+    assert Settings(tmp_path, TIERS).tolerances_for(None) == tolerances([])
 
 
 def test_a_bad_tolerance_in_a_tier_row_names_the_tier_and_the_key(tmp_path: Path) -> None:
