@@ -135,6 +135,6 @@ def test_a_neighbour_is_named_in_the_records_the_summary_and_the_verdict(wan22_p
     result.stdout.fnmatch_lines([
         f"*other compute processes shared the GPU during these rounds: PID {neighbour} *train-neighbour (6.8 GiB);"
         " their work slows this run's, so a change may be theirs*",
-        f"  high_low-5s-640p-lightx2v_4step round 1: neighbour: other compute processes on the GPU during this "
+        f"  high_low-5s-640p-lightx2v_4step round 2: neighbour: other compute processes on the GPU during this "
         f"round: PID {neighbour} *",
     ])

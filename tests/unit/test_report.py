@@ -76,7 +76,7 @@ def test_tolerance_column_shows_what_the_user_wrote_and_what_it_came_to() -> Non
     step = Check("step", "ok", 0.001, -0.01, 0.012, 0.02, 0.5005, 0.5, tolerance=0.023 - 1e-17)
     wall = Check("wall", "ok", 0.0, -0.01, 0.01, 0.02, 100.0, 100.0, tolerance=0.08)
     v = Verdict("v", "ok", (step, wall))
-    rows = verdict_rows({("wf", "v"): v}, verbose=True, tolerances=tolerances([]))
+    rows = verdict_rows({("wf", "v"): v}, verbose=True, tolerances=tolerances(["step:1.3%+5ms"]))
     assert [r[9] for r in rows] == ["1.3%+5ms (2.3% here)", "8%+0.5s"]
     assert [r[9] for r in verdict_rows({("wf", "v"): v}, verbose=True)] == ["2.3%", "8.0%"]  # no table: the figure
 

@@ -229,7 +229,7 @@ def test_the_page_shows_tolerances_as_the_user_writes_them() -> None:
 
     step = Check("step", "ok", 0.001, -0.01, 0.012, 0.02, 2.002, 2.0, tolerance=0.013 + 0.005 / 2.0 - 1e-17)
     data = report_html.collect([record("a-5s", 1)], {("wan22_i2v_a14b", "a-5s"): Verdict("a-5s", "ok", (step,))},
-                               None, NOW, Path("/nonexistent"), tolerances=tolerances([]))
+                               None, NOW, Path("/nonexistent"), tolerances=tolerances(["step:1.3%+5ms"]))
     page = render_html(data)
     assert "<td>1.3%+5ms (1.5% here)</td>" in page
     assert "0.01549" not in page
