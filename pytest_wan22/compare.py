@@ -266,7 +266,7 @@ def round_samples(record: RunRecord) -> dict[str, tuple[float, ...]]:
             out[phase] = (record.phases[phase],)
     if record.wall_s is not None:
         out["wall"] = (record.wall_s,)
-    peak = record.vram.peak_mib if record.vram and record.vram.available else None
+    peak = record.vram.compared_mib if record.vram else None
     if peak is not None:
         out["vram"] = (peak,)
     return out

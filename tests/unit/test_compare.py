@@ -896,3 +896,31 @@ def test_more_rounds_can_steer_on_some_metrics() -> None:
     assert not more_rounds(v, 3, 3, 10, steer=("step", "sampling"))
     assert more_rounds(v, 3, 3, 10, steer=("wall",))
     assert more_rounds(v, 2, 3, 10, steer=("step",))  # the minimum first
+
+
+# Per-round VRAM of an A/B of identical installs on an H200 (the 14B LoRA variant, in blocks): NVML's process
+# peaks and the allocator's reserved peak differ by 1.9 GiB between the two server processes, the allocated peak
+# not by a byte (64913.49 MiB in every round of both sides, and of two more server processes).
+H200_AB_NVML = {"A": (76822.0, 76950.0, 76854.0, 76118.0), "B": (78870.0, 78710.0, 78678.0, 78678.0)}
+H200_ALLOCATED_MIB = 64913.487131118774
+
+
+def test_vram_is_compared_on_the_allocators_peak_of_live_tensors_where_the_probe_reports_it() -> None:
+    def rounds(side: str, allocated: float | None) -> list[RunRecord]:
+        return [dataclasses.replace(_record(15.0, warmup=i == 0, started=float(i)), vram=VramReport(
+            True, peak_process_mib=nvml, torch_peak_allocated_mib=allocated, torch_peak_reserved_mib=nvml - 758))
+            for i, nvml in enumerate(H200_AB_NVML[side])]
+
+    tols = tolerances(["vram:1GiB"])
+    a, b = summarise("v", rounds("A", H200_ALLOCATED_MIB)), summarise("v", rounds("B", H200_ALLOCATED_MIB))
+    assert a.samples["vram"] == ((H200_ALLOCATED_MIB,),) * 4
+    check = compare(b, a, tols).check("vram")
+    assert check is not None
+    assert check.status == "ok"
+    # without the probe (an attached server without it, no CUDA) NVML's figure is what there is: there, the
+    # 1.9 GiB between two processes reads as a regression
+    a, b = summarise("v", rounds("A", None)), summarise("v", rounds("B", None))
+    assert a.samples["vram"] == tuple((p,) for p in H200_AB_NVML["A"])
+    check = compare(b, a, tols).check("vram")
+    assert check is not None
+    assert check.status == "regressed"
