@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
@@ -101,7 +102,9 @@ def find(comfyui_dir: Path | None, given: str | None = None, given_by: str = "--
     is kept as found, never resolved: a venv's python is a link whose target knows nothing of the venv.
     """
     if given:
-        return Interpreter(given, given_by)
+        bare = os.sep not in given and (os.altsep is None or os.altsep not in given)
+        found = shutil.which(given) if bare else None  # a command name, as in --wan22-python=python3
+        return Interpreter(found or given, given_by)
     if comfyui_dir is not None:
         for path in candidates(comfyui_dir, platform):
             if os.path.lexists(path):

@@ -268,3 +268,13 @@ def test_a_missing_torch_is_just_missing_but_a_missing_dependency_of_it_is_named
     (site / "torch" / "__init__.py").unlink()
     (site / "torch").rmdir()
     assert check(str(python), ["torch"]).missing == {"torch": "not installed"}
+
+
+def test_a_command_name_is_looked_up_on_the_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    exe = tmp_path / "bin" / "python3"
+    exe.parent.mkdir()
+    exe.write_text("#!/bin/sh\n")
+    exe.chmod(0o755)
+    monkeypatch.setenv("PATH", str(exe.parent))
+    assert find(None, "python3").path == str(exe)
+    assert find(None, "nosuchpython").path == "nosuchpython"  # left as given: the settings check names it
