@@ -6,6 +6,9 @@ from typing import Any
 
 import pytest
 
+from .session import merge_worker_output
+from .stash import state_of
+
 
 @pytest.hookimpl(optionalhook=True, tryfirst=True)
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
@@ -26,16 +29,12 @@ class XdistHooks:
 
     def pytest_configure_node(self, node: Any) -> None:
         """Workers write their server logs and run records into the controller's session folder."""
-        from .plugin import state_of
-
         run_dir = state_of(node.config).run_dir
         if run_dir is not None:
             node.workerinput["wan22_run_dir"] = str(run_dir)
 
     def pytest_testnodedown(self, node: Any, error: Any) -> None:
         """Take a finished worker's records."""
-        from .plugin import merge_worker_output, state_of
-
         payload = getattr(node, "workeroutput", {}).get("wan22")
         if payload:
             merge_worker_output(state_of(node.config), payload)

@@ -35,6 +35,7 @@ import pytest
 from .convert import convert_ui, is_ui_format
 from .errors import Wan22Error, WorkflowError
 from .graph import Workflow, read_graph
+from .stash import state_of
 from .variant import DEFAULT_FPS, Variant
 
 if sys.version_info >= (3, 11):
@@ -216,8 +217,6 @@ class WorkflowFile(pytest.File):
     """A workflow JSON file given with --wan22-workflows."""
 
     def collect(self) -> Iterator[pytest.Item]:
-        from .plugin import state_of  # the plugin layer owns the session's settings and tier table
-
         settings = state_of(self.config).settings
         try:
             sidecar = load_sidecar(self.path, settings.tiers)
@@ -237,8 +236,6 @@ class WorkflowFile(pytest.File):
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config,
                                   items: list[pytest.Item]) -> None:
     """Append one test per workflow file (before tier skips and -m selection see the items)."""
-    from .plugin import state_of
-
     settings = state_of(config).settings
     if not settings.workflows:
         return

@@ -27,12 +27,13 @@ from .records import Environment, Neighbour, RunRecord, round_name
 from .roles import expert_loaders, synthetic_roles
 from .runner import RunContext, ensure_inputs, fresh_seed, run_prompt
 from .settings import Settings
+from .stash import state_of
 from .tiers import Profile, Tier, make_profile, merge_args
 from .workflows import Variant, Workflow, load_workflow
 
 if TYPE_CHECKING:
     from .gpu import DeviceInfo
-    from .plugin import State
+    from .session import State
     from .synth import ModelSet
 
 
@@ -44,8 +45,6 @@ def fail_now(message: str, *, pytrace: bool = False) -> NoReturn:
 
 
 def _state(config: pytest.Config) -> State:
-    from .plugin import state_of
-
     return state_of(config)
 
 

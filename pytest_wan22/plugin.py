@@ -1,14 +1,12 @@
-"""The pytest layer: options, markers, tier detection and skips, log sections, the summary, baselines."""
+"""The pytest layer: options, markers, tier detection and skips, log sections, the summary (state: session.py)."""
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import sys
 from collections.abc import Generator, Mapping
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +16,6 @@ from . import hookspecs
 from ._xdist import pytest_xdist_auto_num_workers  # noqa: F401 - found through this module, before configure
 from .baselines import BaselineStore
 from .collect import CASE_KEY
-from .compare import Summary, Verdict
 from .errors import BaselineError, NvmlUnavailable, Wan22Error
 from .fixtures import (  # noqa: F401 - fixtures are found through this module
     wan22_client,
@@ -32,54 +29,26 @@ from .fixtures import (  # noqa: F401 - fixtures are found through this module
     wan22_tier,
     wan22_workflows,
 )
-from .gpu import DeviceInfo, disable_accounting, enable_accounting, load_backend, probe
+from .gpu import disable_accounting, enable_accounting, load_backend, probe
 from .options import OPTIONS
 from .progress import Progress, choose_mode
-from .records import Environment, RunRecord, from_jsonable, to_jsonable
+from .records import Environment, RunRecord
 from .report import TestOutcome, cost, first_line, render
 from .runs import KEEP, session_dir
+from .session import (  # noqa: F401 - State and the writers are part of the plugin's API
+    State,
+    merge_worker_output,
+    session_tests,
+    worker_output,
+    write_baselines,
+    write_report,
+)
 from .settings import Settings, check_before_start, resolve
+from .stash import ACCOUNTING_KEY, STATE_KEY, state_of
 from .tiers import Tier, cpu_tier, detect_tier, item_tiers, marker_lines, skip_hint
 
-
-@dataclass
-class State:
-    """What one pytest process knows and gathers: resolved settings, the tier, records, verdicts."""
-
-    settings: Settings
-    tier: Tier | None
-    detection: str
-    device: DeviceInfo | None = None
-    nvml: Any = None
-    nvml_reason: str = ""
-    records: list[RunRecord] = field(default_factory=list)
-    verdicts: dict[tuple[str, str], Verdict] = field(default_factory=dict)  # by (workflow, variant key)
-    tests: dict[str, TestOutcome] = field(default_factory=dict)  # every wan22 test of the session, by node id
-    test_variants: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # what each test ran
-    summaries: dict[tuple[str, str], Summary] = field(default_factory=dict)
-    machine: Environment | None = None
-    server: Any = None
-    server_start_s: float = 0.0
-    skipped_warmups: list[str] = field(default_factory=list)
-    baseline_notes: list[str] = field(default_factory=list)  # files set aside at session start
-    written_notes: list[str] = field(default_factory=list)  # ... and when baselines were written
-    progress: Progress = field(default_factory=lambda: Progress(None))
-    report_path: Any = None
-    report_error: str = ""
-    run_dir: Path | None = None  # server logs and run records: --wan22-log-dir or .wan22/runs/<UTC time>
-    log_marks: dict[str, tuple[Path, int]] = field(default_factory=dict)  # test id -> (server log, its size)
-
-
-STATE_KEY = pytest.StashKey[State]()
 FIXTURES = frozenset({"wan22_client", "wan22_device", "wan22_models", "wan22_profile", "wan22_run", "wan22_server",
                       "wan22_servers", "wan22_settings", "wan22_tier", "wan22_workflows"})
-ACCOUNTING_KEY = pytest.StashKey[int]()
-
-
-def state_of(config: pytest.Config) -> State:
-    """The session's State."""
-    return config.stash[STATE_KEY]
-
 
 def tier_table(config: pytest.Config) -> Mapping[str, Tier]:
     """The tier table this session resolved (the shipped rows and those of --wan22-tiers-file): what a suite
@@ -448,13 +417,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     return report
 
 
-def session_tests(state: State) -> list[TestOutcome]:
-    """Every test of the gate with its outcome; a test cut short by Ctrl-C (no report after its setup) gets the
-    variants it had started."""
-    return [t if t.variants else replace(t, variants=tuple(state.test_variants.get(t.nodeid, ())))
-            for t in state.tests.values()]
-
-
 def _log_of_this_test(state: State, nodeid: str, lines: int = 40) -> str:
     """The last lines the server logged during this test (since its setup, or since its launch when this test
     launched it): '' when it logged nothing, so a failure found before any run carries no earlier test's log."""
@@ -534,37 +496,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         disable_accounting(state.nvml, state.nvml.handle(index))
     workeroutput = getattr(config, "workeroutput", None)
     if workeroutput is not None:  # an xdist worker: hand results to the controller
-        workeroutput["wan22"] = json.dumps({
-            "records": [r.to_dict() for r in state.records],
-            "summaries": [[k[0], to_jsonable(v)] for k, v in state.summaries.items()],
-            "verdicts": [[k[0], to_jsonable(v)] for k, v in state.verdicts.items()],
-            "machine": to_jsonable(state.machine) if state.machine else None,
-            "server_start_s": state.server_start_s, "skipped_warmups": state.skipped_warmups})
+        workeroutput["wan22"] = worker_output(state)
         return
     write_baselines(state)
     write_report(state)
-
-
-def write_report(state: State) -> None:
-    """With --wan22-report=DIR: index.html, summary.md and results.json, from the controller only. Whatever goes
-    wrong here (a folder that cannot be written, a partial state after Ctrl-C) becomes one line of the summary:
-    the end of the session never fails on the report."""
-    s = state.settings
-    if s.report_dir is None or not (state.records or state.tests):
-        return
-    from .report_html import collect
-    from .report_html import write_report as write
-
-    try:
-        data = collect(state.records, state.verdicts, state.tier, state.machine, s.baselines_dir,
-                       tests=session_tests(state), ab=s.ab is not None, tolerances=s.tolerances_for(state.tier))
-        state.report_path = write(data, s.report_dir)
-    except (FileExistsError, NotADirectoryError) as exc:
-        state.report_error = f"{exc.filename or s.report_dir} is not a folder; fix --wan22-report"
-    except OSError as exc:
-        state.report_error = f"{exc.strerror or exc} ({exc.filename or s.report_dir}); fix --wan22-report"
-    except Exception as exc:  # a bug must not cost the summary: say what failed
-        state.report_error = f"{type(exc).__name__}: {exc}"
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -576,35 +511,3 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     if state is not None and state.nvml is not None:
         with contextlib.suppress(Exception):  # best effort: the session is over either way
             state.nvml.shutdown()
-
-
-def merge_worker_output(state: State, payload: str) -> None:
-    """Fold one xdist worker's records and summaries into the controller's State."""
-    data = json.loads(payload)
-    state.records.extend(RunRecord.from_dict(r) for r in data["records"])
-    for workflow, summary in data["summaries"]:
-        s = from_jsonable(Summary, summary)
-        state.summaries[(workflow, s.variant_id)] = s
-    for workflow, v in data["verdicts"]:
-        verdict = from_jsonable(Verdict, v)
-        state.verdicts[(workflow, verdict.variant_id)] = verdict
-    state.server_start_s += data.get("server_start_s", 0.0)
-    state.skipped_warmups.extend(data.get("skipped_warmups", []))
-    if data["machine"] and state.machine is None:
-        state.machine = from_jsonable(Environment, data["machine"])
-
-
-def write_baselines(state: State) -> None:
-    """With --wan22-update-baselines: one atomic write per workflow file, from the controller only."""
-    s = state.settings
-    if not (s.update_baselines and state.summaries and state.tier):
-        return
-    store = BaselineStore(s.baselines_dir)
-    by_workflow: dict[str, dict[str, Summary]] = {}
-    for (workflow, variant_id), summary in state.summaries.items():
-        if summary.rounds:
-            by_workflow.setdefault(workflow, {})[variant_id] = summary
-    for workflow, summaries in by_workflow.items():
-        store.update(state.tier.name, workflow, state.machine or Environment(), summaries)
-    state.written_notes.extend(f"baseline {old} was unreadable when written; kept as {kept.name}"
-                                for old, kept in store.set_aside)

@@ -12,7 +12,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 REPO = Path(__file__).resolve().parents[2]
-LAYER = {"plugin", "fixtures", "collect", "hookspecs", "_xdist", "benchmarking", "__init__"}
+LAYER = {"plugin", "fixtures", "collect", "hookspecs", "stash", "_xdist", "benchmarking", "__init__"}
 
 
 def test_every_module_is_either_the_pytest_layer_or_forbidden_to_import_pytest() -> None:
