@@ -173,14 +173,14 @@ def output_dir_of(pid: int, argv: Sequence[str]) -> Path | None:
     return (cwd / main).parent / "output" if main else None
 
 
-def tail(path: Path | None, lines: int = 30) -> str:
-    """The last lines of a log file ('' when there is none)."""
+def tail(path: Path | None, lines: int = 30, since: int = 0) -> str:
+    """The last lines of a log file, of what it holds after byte `since` ('' when there is none)."""
     if path is None or not path.is_file():
         return ""
     with path.open("rb") as f:
         f.seek(0, os.SEEK_END)
         size = f.tell()
-        f.seek(max(0, size - 64 * 1024))
+        f.seek(max(since, size - 64 * 1024))
         text = f.read().decode("utf-8", "replace")
     return "\n".join(text.splitlines()[-lines:])
 

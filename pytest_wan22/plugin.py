@@ -30,6 +30,7 @@ from .fixtures import (  # noqa: F401 - fixtures are found through this module
     wan22_workflows,
 )
 from .gpu import disable_accounting, enable_accounting, load_backend, probe
+from .launcher import tail
 from .options import OPTIONS
 from .progress import Progress, choose_mode
 from .records import Environment, RunRecord
@@ -426,11 +427,7 @@ def _log_of_this_test(state: State, nodeid: str, lines: int = 40) -> str:
         return ""
     mark = state.log_marks.get(nodeid)
     offset = mark[1] if mark is not None and mark[0] == path else server.log_start
-    with path.open("rb") as f:
-        size = f.seek(0, os.SEEK_END)
-        f.seek(max(offset, size - 64 * 1024))
-        text = f.read().decode("utf-8", "replace")
-    return "\n".join(text.splitlines()[-lines:]).strip("\n")
+    return tail(path, lines, since=offset).strip("\n")
 
 
 def _check_comfyui_given(session: pytest.Session, s: Settings) -> None:
