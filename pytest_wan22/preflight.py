@@ -183,7 +183,7 @@ def model_folder(class_type: str, input_name: str) -> str | None:
     return f"models/{folder}" if folder else None
 
 
-def _split_spec(spec: Any) -> tuple[Any, list[Any] | None, Mapping[str, Any]]:
+def split_spec(spec: Any) -> tuple[Any, list[Any] | None, Mapping[str, Any]]:
     """(type, combo options or None, extra) from an object_info input spec, old or v3 encoding."""
     if not isinstance(spec, (list, tuple)) or not spec:
         return None, None, {}
@@ -279,7 +279,7 @@ class _Checker:
             if not isinstance(specs, Mapping):
                 continue
             for name, spec in specs.items():
-                kind, options, extra = _split_spec(spec)
+                kind, options, extra = split_spec(spec)
                 if name not in inputs:
                     if category == "required" and not (isinstance(kind, str) and kind.startswith("COMFY_")):
                         widget = kind in ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from .client import ComfyClient, Event, Execution
 from .errors import ComfyAPIError, PromptRejected
-from .preflight import INPUT_MEDIA
+from .preflight import INPUT_MEDIA, split_spec
 from .records import (
     Environment,
     ErrorInfo,
@@ -226,11 +226,8 @@ def png_bytes(width: int, height: int) -> bytes:
 
 def _options(info: Mapping[str, Any], name: str) -> set[str]:
     """The values a combo input lists (old or v3 encoding)."""
-    spec = info.get("input", {}).get("required", {}).get(name) or [[]]
-    head = spec[0]
-    if head == "COMBO" and len(spec) > 1 and isinstance(spec[1], Mapping):
-        head = spec[1].get("options", [])
-    return {str(o) for o in head} if isinstance(head, list) else set()
+    _kind, options, _extra = split_spec(info.get("input", {}).get("required", {}).get(name))
+    return {str(o) for o in options or ()}
 
 
 def _inside(folder: Path, name: str) -> Path | None:
