@@ -496,11 +496,13 @@ def process_tree(pid: int) -> set[int]:
 
 
 def process_name(pid: int, width: int = 80) -> str:
-    """A process's command line from /proc, cut to `width` characters (its name where the command line is empty,
-    '(not visible here)' where /proc does not show the PID, as from inside a container)."""
+    """A process's command line from /proc with its program's folder left out (`python train.py --lr 3e-4`), cut to
+    `width` characters (its name where the command line is empty, '(not visible here)' where /proc does not show
+    the PID, as from inside a container)."""
     proc = Path("/proc") / str(pid)
     try:
-        text = " ".join(a.decode(errors="replace") for a in (proc / "cmdline").read_bytes().split(b"\0") if a)
+        args = [a.decode(errors="replace") for a in (proc / "cmdline").read_bytes().split(b"\0") if a]
+        text = " ".join([os.path.basename(args[0]), *args[1:]]) if args else ""
         text = text or (proc / "comm").read_text(encoding="utf-8", errors="replace").strip()
     except OSError:
         return "(not visible here)"

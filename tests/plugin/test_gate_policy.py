@@ -112,7 +112,8 @@ def test_recording_a_baseline_beside_a_neighbour_fails_naming_it_and_the_flag(wa
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines([
         f"*high_low-5s-640p-lightx2v_4step: not recording a baseline beside other compute processes on the GPU: "
-        f"PID {neighbour} {sys.executable} -c import time; time.sleep(300) train-neighbour (6.8 GiB). Their work "
+        f"PID {neighbour} {Path(sys.executable).name} -c import time; time.sleep(300) train-neighbour (6.8 GiB). "
+        "Their work "
         "slows this one's and every later comparison would inherit it; stop them, or pass --wan22-allow-neighbours"
         " (ini wan22_allow_neighbours) to record anyway (the records name them)"])
     assert not (p.path / "baselines").exists()

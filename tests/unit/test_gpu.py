@@ -733,6 +733,19 @@ def test_neighbours_now_and_merged_over_rounds() -> None:
     assert now[1].name == gpu.process_name(os.getpid())
     assert gpu.process_name(2**22 + 12345) == "(not visible here)"
     assert len(gpu.process_name(os.getpid(), width=12)) == 12
+
+
+def test_a_neighbours_name_leaves_its_programs_folder_out(tmp_path: Path) -> None:
+    deep = tmp_path / ("d" * 60) / "bin"
+    deep.mkdir(parents=True)
+    (deep / "trainer").symlink_to(sys.executable)
+    proc = subprocess.Popen([str(deep / "trainer"), "-c", "import time; time.sleep(30)", "--lr", "3e-4"])
+    try:
+        wait_until(lambda: "--lr" in gpu.process_name(proc.pid))
+        assert gpu.process_name(proc.pid) == "trainer -c import time; time.sleep(30) --lr 3e-4"
+    finally:
+        proc.kill()
+        proc.wait()
     merged = gpu.merge_neighbours([[Neighbour(5, "a", 100.0), Neighbour(3, "c", None)],
                                    [Neighbour(5, "b", 300.0), Neighbour(3, "c", 50.0)], [Neighbour(5, "a", 200.0)]])
     assert merged == (Neighbour(3, "c", 50.0), Neighbour(5, "a", 300.0))  # first name, most memory, by PID
