@@ -519,7 +519,8 @@ def _vram_monitor(state: State, server: Server, interval: float) -> Callable[[],
     """Per process when the server's PID is known (launched, or attached on this machine), else device-wide."""
     if state.nvml is None or state.device is None:
         return None
-    from .gpu import VramMonitor, process_tree
+    from .gpu import VramMonitor
+    from .processes import process_tree
 
     pid = server.handle.pid
     device = state.device
@@ -529,7 +530,7 @@ def _vram_monitor(state: State, server: Server, interval: float) -> Callable[[],
 
 def _own_pids() -> set[int]:
     """This session's processes, never neighbours: pytest's process tree, with every server it launched."""
-    from .gpu import process_tree
+    from .processes import process_tree
 
     return process_tree(os.getpid())
 
@@ -537,7 +538,8 @@ def _own_pids() -> set[int]:
 def _gpu_state(state: State) -> Callable[[], dict[str, float | None]] | None:
     if state.nvml is None or state.device is None:
         return None
-    from .gpu import accounting_peak_mib, environment_readings, process_tree
+    from .gpu import accounting_peak_mib, environment_readings
+    from .processes import process_tree
 
     nvml, device = state.nvml, state.device
     server = state.server
@@ -890,7 +892,8 @@ def _neighbours_now(state: State, server: Server) -> tuple[Neighbour, ...]:
     """Other compute processes on the GPU now (none known without NVML or without the server's PID)."""
     if state.nvml is None or state.device is None or server.handle.pid is None:
         return ()
-    from .gpu import neighbours, process_tree
+    from .gpu import neighbours
+    from .processes import process_tree
 
     try:
         handle = (state.nvml.handle_by_uuid(state.device.uuid) if state.device.uuid

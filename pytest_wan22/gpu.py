@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 import time
 from array import array
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol, TypeAlias, runtime_checkable
 
 from pytest_wan22.errors import ConfigError, NvmlUnavailable
+from pytest_wan22.processes import process_name
 from pytest_wan22.records import Neighbour, VramReport, VramSample
 
 MIB = 1024 * 1024
@@ -434,79 +433,7 @@ def resolve_visible_device(backend: NvmlBackend, visible: str | None, index: int
                       f"MIG-… UUID; {fix}")
 
 
-# --- processes -----------------------------------------------------------------------------------
-
-
-def _task_children(pid: int) -> list[int]:
-    """Direct children of pid through /proc/<pid>/task/*/children."""
-    kids: list[int] = []
-    try:
-        tids = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return kids
-    for tid in tids:
-        try:
-            with open(f"/proc/{pid}/task/{tid}/children", "rb") as fh:
-                kids.extend(int(x) for x in fh.read().split())
-        except (OSError, ValueError):
-            continue
-    return kids
-
-
-def _parent_map() -> dict[int, list[int]]:
-    """Children of every process, from /proc/*/stat."""
-    children: dict[int, list[int]] = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as fh:
-                stat = fh.read()
-            ppid = int(stat[stat.rindex(b")") + 2:].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        children.setdefault(ppid, []).append(int(name))
-    return children
-
-
-def _has_task_children() -> bool:
-    """Whether this kernel offers /proc/<pid>/task/<tid>/children (CONFIG_PROC_CHILDREN)."""
-    me = os.getpid()
-    return os.path.exists(f"/proc/{me}/task/{me}/children")
-
-
-def process_tree(pid: int) -> set[int]:
-    """pid and all its descendants, read from /proc (stdlib only); {pid} where /proc cannot tell more."""
-    found = {pid}
-    if _has_task_children():
-        children: Callable[[int], Iterable[int]] = _task_children
-    else:
-        try:
-            table = _parent_map()
-        except OSError:
-            return found
-        children = lambda p: table.get(p, ())  # noqa: E731
-    todo = list(children(pid))
-    while todo:
-        p = todo.pop()
-        if p not in found:
-            found.add(p)
-            todo.extend(children(p))
-    return found
-
-
-def process_name(pid: int, width: int = 80) -> str:
-    """A process's command line from /proc with its program's folder left out (`python train.py --lr 3e-4`), cut to
-    `width` characters (its name where the command line is empty, '(not visible here)' where /proc does not show
-    the PID, as from inside a container)."""
-    proc = Path("/proc") / str(pid)
-    try:
-        args = [a.decode(errors="replace") for a in (proc / "cmdline").read_bytes().split(b"\0") if a]
-        text = " ".join([os.path.basename(args[0]), *args[1:]]) if args else ""
-        text = text or (proc / "comm").read_text(encoding="utf-8", errors="replace").strip()
-    except OSError:
-        return "(not visible here)"
-    return text if len(text) <= width else text[:width - 3] + "..."
+# --- neighbours ----------------------------------------------------------------------------------
 
 
 def neighbours(backend: NvmlBackend, h: Handle, ours: Iterable[int]) -> tuple[Neighbour, ...]:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import requests
 
+from . import processes
 from .errors import PortInUse, ServerStartError, ServerTimeout
 
 PROBE_NODE = Path(__file__).with_name("comfy_node.py")
@@ -104,54 +105,18 @@ def is_local_host(host: str) -> bool:
     return False
 
 
-def _listening_inodes(port: int) -> set[str]:
-    """Socket inodes listening on a TCP port, from /proc/net/tcp and tcp6."""
-    inodes: set[str] = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = Path(table).read_text(encoding="ascii").splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split()
-            if len(fields) < 10 or fields[3] != "0A":  # 0A: LISTEN
-                continue
-            if int(fields[1].rsplit(":", 1)[1], 16) == port:
-                inodes.add(fields[9])
-    return inodes
-
-
 def listening_pid(host: str, port: int) -> int | None:
-    """The process that listens on a local host's TCP port (Linux /proc), or None: a remote host, another
-    user's process, or no /proc."""
+    """The process that listens on a local host's TCP port, or None: a remote host, another user's process, or
+    nobody listening."""
     if not is_local_host(host):
         return None
-    wanted = {f"socket:[{i}]" for i in _listening_inodes(port)}
-    if not wanted:
-        return None
-    found: list[int] = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            fds = os.listdir(f"/proc/{entry}/fd")
-        except OSError:
-            continue
-        for fd in fds:
-            try:
-                if os.readlink(f"/proc/{entry}/fd/{fd}") in wanted:
-                    found.append(int(entry))
-                    break
-            except OSError:
-                continue
-    return min(found) if found else None  # a forked listener shares its socket: take the lowest PID
+    return processes.listening_pid(port)
 
 
 def output_dir_of(pid: int, argv: Sequence[str]) -> Path | None:
     """Where a local ComfyUI process (its pid and argv, as /system_stats echoes it) writes its outputs."""
-    try:
-        cwd = Path(os.readlink(f"/proc/{pid}/cwd"))
-    except OSError:
+    cwd = processes.cwd(pid)
+    if cwd is None:
         return None
     args = list(argv)
 

@@ -30,7 +30,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pytest_wan22.errors import NvmlUnavailable
-from pytest_wan22.gpu import MIB, process_tree
+from pytest_wan22.gpu import MIB
+from pytest_wan22.processes import process_tree
 
 MemValue = float | None | Sequence[float | None] | Callable[[float], float | None]
 

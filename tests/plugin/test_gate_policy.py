@@ -16,7 +16,7 @@ from unittest.mock import ANY
 
 import pytest
 
-from pytest_wan22.gpu import process_tree
+from pytest_wan22.processes import process_tree
 from tests.plugin.conftest import FAKE_DIR, RTX5090
 from tests.plugin.test_ab_and_rounds import _install
 

@@ -35,9 +35,9 @@ from pytest_wan22.gpu import (
     list_devices,
     load_backend,
     probe,
-    process_tree,
     resolve_visible_device,
 )
+from pytest_wan22.processes import process_name, process_tree
 from pytest_wan22.records import Neighbour, VramSample
 from tests.fakes.fake_nvml import FakeDevice, FakeNvml, FakeProcess, Timeline
 
@@ -705,7 +705,7 @@ def test_monitor_names_the_other_compute_processes_with_their_most_memory(proces
     assert rep.peak_process_mib == 3000.0
     (n,) = rep.neighbours
     assert (n.pid, n.used_mib) == (neighbour, 9000.0)
-    assert n.name == gpu.process_name(neighbour)
+    assert n.name == process_name(neighbour)
     assert "python" in n.name or "pytest" in n.name
     assert n.describe() == f"PID {neighbour} {n.name} (8.8 GiB)"
     assert grandchild not in {x.pid for x in rep.neighbours}
@@ -730,9 +730,9 @@ def test_neighbours_now_and_merged_over_rounds() -> None:
     h = fake.handle(0)
     now = gpu.neighbours(fake, h, {2**22 + 7})
     assert [(n.pid, n.used_mib) for n in now] == [(1, None), (os.getpid(), 2048.0)]
-    assert now[1].name == gpu.process_name(os.getpid())
-    assert gpu.process_name(2**22 + 12345) == "(not visible here)"
-    assert len(gpu.process_name(os.getpid(), width=12)) == 12
+    assert now[1].name == process_name(os.getpid())
+    assert process_name(2**22 + 12345) == "(not visible here)"
+    assert len(process_name(os.getpid(), width=12)) == 12
 
 
 def test_a_neighbours_name_leaves_its_programs_folder_out(tmp_path: Path) -> None:
@@ -741,8 +741,8 @@ def test_a_neighbours_name_leaves_its_programs_folder_out(tmp_path: Path) -> Non
     (deep / "trainer").symlink_to(sys.executable)
     proc = subprocess.Popen([str(deep / "trainer"), "-c", "import time; time.sleep(30)", "--lr", "3e-4"])
     try:
-        wait_until(lambda: "--lr" in gpu.process_name(proc.pid))
-        assert gpu.process_name(proc.pid) == "trainer -c import time; time.sleep(30) --lr 3e-4"
+        wait_until(lambda: "--lr" in process_name(proc.pid))
+        assert process_name(proc.pid) == "trainer -c import time; time.sleep(30) --lr 3e-4"
     finally:
         proc.kill()
         proc.wait()
