@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from .client import ComfyClient
-from .convert import Conversion, convert_ui, is_ui_format
 from .errors import Wan22Error, WorkflowError
-from .graph import read_graph
 from .preflight import check, format_problems, model_folder
-from .workflows import load_workflow, real_workflow_summary
+from .workflows import load_workflow, workflow_needs
+from .workflows.convert import Conversion, convert_ui, is_ui_format
+from .workflows.graph import read_graph
 
 __all__ = ["build_report", "main", "model_location"]
 
@@ -181,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     args = parser.parse_args(argv)
     try:
-        report = build_report(real_workflow_summary(args.workflow))
+        report = build_report(workflow_needs(args.workflow))
     except Wan22Error as exc:
         print(f"wan22-check: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

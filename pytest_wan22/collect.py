@@ -32,11 +32,11 @@ from typing import Any
 
 import pytest
 
-from .convert import convert_ui, is_ui_format
 from .errors import Wan22Error, WorkflowError
-from .graph import Workflow, read_graph
 from .stash import state_of
-from .variant import DEFAULT_FPS, Variant
+from .workflows.convert import convert_ui, is_ui_format
+from .workflows.graph import Workflow, read_graph
+from .workflows.variant import DEFAULT_FPS, Variant
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -24,12 +24,12 @@ from .compare import MACHINE_SPREAD, Summary, Verdict, compare, more_rounds, sum
 from .errors import ServerStartError, Wan22Error
 from .launcher import ComfyServer, ServerHandle, ServerSpec, public_argv
 from .records import Environment, Neighbour, RunRecord, round_name
-from .roles import expert_loaders, synthetic_roles
 from .runner import RunContext, ensure_inputs, fresh_seed, run_prompt
 from .settings import Settings
 from .stash import state_of
 from .tiers import Profile, Tier, make_profile, merge_args
 from .workflows import Variant, Workflow, load_workflow
+from .workflows.roles import expert_loaders, synthetic_roles
 
 if TYPE_CHECKING:
     from .gpu import DeviceInfo

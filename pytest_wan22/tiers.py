@@ -15,7 +15,7 @@ from typing import Any
 from .compare import parse_tolerance
 from .errors import ConfigError
 from .synth import PRESETS
-from .variant import RESOLUTION_LABELS, SCHEDULES, PassOrder
+from .workflows.variant import RESOLUTION_LABELS, SCHEDULES, PassOrder
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from pytest_wan22.convert import convert_ui, is_ui_format
 from pytest_wan22.errors import WorkflowError
+from pytest_wan22.workflows.convert import convert_ui, is_ui_format
 
 INFO: dict[str, Any] = json.loads(
     (Path(__file__).resolve().parents[1] / "data" / "object_info_packs.json").read_text(encoding="utf-8"))

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from pytest_wan22.errors import WorkflowError
-from pytest_wan22.roles import expert_loaders, latent_node, video_nodes
 from pytest_wan22.workflows import Variant, Workflow
+from pytest_wan22.workflows.roles import expert_loaders, latent_node, video_nodes
 
 #: The shape of ComfyUI's TI2V 5B example: one expert, KSampler, two video outputs.
 TI2V_5B: dict[str, Any] = {
@@ -148,7 +148,7 @@ def test_model_chain_followed_through_a_switch_node() -> None:
 
 
 def test_synthetic_roles_only_where_the_graph_has_core_loaders() -> None:
-    from pytest_wan22.roles import synthetic_roles
+    from pytest_wan22.workflows.roles import synthetic_roles
 
     everything = ("high", "low", "model", "vae", "text_encoder", "lora_high", "lora_low")
     assert synthetic_roles(TI2V_5B, everything) == {"model", "vae", "text_encoder", "lora_high", "lora_low"}

@@ -1,4 +1,4 @@
-"""Workflow loading, selectors, the Variant builder and its ids, and real-workflow summaries."""
+"""Workflow loading, selectors, the Variant builder and its ids, and what real workflows need."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from pytest_wan22.workflows import (
     Workflow,
     load_workflow,
     node_titles,
-    real_workflow_summary,
     sampler_nodes,
+    workflow_needs,
 )
 from tests.fake_comfyui.harness import (
     CAPTURES,
@@ -634,9 +634,9 @@ def test_all_eight_real_workflows_are_covered() -> None:
 
 @needs_real_workflows
 @pytest.mark.parametrize("name", sorted(REAL_EXPECTED))
-def test_real_workflow_summary(name: str) -> None:
+def test_what_a_real_workflow_needs(name: str) -> None:
     want = REAL_EXPECTED[name]
-    s = real_workflow_summary(REAL / name)
+    s = workflow_needs(REAL / name)
     assert s["format"] == want["format"]
     assert s["node_count"] == want["node_count"]
     assert s["subgraphs"] == want["subgraphs"]
@@ -655,7 +655,7 @@ def test_real_workflow_summary(name: str) -> None:
 
 @needs_real_workflows
 def test_real_summary_separates_what_muted_and_bypassed_nodes_need() -> None:
-    kijai = real_workflow_summary(
+    kijai = workflow_needs(
         REAL / "gh-kijai-ComfyUI-WanVideoWrapper__wanvideo_2_2_I2V_A14B_example_WIP.json")
     assert sorted(m["class_type"] for m in kijai["muted"]) == [
         "CLIPLoader", "CLIPTextEncode", "CLIPTextEncode", "WanVideoTextEmbedBridge"]
@@ -664,7 +664,7 @@ def test_real_summary_separates_what_muted_and_bypassed_nodes_need() -> None:
     assert kijai["custom_nodes_inactive"] == ["WanVideoTextEmbedBridge"]
     assert kijai["custom_node_packs"]["WanVideoSampler"] == "kijai/ComfyUI-WanVideoWrapper"
     assert kijai["custom_node_packs"]["VHS_VideoCombine"] == "Kosinkadink/ComfyUI-VideoHelperSuite"
-    reggie = real_workflow_summary(REAL / "gh-Reggie-sun-AI-VIDEO__wan22_i2v_ui.json")
+    reggie = workflow_needs(REAL / "gh-Reggie-sun-AI-VIDEO__wan22_i2v_ui.json")
     assert [b["class_type"] for b in reggie["bypassed"]] == ["WanVideoTorchCompileSettings"]
     assert {"SetNode", "GetNode", "Anything Everywhere"} <= set(reggie["frontend_only"])
     inner = {m["file"]: m["subgraph"] for m in reggie["model_refs"]}
@@ -672,7 +672,7 @@ def test_real_summary_separates_what_muted_and_bypassed_nodes_need() -> None:
 
 
 def test_summary_separates_what_muted_and_bypassed_nodes_need() -> None:
-    s = real_workflow_summary(OWN_WORKFLOWS / "wrapper_ui.json")
+    s = workflow_needs(OWN_WORKFLOWS / "wrapper_ui.json")
     assert (s["format"], s["node_count"]) == ("ui", 24)
     assert sorted(m["class_type"] for m in s["muted"]) == [
         "CLIPLoader", "CLIPTextEncode", "CLIPTextEncode", "WanVideoTextEmbedBridge"]
@@ -692,7 +692,7 @@ def test_summary_separates_what_muted_and_bypassed_nodes_need() -> None:
 
 
 def test_summary_of_a_flattened_api_export() -> None:
-    s = real_workflow_summary(OWN_WORKFLOWS / "flattened_api.json")
+    s = workflow_needs(OWN_WORKFLOWS / "flattened_api.json")
     assert (s["format"], s["node_count"]) == ("api", 12)
     assert s["subgraphs"] == {"definitions": 0, "instances": 1, "inner_nodes": 5}
     assert s["custom_node_packs"]["ComfyMathExpression"] == "comfyanonymous/ComfyUI (core, newer than 0.8.0)"
@@ -703,20 +703,20 @@ def test_summary_of_a_flattened_api_export() -> None:
 
 
 def test_summary_of_the_official_templates() -> None:
-    i2v = real_workflow_summary(official_template(OFFICIAL_14B))
+    i2v = workflow_needs(official_template(OFFICIAL_14B))
     assert i2v["format"] == "ui"
     assert {HIGH, LOW, "umt5_xxl_fp8_e4m3fn_scaled.safetensors", "wan_2.1_vae.safetensors"} <= set(i2v["model_files"])
     assert i2v["subgraphs"]["definitions"] >= 1  # the template wraps its graph in a subgraph
     assert i2v["subgraphs"]["inner_nodes"] > i2v["node_count"]
     assert not set(i2v["custom_nodes"]) - {"ComfyMathExpression"}  # core nodes only (some of a newer core)
-    ti2v = real_workflow_summary(official_template(OFFICIAL_5B))
+    ti2v = workflow_needs(official_template(OFFICIAL_5B))
     assert (ti2v["format"], ti2v["custom_nodes"]) == ("ui", [])
     assert {"wan2.2_ti2v_5B_fp16.safetensors", "wan2.2_vae.safetensors"} <= set(ti2v["model_files"])
     assert "MarkdownNote" in ti2v["frontend_only"]
 
 
 def test_summary_of_the_shipped_workflow(wf: Workflow) -> None:
-    s = real_workflow_summary(WORKFLOW)
+    s = workflow_needs(WORKFLOW)
     assert (s["format"], s["node_count"], s["custom_nodes"]) == ("api", 15, [])
     assert s["model_files"] == sorted([HIGH, LOW, "umt5_xxl_fp8_e4m3fn_scaled.safetensors",
                                        "wan_2.1_vae.safetensors"])
@@ -724,6 +724,6 @@ def test_summary_of_the_shipped_workflow(wf: Workflow) -> None:
 
 def test_summary_refuses_what_is_no_workflow(tmp_path: Path) -> None:
     with pytest.raises(WorkflowError, match="neither an API-format"):
-        real_workflow_summary(write(tmp_path, {"a": 1}))
+        workflow_needs(write(tmp_path, {"a": 1}))
     with pytest.raises(WorkflowError, match="cannot read"):
-        real_workflow_summary(write(tmp_path, "{", "bad.json"))
+        workflow_needs(write(tmp_path, "{", "bad.json"))

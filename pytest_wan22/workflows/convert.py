@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import WorkflowError
+from pytest_wan22.errors import WorkflowError
 
 __all__ = ["CONTROL_VALUES", "Conversion", "Issue", "convert_ui", "is_ui_format"]
 

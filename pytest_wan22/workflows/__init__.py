@@ -1,15 +1,15 @@
 """Wan 2.2 workflow graphs: the public names of graph loading, UI conversion, roles and the Variant builder.
 
 The code lives in the module named after each concern: `graph` (loading, API/UI detection, selectors),
-`convert` (UI format to API format), `roles` (what each node does), `variant` (the builder) and `summary`
-(what a file needs).
+`convert` (UI format to API format), `roles` (what each node does), `variant` (the builder) and `needs`
+(what a file needs: node packs, model files).
 """
 
 from __future__ import annotations
 
 from .graph import FRONTEND_ONLY, NodeInfo, Workflow, load_workflow, validate_graph
+from .needs import workflow_needs
 from .roles import ROLE_SELECTORS, SAMPLER_CLASSES, node_titles, sampler_nodes
-from .summary import real_workflow_summary
 from .variant import DEFAULT_FPS, SCHEDULES, ExpectedOutput, Variant
 
 __all__ = [
@@ -24,7 +24,7 @@ __all__ = [
     "Workflow",
     "load_workflow",
     "node_titles",
-    "real_workflow_summary",
     "sampler_nodes",
     "validate_graph",
+    "workflow_needs",
 ]

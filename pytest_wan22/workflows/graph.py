@@ -10,8 +10,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from pytest_wan22.errors import SelectorError, WorkflowError
+
 from .convert import convert_ui, is_ui_format
-from .errors import SelectorError, WorkflowError
 
 if TYPE_CHECKING:
     from .variant import Variant

@@ -7,7 +7,8 @@ from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
 
-from .errors import WorkflowError
+from pytest_wan22.errors import WorkflowError
+
 from .graph import Workflow, _id_key, _is_link, _matches, _title, _upstream
 
 __all__ = [

@@ -9,7 +9,8 @@ from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any, Literal
 
-from .errors import WorkflowError
+from pytest_wan22.errors import WorkflowError
+
 from .graph import (
     Graph,
     Workflow,

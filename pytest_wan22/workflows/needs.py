@@ -8,10 +8,11 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from .errors import WorkflowError
+from pytest_wan22.errors import WorkflowError
+
 from .graph import FRONTEND_ONLY, _is_ui_format, _title, _unwrap
 
-__all__ = ["real_workflow_summary"]
+__all__ = ["workflow_needs"]
 
 _MODEL_EXTENSIONS = (".safetensors", ".sft", ".ckpt", ".pt", ".pt2", ".pth", ".bin", ".gguf", ".onnx")
 _MODEL_INPUT_NAMES = frozenset({
@@ -19,11 +20,11 @@ _MODEL_INPUT_NAMES = frozenset({
     "ckpt_name", "model_name", "model", "lora", "t5_model", "control_net_name", "style_model_name",
 })
 
-# --------------------------------------------------------------------------- real workflow summary
+# --------------------------------------------------------------------------- what a workflow needs
 
 
 def _core_nodes() -> frozenset[str]:
-    path = Path(__file__).with_name("data") / "core_nodes.txt"
+    path = Path(__file__).parents[1] / "data" / "core_nodes.txt"
     lines = path.read_text(encoding="utf-8").splitlines()
     return frozenset(line.strip() for line in lines if line.strip() and not line.startswith("#"))
 
@@ -39,9 +40,9 @@ def _widget_strings(values: Any) -> Iterable[tuple[str | None, Any]]:
         yield from ((None, v) for v in values)
 
 
-def real_workflow_summary(path: str | Path) -> dict[str, Any]:
+def workflow_needs(path: str | Path) -> dict[str, Any]:
     """What a workflow file (API or UI format) needs: node classes, custom nodes, models, muted nodes."""
-    from .preflight import node_pack  # preflight does not import this module
+    from pytest_wan22.preflight import node_pack  # preflight does not import this module
 
     p = Path(path)
     try:
