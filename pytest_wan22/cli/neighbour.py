@@ -3,7 +3,7 @@
 It runs bf16 matrix products for `duty` of every period and sleeps the rest, as another tenant of a shared GPU
 (or a desktop compositor, a second job) would. Start it beside a session, e.g. at 4% duty:
 
-    python -m pytest_wan22.neighbour --duty 0.04 --seconds 900 &
+    python -m pytest_wan22.cli.neighbour --duty 0.04 --seconds 900 &
     pytest suites -m h200 ...
 
 Run it with an interpreter that has torch (ComfyUI's). It changes no device setting: it only computes.

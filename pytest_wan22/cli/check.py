@@ -11,12 +11,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .client import ComfyClient
-from .errors import Wan22Error, WorkflowError
-from .preflight import check, format_problems, model_folder
-from .workflows import load_workflow, workflow_needs
-from .workflows.convert import Conversion, convert_ui, is_ui_format
-from .workflows.graph import read_graph
+from pytest_wan22.client import ComfyClient
+from pytest_wan22.errors import Wan22Error, WorkflowError
+from pytest_wan22.preflight import check, format_problems, model_folder
+from pytest_wan22.workflows import load_workflow, workflow_needs
+from pytest_wan22.workflows.convert import Conversion, convert_ui, is_ui_format
+from pytest_wan22.workflows.graph import read_graph
 
 __all__ = ["build_report", "main", "model_location"]
 

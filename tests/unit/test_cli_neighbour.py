@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from pytest_wan22.neighbour import DutyCycle, main
+from pytest_wan22.cli.neighbour import DutyCycle, main
 
 
 class FakeClock:
@@ -56,7 +56,7 @@ def test_duty_outside_zero_to_one_is_refused(capsys: pytest.CaptureFixture[str])
 
 
 def test_the_tool_runs_and_reports_its_duty(torch_python: str) -> None:
-    out = subprocess.run([torch_python, "-m", "pytest_wan22.neighbour", "--duty", "0.2", "--seconds", "0.5",
+    out = subprocess.run([torch_python, "-m", "pytest_wan22.cli.neighbour", "--duty", "0.2", "--seconds", "0.5",
                           "--device", "cpu", "--size", "64"], capture_output=True, text=True, timeout=120,
                          check=True)
     assert "duty, asked 20%) on cpu" in out.stdout

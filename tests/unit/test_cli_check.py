@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from pytest_wan22.check import main
+from pytest_wan22.cli.check import main
 from tests.fake_comfyui.harness import (
     OWN_WORKFLOWS,
     REAL_WORKFLOWS_ENV,
