@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import pytest
 
-from . import benchmarking, checks, preflight
+from . import benchmarking, fit, preflight
 from .baselines import BaselineStore, drift, machine_mismatch, same_gpu, session_spread, version_changes
 from .client import ComfyClient
 from .compare import MACHINE_SPREAD, Summary, Verdict, compare, more_rounds, summarise
@@ -652,7 +652,7 @@ class SideRunner:
             self.server.warm_shape = None
             pytest.fail(f"{who} round {round_name(record)}: {record.outcome}: {record.message}", pytrace=False)
         self.server.warm_shape = self.shape
-        _fail_if(checks.check_output(record, self.variant.expected_output()))
+        _fail_if(fit.check_output(record, self.variant.expected_output()))
         return record
 
 
@@ -940,12 +940,12 @@ def _fail_if(message: str | None) -> None:
 
 def _check_vram(records: list[RunRecord], variant_id: str, tier: Tier, profile: Profile, server: Server,
                 budget_gib: float | None, allow_offload: bool | None) -> str | None:
-    """checks.check_vram with this session's budget, offload rule and allowance (the server's own argv)."""
+    """fit.check_vram with this session's budget, offload rule and allowance (the server's own argv)."""
     env = server.environment
-    return checks.check_vram(
+    return fit.check_vram(
         records, variant_id, tier.name,
         budget_gib=budget_gib if budget_gib is not None else tier.budget_gib(variant_id),
-        allowed=checks.allowance(env.gpu_memory_mib, env.argv or profile.args, profile.memory_cap_gib),
+        allowed=fit.allowance(env.gpu_memory_mib, env.argv or profile.args, profile.memory_cap_gib),
         allow_offload=tier.allows_offload(variant_id) if allow_offload is None else allow_offload)
 
 

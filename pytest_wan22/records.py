@@ -122,7 +122,7 @@ class VramReport:
         identical code (the cache's fragmentation; measured on an H200 with a 14B LoRA variant: reserved 75.4 to
         78.1 GiB over four processes while the allocated peak read 63.39 GiB in every one of 26 rounds), which no
         1 GiB tolerance survives. Whether a run fits is still judged on what the allocator reserved
-        (checks.judged_peak_mib), and a budget on NVML's figure.
+        (fit.judged_peak_mib), and a budget on NVML's figure.
         """
         if self.torch_peak_allocated_mib is not None:
             return self.torch_peak_allocated_mib

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from pytest_wan22.checks import Allowance, allowance, check_output, check_vram, judged_peak_mib, reserve_gib
+from pytest_wan22.fit import Allowance, allowance, check_output, check_vram, judged_peak_mib, reserve_gib
 from pytest_wan22.records import OutputFile, RunRecord, VramReport
 from pytest_wan22.workflows import ExpectedOutput
 
