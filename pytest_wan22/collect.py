@@ -273,7 +273,7 @@ def load_case(case: WorkflowCase, object_info: Callable[[], Mapping[str, Any]]) 
         if conversion.issues:
             from . import preflight
 
-            lacks = preflight.check(conversion.prompt, info)
+            lacks = preflight.find_problems(conversion.prompt, info)
             raise WorkflowError(
                 f"{case.path}: the UI-format workflow cannot be converted to API format without guessing "
                 f"({len(conversion.issues)} issue(s)); nothing was run:\n" + conversion.report()

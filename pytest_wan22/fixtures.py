@@ -557,7 +557,7 @@ def _gpu_state(state: State) -> Callable[[], dict[str, float | None]] | None:
 def _preflight(server: Server, client: ComfyClient, prompt: dict[str, Any], variant_id: str, missing: str) -> None:
     if not server.object_info:
         server.object_info = client.object_info()
-    problems = preflight.check(prompt, server.object_info, server.places)
+    problems = preflight.find_problems(prompt, server.object_info, server.places)
     if not problems:
         return
     text = f"{variant_id} cannot run on this server:\n{preflight.format_problems(problems)}"

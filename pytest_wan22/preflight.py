@@ -14,7 +14,7 @@ from .errors import PreflightError
 __all__ = [
     "Places",
     "Problem",
-    "check",
+    "find_problems",
     "format_problems",
     "launched_places",
     "model_folder",
@@ -388,7 +388,8 @@ class _Checker:
         return ""
 
 
-def check(prompt: Mapping[str, Any], object_info: Mapping[str, Any], places: Places | None = None) -> list[Problem]:
+def find_problems(prompt: Mapping[str, Any], object_info: Mapping[str, Any],
+                  places: Places | None = None) -> list[Problem]:
     """Every reason the server (as `object_info` describes it) would reject the prompt, in node order; fixes name
     the folders of `places` (a launched server's: `launched_places`)."""
     if isinstance(prompt.get("prompt"), Mapping) and "class_type" not in prompt["prompt"]:

@@ -13,7 +13,7 @@ from typing import Any
 
 from pytest_wan22.client import ComfyClient
 from pytest_wan22.errors import Wan22Error, WorkflowError
-from pytest_wan22.preflight import check, format_problems, model_folder
+from pytest_wan22.preflight import find_problems, format_problems, model_folder
 from pytest_wan22.workflows import load_workflow, workflow_needs
 from pytest_wan22.workflows.convert import Conversion, convert_ui, is_ui_format
 from pytest_wan22.workflows.graph import read_graph
@@ -147,7 +147,7 @@ def check_server(prompt: Mapping[str, Any], where: str,
                  object_info: Mapping[str, Any]) -> tuple[int, str, list[dict[str, Any]]]:
     """(exit code, text, problems) of checking an API prompt against an object_info: a server's ('server URL')
     or a saved one ('saved object_info FILE')."""
-    problems = check(prompt, object_info)
+    problems = find_problems(prompt, object_info)
     rows = [dataclasses.asdict(p) for p in problems]
     if not problems:
         return EXIT_OK, f"{where}: everything the workflow needs is installed", rows

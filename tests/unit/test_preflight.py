@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from pytest_wan22.errors import PreflightError
-from pytest_wan22.preflight import Problem, check, format_problems, model_folder, node_pack, raise_if_problems
+from pytest_wan22.preflight import Problem, find_problems, format_problems, model_folder, node_pack, raise_if_problems
 from pytest_wan22.workflows import Variant, load_workflow
 from tests.fake_comfyui.harness import CAPTURES, OWN_WORKFLOWS, needs_real_workflows, real_workflows_dir
 
@@ -88,7 +88,7 @@ def kinds(problems: list[Problem]) -> list[tuple[str, str, str | None]]:
 
 
 def test_empty_server_lacks_exactly_the_model_files(base: Variant, info: dict[str, Any]) -> None:
-    problems = check(base.build(), info)
+    problems = find_problems(base.build(), info)
     assert kinds(problems) == [("model", "1", "unet_name"), ("model", "2", "unet_name"),
                                ("model", "5", "clip_name"), ("model", "8", "vae_name"),
                                ("model", "9", "image")]
@@ -112,17 +112,17 @@ def test_server_with_the_files_accepts_every_core_variant(base: Variant, full: d
                 base.torch_compile(), base.torch_compile("cudagraphs"), base.seed(2**64 - 1),
                 base.schedule("lightx2v_4step").pass_order("low_high").torch_compile().duration(10)]
     for v in variants:
-        assert check(v.build(), full) == [], v.variant_id
+        assert find_problems(v.build(), full) == [], v.variant_id
 
 
 def test_precomputed_conditioning_needs_no_text_encoder(base: Variant, info: dict[str, Any]) -> None:
-    problems = check(base.precomputed_conditioning("wan22_tiny_cond").build(), info)
+    problems = find_problems(base.precomputed_conditioning("wan22_tiny_cond").build(), info)
     assert kinds(problems) == [("model", "1", "unet_name"), ("model", "2", "unet_name"),
                                ("model", "8", "vae_name"), ("model", "9", "image")]
 
 
 def test_lightx2v_loras_are_model_problems_in_loras(base: Variant, info: dict[str, Any]) -> None:
-    lora = [p for p in check(base.schedule("lightx2v_4step").build(), info) if p.input == "lora_name"]
+    lora = [p for p in find_problems(base.schedule("lightx2v_4step").build(), info) if p.input == "lora_name"]
     assert [p.title for p in lora] == ["LoRA (high noise)", "LoRA (low noise)"]
     assert all(p.kind == "model" and "not in models/loras" in p.message for p in lora)
 
@@ -131,7 +131,7 @@ def test_lightx2v_loras_are_model_problems_in_loras(base: Variant, info: dict[st
 
 
 def test_rife_missing_names_its_pack(base: Variant, full: dict[str, Any]) -> None:
-    [problem] = check(base.interpolate().build(), full)
+    [problem] = find_problems(base.interpolate().build(), full)
     assert (problem.kind, problem.class_type, problem.title) == ("node", "RIFE VFI", "Interpolate Frames")
     assert "Fannovel16/ComfyUI-Frame-Interpolation" in problem.fix
     assert "custom_nodes" in problem.fix
@@ -139,15 +139,15 @@ def test_rife_missing_names_its_pack(base: Variant, full: dict[str, Any]) -> Non
 
 def test_rife_installed_and_its_checkpoint_folder(base: Variant, full: dict[str, Any]) -> None:
     server = {**full, "RIFE VFI": RIFE_VFI}
-    assert check(base.interpolate(3).build(), server) == []
-    [problem] = check(base.interpolate(ckpt="rife99.pth").build(), server)
+    assert find_problems(base.interpolate(3).build(), server) == []
+    [problem] = find_problems(base.interpolate(ckpt="rife99.pth").build(), server)
     assert (problem.kind, problem.input, problem.value) == ("model", "ckpt_name", "rife99.pth")
     assert "custom_nodes/ComfyUI-Frame-Interpolation/ckpts/rife/" in problem.message
     assert problem.fix.startswith("put it in <comfyui>/custom_nodes/ComfyUI-Frame-Interpolation/ckpts/rife/")
 
 
 def test_core_interpolation_needs_a_newer_comfyui(base: Variant, full: dict[str, Any]) -> None:
-    problems = check(base.interpolate(node="core").build(), full)
+    problems = find_problems(base.interpolate(node="core").build(), full)
     assert [(p.kind, p.class_type) for p in problems] == [("node", "FrameInterpolationModelLoader"),
                                                           ("node", "FrameInterpolate")]
     assert all("newer than 0.8.0" in p.fix for p in problems)
@@ -172,14 +172,14 @@ def test_unknown_class_without_a_known_pack(full: dict[str, Any]) -> None:
     prompt = {"1": {"class_type": "MysteryNode", "inputs": {}},
               "2": {"class_type": "SaveVideo", "inputs": {"video": ["1", 0], "filename_prefix": "v",
                                                           "format": "auto", "codec": "auto"}}}
-    [problem] = check(prompt, full)
+    [problem] = find_problems(prompt, full)
     assert (problem.kind, problem.node_id, problem.value) == ("node", "1", "MysteryNode")
     assert "ComfyUI-Manager" in problem.fix
 
 
 def test_prompt_without_an_output_node(full: dict[str, Any]) -> None:
     prompt = {"1": {"class_type": "VAELoader", "inputs": {"vae_name": VAE}}}
-    [problem] = check(prompt, full)
+    [problem] = find_problems(prompt, full)
     assert problem.kind == "node"
     assert "no output node" in problem.message
 
@@ -203,35 +203,35 @@ def test_prompt_without_an_output_node(full: dict[str, Any]) -> None:
 ])
 def test_bad_values(base: Variant, full: dict[str, Any], title: str, name: str, value: Any,
                     expected: str) -> None:
-    [problem] = check(base.set(title, name, value).build(), full)
+    [problem] = find_problems(base.set(title, name, value).build(), full)
     assert (problem.kind, problem.title, problem.input, problem.value) == ("value", title, name, value)
     assert re.search(expected, problem.message), problem.message
     assert problem.fix
 
 
 def test_value_fix_names_the_range(base: Variant, full: dict[str, Any]) -> None:
-    [problem] = check(base.set("KSampler (high noise)", "steps", 0).build(), full)
+    [problem] = find_problems(base.set("KSampler (high noise)", "steps", 0).build(), full)
     assert problem.fix == "set it between 1 and 10000"
-    [problem] = check(base.set("Save Video", "codec", "vp9").build(), full)
+    [problem] = find_problems(base.set("Save Video", "codec", "vp9").build(), full)
     assert problem.fix == "use one of 'auto', 'h264'"
 
 
 def test_numbers_as_strings_pass_like_comfyui_converts_them(base: Variant, full: dict[str, Any]) -> None:
-    assert check(base.set("KSampler (high noise)", "steps", "20").build(), full) == []
+    assert find_problems(base.set("KSampler (high noise)", "steps", "20").build(), full) == []
 
 
 def test_missing_required_inputs(base: Variant, full: dict[str, Any]) -> None:
     prompt = base.build()
     del prompt["11"]["inputs"]["steps"]
     del prompt["13"]["inputs"]["vae"]
-    problems = check(prompt, full)
+    problems = find_problems(prompt, full)
     assert kinds(problems) == [("value", "11", "steps"), ("link", "13", "vae")]
     assert all(p.message == "required input is missing" for p in problems)
     assert "a link to a node with a VAE output" in problems[1].fix
     optional = base.build()
     del optional["10"]["inputs"]["start_image"]
     del optional["5"]["inputs"]["device"]
-    assert check(optional, full) == []
+    assert find_problems(optional, full) == []
 
 
 # --------------------------------------------------------------------------- links
@@ -242,7 +242,7 @@ def test_link_problems(base: Variant, full: dict[str, Any]) -> None:
     prompt["13"]["inputs"]["vae"] = ["99", 0]           # no such node
     prompt["12"]["inputs"]["latent_image"] = ["10", 3]  # WanImageToVideo has 3 outputs
     prompt["11"]["inputs"]["model"] = ["8", 0]          # a VAE where a MODEL goes
-    problems = check(prompt, full)
+    problems = find_problems(prompt, full)
     assert kinds(problems) == [("link", "11", "model"), ("link", "12", "latent_image"), ("link", "13", "vae")]
     assert problems[0].message == "gets VAE from node 8 (VAELoader) but wants MODEL"
     assert "which has 3 outputs" in problems[1].message
@@ -253,7 +253,7 @@ def test_link_problems(base: Variant, full: dict[str, Any]) -> None:
 def test_link_from_an_unknown_class_is_reported_once(base: Variant, full: dict[str, Any]) -> None:
     prompt = base.build()
     prompt["8"]["class_type"] = "WanVideoVAELoader"
-    problems = check(prompt, full)
+    problems = find_problems(prompt, full)
     assert kinds(problems) == [("node", "8", None)]
     assert "kijai/ComfyUI-WanVideoWrapper" in problems[0].fix
 
@@ -281,13 +281,13 @@ def test_model_folder(cls: str, name: str, folder: str | None) -> None:
 
 def test_clip_vision_loader_reports_clip_vision(info: dict[str, Any]) -> None:
     prompt = {"1": {"class_type": "CLIPVisionLoader", "inputs": {"clip_name": "clip_vision_h.safetensors"}}}
-    problems = [p for p in check(prompt, info) if p.kind == "model"]
+    problems = [p for p in find_problems(prompt, info) if p.kind == "model"]
     assert problems[0].message.startswith("model file 'clip_vision_h.safetensors' not in models/clip_vision")
 
 
 def test_same_file_in_a_subfolder_is_pointed_out(base: Variant, info: dict[str, Any]) -> None:
     server = with_files(info, unet_name=["WAN2.2/" + HIGH, "WAN2.2/" + LOW, "other.safetensors", "x.gguf"])
-    problems = [p for p in check(base.build(), server) if p.input == "unet_name"]
+    problems = [p for p in find_problems(base.build(), server) if p.input == "unet_name"]
     assert f"'WAN2.2/{HIGH}' has the same file name, use that name" in problems[0].message
     assert "4 others there" in problems[0].message
 
@@ -296,7 +296,7 @@ def test_same_file_in_a_subfolder_is_pointed_out(base: Variant, info: dict[str, 
 
 
 def test_format_and_raise(base: Variant, info: dict[str, Any]) -> None:
-    problems = check(base.build(), info)
+    problems = find_problems(base.build(), info)
     text = format_problems(problems)
     assert len(text.splitlines()) == len(problems) == 5
     assert text.splitlines()[0].startswith("[model] node 1 'Load Diffusion Model (high noise)' (UNETLoader) "
@@ -310,13 +310,13 @@ def test_format_and_raise(base: Variant, info: dict[str, Any]) -> None:
 
 
 def test_problem_is_frozen(base: Variant, info: dict[str, Any]) -> None:
-    problem = check(base.build(), info)[0]
+    problem = find_problems(base.build(), info)[0]
     with pytest.raises(dataclasses.FrozenInstanceError):
         problem.kind = "value"  # type: ignore[misc]
 
 
 def test_prompt_wrapper_is_unwrapped(base: Variant, info: dict[str, Any]) -> None:
-    assert check({"prompt": base.build(), "client_id": "c"}, info) == check(base.build(), info)
+    assert find_problems({"prompt": base.build(), "client_id": "c"}, info) == find_problems(base.build(), info)
 
 
 # --------------------------------------------------------------------------- real workflows
@@ -324,13 +324,13 @@ def test_prompt_wrapper_is_unwrapped(base: Variant, info: dict[str, Any]) -> Non
 
 def test_api_workflows_against_core_080() -> None:
     core = json.loads((CAPTURES / "object_info.json").read_text())
-    ours = check(load_workflow(OWN_WORKFLOWS / "flattened_api.json").graph, core)
+    ours = find_problems(load_workflow(OWN_WORKFLOWS / "flattened_api.json").graph, core)
     assert sorted(p.class_type for p in ours if p.kind == "node") == [
         "ComfyMathExpression", "Int", "RIFE VFI", "easy forLoopStart", "easy int"]
     assert sorted({p.input for p in ours if p.kind == "model"}) == ["clip_name", "lora_name", "unet_name",
                                                                     "vae_name"]
-    project = check(load_workflow(Path(__file__).resolve().parents[2] / "workflows" / "wan22_i2v_a14b.json").graph,
-                    core)
+    project = find_problems(
+        load_workflow(Path(__file__).resolve().parents[2] / "workflows" / "wan22_i2v_a14b.json").graph, core)
     assert {p.kind for p in project} == {"model"}  # core nodes only; the capture's server had no models
 
 
@@ -340,15 +340,15 @@ def test_real_api_workflows_against_core_080() -> None:
     real = real_workflows_dir()
     assert real is not None
     erik_file = real / "gh-eriktrk-wan2.2_14b_i2v_4step_runpod_worker__wan22_14B_i2v_lightning.json"
-    erik = check(load_workflow(erik_file).graph, core)
+    erik = find_problems(load_workflow(erik_file).graph, core)
     assert {p.kind for p in erik} == {"model"}
     assert sorted({p.input for p in erik if p.input}) == ["clip_name", "image", "lora_name", "unet_name",
                                                           "vae_name"]
-    reggie = check(load_workflow(real / "gh-Reggie-sun-AI-VIDEO__wan22_i2v_api.json").graph, core)
+    reggie = find_problems(load_workflow(real / "gh-Reggie-sun-AI-VIDEO__wan22_i2v_api.json").graph, core)
     missing = {p.class_type for p in reggie if p.kind == "node"}
     assert {"WanVideoSampler", "VHS_VideoCombine", "Textbox"} <= missing
     assert {p.kind for p in reggie} <= {"node", "model"}
-    zeezz = check(load_workflow(real / "gh-zeezz7-runkarobar-gpu__wan22_i2v_14B.api.json").graph, core)
+    zeezz = find_problems(load_workflow(real / "gh-zeezz7-runkarobar-gpu__wan22_i2v_14B.api.json").graph, core)
     assert [p.class_type for p in zeezz if p.kind == "node"] == ["ComfyMathExpression"]
 
 
@@ -392,7 +392,7 @@ def test_live_comfyui_rejects_only_the_missing_files(tmp_path: Path, base: Varia
         info = _get(url + "/object_info", timeout=60)
         for v in (base, base.pass_order("low_high").duration(10), base.schedule("lightx2v_4step").torch_compile(),
                   base.precomputed_conditioning("cond")):
-            assert {p.kind for p in check(v.build(), info)} == {"model"}, v.variant_id
+            assert {p.kind for p in find_problems(v.build(), info)} == {"model"}, v.variant_id
         prompt = base.schedule("lightx2v_4step").build()
         body = json.dumps({"prompt": prompt, "client_id": "wan22-preflight"}).encode()
         request = urllib.request.Request(url + "/prompt", data=body,
@@ -404,7 +404,7 @@ def test_live_comfyui_rejects_only_the_missing_files(tmp_path: Path, base: Varia
         rejected.value.close()
         rejected_inputs = sorted((node_id, e["extra_info"]["input_name"])
                                  for node_id, entry in node_errors.items() for e in entry["errors"])
-        assert rejected_inputs == sorted((p.node_id, p.input) for p in check(prompt, info))
+        assert rejected_inputs == sorted((p.node_id, p.input) for p in find_problems(prompt, info))
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -415,21 +415,21 @@ def test_live_comfyui_rejects_only_the_missing_files(tmp_path: Path, base: Varia
 
 
 def test_missing_input_video_names_the_input_folder() -> None:
-    from pytest_wan22.preflight import check
+    from pytest_wan22.preflight import find_problems
 
     info = {"LoadVideo": {"input": {"required": {"file": [[], {"video_upload": True}]}}, "output": ["VIDEO"],
                           "output_node": False},
             "SaveVideo": {"input": {"required": {"video": ["VIDEO"]}}, "output": [], "output_node": True}}
     prompt = {"1": {"class_type": "LoadVideo", "inputs": {"file": "clip.mp4"}},
               "2": {"class_type": "SaveVideo", "inputs": {"video": ["1", 0]}}}
-    (problem,) = check(prompt, info)
+    (problem,) = find_problems(prompt, info)
     assert (problem.kind, problem.input) == ("model", "file")
     assert problem.message.startswith("input video 'clip.mp4' not in input/")
     assert problem.fix == "put it in <comfyui>/input/"
 
 
 def test_a_launched_servers_hints_name_the_folders_it_reads(tmp_path: Path) -> None:
-    from pytest_wan22.preflight import check, launched_places
+    from pytest_wan22.preflight import find_problems, launched_places
 
     info = {"LoadVideo": {"input": {"required": {"file": ["COMBO", {"options": []}]}}, "output": ["VIDEO"]},
             "LoraLoaderModelOnly": {"input": {"required": {"model": ["MODEL"], "lora_name": [[]]}},
@@ -444,13 +444,13 @@ def test_a_launched_servers_hints_name_the_folders_it_reads(tmp_path: Path) -> N
               "5": {"class_type": "RIFE VFI", "inputs": {}}}
     comfyui, own, root = tmp_path / "ComfyUI", tmp_path / "work" / "input", tmp_path / "models" / "tiny"
 
-    user = {p.node_id: p.fix for p in check(prompt, info, launched_places(comfyui, own))}
+    user = {p.node_id: p.fix for p in find_problems(prompt, info, launched_places(comfyui, own))}
     assert user["1"] == (f"put it in {comfyui}/input/ (before each test the plugin copies the files a workflow "
                          f"names from there into the server's own input folder, {own})")
     assert user["4"] == (f"put it in {comfyui}/models/loras/ or point {comfyui}/extra_model_paths.yaml at it")
     assert user["5"].startswith(f"install Fannovel16/ComfyUI-Frame-Interpolation into {comfyui}/custom_nodes/ ")
 
-    synthetic = {p.node_id: p.fix for p in check(prompt, info, launched_places(comfyui, own, ("tiny", root)))}
+    synthetic = {p.node_id: p.fix for p in find_problems(prompt, info, launched_places(comfyui, own, ("tiny", root)))}
     assert synthetic["4"].startswith(f"put it in {root}/models/loras/ or point {comfyui}/extra_model_paths.yaml "
                                      f"at it; the server reads models from the synthetic set 'tiny' ({root}), "
                                      "which has no such file")
