@@ -8,7 +8,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -49,11 +48,11 @@ class _Proc:
 
 
 @pytest.fixture
-def fake_procs(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[int, dict[str, Any]]]:
+def fake_procs(monkeypatch: pytest.MonkeyPatch) -> dict[int, dict[str, Any]]:
     table: dict[int, dict[str, Any]] = {}
     monkeypatch.setattr(_Proc, "table", table)
     monkeypatch.setattr(processes.psutil, "Process", _Proc)
-    yield table
+    return table
 
 
 @pytest.fixture
