@@ -1,8 +1,9 @@
 """Wan 2.2 workflow graphs: the public names of graph loading, UI conversion, roles and the Variant builder.
 
-The code lives in the module named after each concern: `graph` (loading, API/UI detection, selectors),
-`convert` (UI format to API format), `roles` (what each node does), `variant` (the builder) and `needs`
-(what a file needs: node packs, model files).
+The code lives in the module named after each concern, and imports one way (a contract in pyproject.toml):
+`variant` (the builder) and `needs` (what a file needs: node packs, model files) on `roles` (what each node does)
+and `graph` (loading, validation, Workflow), on `convert` (UI format to API format), `frozen` (frozen copies and
+digests) and `nodes` (links, titles, selectors).
 """
 
 from __future__ import annotations

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from pytest_wan22.errors import SelectorError, WorkflowError
+from pytest_wan22.errors import WorkflowError
 
 from .convert import convert_ui, is_ui_format
-
-if TYPE_CHECKING:
-    from .variant import Variant
+from .frozen import canonical, freeze, short_digest, thaw
+from .nodes import Graph, matches, select, title_of
 
 __all__ = [
     "FRONTEND_ONLY",
@@ -23,10 +20,9 @@ __all__ = [
     "Workflow",
     "load_workflow",
     "read_graph",
+    "unwrap_prompt",
     "validate_graph",
 ]
-
-Graph = dict[str, dict[str, Any]]
 
 #: Node types the ComfyUI frontend draws but never sends to the server.
 FRONTEND_ONLY: frozenset[str] = frozenset({
@@ -36,109 +32,6 @@ FRONTEND_ONLY: frozenset[str] = frozenset({
 })
 _EXPORT_HINT = ("export it in API format: in ComfyUI's menu choose Workflow > Export (API) "
                 "(older menus: 'Save (API Format)' after enabling dev mode options)")
-
-
-
-# --------------------------------------------------------------------------- freezing
-
-
-def _freeze(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return MappingProxyType({k: _freeze(v) for k, v in value.items()})
-    if isinstance(value, (list, tuple)):
-        return tuple(_freeze(v) for v in value)
-    return value
-
-
-def _thaw(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {k: _thaw(v) for k, v in value.items()}
-    if isinstance(value, tuple):
-        return [_thaw(v) for v in value]
-    return value
-
-
-def _canonical(value: Any) -> str:
-    return json.dumps(_thaw(value), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-
-
-def _sha(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
-
-
-
-# --------------------------------------------------------------------------- graph helpers
-
-
-def _is_link(value: Any) -> bool:
-    return (isinstance(value, (list, tuple)) and len(value) == 2 and isinstance(value[0], str)
-            and isinstance(value[1], int) and not isinstance(value[1], bool))
-
-
-def _title(node: Mapping[str, Any]) -> str | None:
-    meta = node.get("_meta")
-    if isinstance(meta, Mapping):
-        title = meta.get("title")
-        if isinstance(title, str):
-            return title
-    return None
-
-
-def _id_key(node_id: str) -> tuple[int, int | str]:
-    return (0, int(node_id)) if node_id.isdigit() else (1, node_id)
-
-
-def _describe_node(graph: Mapping[str, Mapping[str, Any]], node_id: str) -> str:
-    node = graph[node_id]
-    title = _title(node)
-    cls = node.get("class_type", "?")
-    return f"{node_id} {title!r} ({cls})" if title else f"{node_id} ({cls}, untitled)"
-
-
-def _candidates(graph: Mapping[str, Mapping[str, Any]]) -> str:
-    return "; ".join(_describe_node(graph, i) for i in graph)
-
-
-def _matches(graph: Mapping[str, Mapping[str, Any]], selector: str) -> list[str]:
-    if not isinstance(selector, str) or not selector:
-        raise SelectorError(f"selector {selector!r} is not a non-empty string; use a node title, "
-                            "class:<ClassType> or id:<N>")
-    if selector.startswith("id:"):
-        wanted = selector[3:]
-        return [wanted] if wanted in graph else []
-    if selector.startswith("class:"):
-        wanted = selector[6:]
-        return [i for i, n in graph.items() if n.get("class_type") == wanted]
-    return [i for i, n in graph.items() if _title(n) == selector]
-
-
-def _select(graph: Mapping[str, Mapping[str, Any]], selector: str, where: str) -> str:
-    found = _matches(graph, selector)
-    if len(found) == 1:
-        return found[0]
-    if not found:
-        raise SelectorError(
-            f"selector {selector!r} matched no node in {where}; give one of these titles, "
-            f"class:<ClassType> or id:<N>. Nodes: {_candidates(graph)}")
-    listed = ", ".join(_describe_node(graph, i) for i in found)
-    raise SelectorError(
-        f"selector {selector!r} matched {len(found)} nodes in {where} ({listed}); select one by its "
-        f"unique _meta.title or id:<N>, or give the nodes unique titles in the workflow file. "
-        f"Nodes: {_candidates(graph)}")
-
-
-def _upstream(graph: Mapping[str, Mapping[str, Any]], node_id: str) -> set[str]:
-    seen: set[str] = set()
-    stack = [node_id]
-    while stack:
-        current = graph.get(stack.pop())
-        if current is None:
-            continue
-        for value in current.get("inputs", {}).values():
-            if _is_link(value) and value[0] not in seen:
-                seen.add(value[0])
-                stack.append(value[0])
-    return seen
 
 
 
@@ -188,14 +81,13 @@ def validate_graph(graph: Any, where: str) -> None:
                                 "write it as {\"title\": \"...\"}")
 
 
-def _unwrap(data: Any) -> Any:
+def unwrap_prompt(data: Any) -> Any:
+    """The prompt of a {"prompt": {...}} request body; any other data as it is."""
     if (isinstance(data, Mapping) and isinstance(data.get("prompt"), Mapping)
             and "class_type" not in data["prompt"]):
         return data["prompt"]
     return data
 
-
-_is_ui_format = is_ui_format
 
 
 def read_graph(path: str | Path) -> Any:
@@ -211,7 +103,7 @@ def read_graph(path: str | Path) -> Any:
     except json.JSONDecodeError as exc:
         raise WorkflowError(f"{p}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}); "
                             f"fix the file or {_EXPORT_HINT}") from exc
-    return _unwrap(data)
+    return unwrap_prompt(data)
 
 
 def load_workflow(path: str | Path, name: str | None = None, *,
@@ -223,7 +115,7 @@ def load_workflow(path: str | Path, name: str | None = None, *,
     """
     p = Path(path)
     data = read_graph(p)
-    if _is_ui_format(data):
+    if is_ui_format(data):
         if object_info is None:
             raise WorkflowError(
                 f"{p} is a UI-format workflow (it has 'nodes' and 'links' lists, as ComfyUI saves it for "
@@ -265,10 +157,10 @@ class Workflow:
     def __init__(self, graph: Mapping[str, Any], name: str = "workflow",
                  source: str | Path | None = None) -> None:
         validate_graph(graph, str(source) if source else name)
-        object.__setattr__(self, "_graph", _freeze(graph))
+        object.__setattr__(self, "_graph", freeze(graph))
         object.__setattr__(self, "_name", name)
         object.__setattr__(self, "_source", Path(source) if source is not None else None)
-        object.__setattr__(self, "_digest", _sha(_canonical(self._graph)))
+        object.__setattr__(self, "_digest", short_digest(canonical(self._graph)))
 
     def __setattr__(self, key: str, value: Any) -> None:
         raise AttributeError(f"Workflow is immutable; build a Variant to change {key!r}")
@@ -305,7 +197,7 @@ class Workflow:
     @property
     def graph(self) -> Graph:
         """A deep, mutable copy of the graph."""
-        return _thaw(self._graph)  # type: ignore[no-any-return]
+        return thaw(self._graph)  # type: ignore[no-any-return]
 
     def to_prompt(self) -> Graph:
         """A deep copy ready to POST as the `prompt` of /prompt."""
@@ -313,25 +205,17 @@ class Workflow:
 
     def nodes(self) -> tuple[NodeInfo, ...]:
         """Every node in file order."""
-        return tuple(NodeInfo(i, n["class_type"], _title(n) or n["class_type"])
+        return tuple(NodeInfo(i, n["class_type"], title_of(n) or n["class_type"])
                      for i, n in self._graph.items())
 
     def select(self, selector: str) -> str:
         """The id of the one node a selector names: a title, `class:ClassType` or `id:N`."""
-        return _select(self._graph, selector, f"workflow {self._name!r}")
+        return select(self._graph, selector, f"workflow {self._name!r}")
 
     def select_all(self, selector: str) -> tuple[str, ...]:
         """Ids of every node a selector matches (possibly none)."""
-        return tuple(_matches(self._graph, selector))
+        return tuple(matches(self._graph, selector))
 
     def node(self, selector: str) -> dict[str, Any]:
         """A deep copy of the node a selector names."""
-        return _thaw(self._graph[self.select(selector)])  # type: ignore[no-any-return]
-
-    def variant(self) -> Variant:
-        """A Variant of this workflow with no changes."""
-        from .variant import Variant  # variant builds on this module
-
-        return Variant(self)
-
-
+        return thaw(self._graph[self.select(selector)])  # type: ignore[no-any-return]

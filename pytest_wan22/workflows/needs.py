@@ -9,8 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from pytest_wan22.errors import WorkflowError
+from pytest_wan22.preflight import node_pack
 
-from .graph import FRONTEND_ONLY, _is_ui_format, _title, _unwrap
+from .convert import is_ui_format
+from .graph import FRONTEND_ONLY, unwrap_prompt
+from .nodes import title_of
 
 __all__ = ["workflow_needs"]
 
@@ -42,17 +45,15 @@ def _widget_strings(values: Any) -> Iterable[tuple[str | None, Any]]:
 
 def workflow_needs(path: str | Path) -> dict[str, Any]:
     """What a workflow file (API or UI format) needs: node classes, custom nodes, models, muted nodes."""
-    from pytest_wan22.preflight import node_pack  # preflight does not import this module
-
     p = Path(path)
     try:
-        data = _unwrap(json.loads(p.read_text(encoding="utf-8")))
+        data = unwrap_prompt(json.loads(p.read_text(encoding="utf-8")))
     except (OSError, json.JSONDecodeError) as exc:
         raise WorkflowError(f"cannot read workflow {p}: {exc}; check the path and that it is JSON") from exc
     core = _core_nodes()
     rows: list[dict[str, Any]] = []  # id, class_type, title, mode, inputs or widgets, subgraph, cnr_id
     subgraphs = {"definitions": 0, "instances": 0, "inner_nodes": 0}
-    if _is_ui_format(data):
+    if is_ui_format(data):
         fmt = "ui"
         definitions = data.get("definitions")
         defs = definitions.get("subgraphs", []) if isinstance(definitions, Mapping) else []
@@ -83,7 +84,7 @@ def workflow_needs(path: str | Path) -> dict[str, Any]:
         top_count = len(data)
         for node_id, n in data.items():
             inputs = n.get("inputs", {}) if isinstance(n.get("inputs"), Mapping) else {}
-            rows.append({"id": str(node_id), "class_type": str(n["class_type"]), "title": _title(n),
+            rows.append({"id": str(node_id), "class_type": str(n["class_type"]), "title": title_of(n),
                          "mode": 0, "values": list(inputs.items()), "subgraph": None, "cnr_id": None})
         prefixes = {str(i).split(":")[0] for i in data if ":" in str(i)}
         subgraphs["instances"] = len(prefixes)

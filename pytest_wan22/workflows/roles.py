@@ -9,7 +9,7 @@ from typing import Any
 
 from pytest_wan22.errors import WorkflowError
 
-from .graph import Workflow, _id_key, _is_link, _matches, _title, _upstream
+from .nodes import id_key, is_link, matches, title_of, upstream
 
 __all__ = [
     "DECODE_CLASSES",
@@ -18,10 +18,15 @@ __all__ = [
     "ROLE_SELECTORS",
     "SAMPLER_CLASSES",
     "VIDEO_NODES",
+    "expert_loader_of",
     "expert_loaders",
+    "expert_pair",
+    "frame_interpolation",
     "graph_summary",
     "latent_node",
     "node_titles",
+    "nodes_of",
+    "role_files",
     "role_nodes",
     "sampler_nodes",
     "synthetic_roles",
@@ -54,9 +59,9 @@ def sampler_nodes(prompt: Mapping[str, Mapping[str, Any]]) -> list[str]:
     idset = set(ids)
 
     def key(node_id: str) -> tuple[int, int, tuple[int, int | str]]:
-        depth = len(_upstream(prompt, node_id) & idset)
+        depth = len(upstream(prompt, node_id) & idset)
         start = prompt[node_id].get("inputs", {}).get("start_at_step", 0)
-        return (depth, start if isinstance(start, int) else 0, _id_key(node_id))
+        return (depth, start if isinstance(start, int) else 0, id_key(node_id))
 
     return sorted(ids, key=key)
 
@@ -66,12 +71,13 @@ def node_titles(prompt: Mapping[str, Mapping[str, Any]]) -> dict[str, tuple[str,
     out: dict[str, tuple[str, str]] = {}
     for node_id, node in prompt.items():
         cls = str(node.get("class_type", ""))
-        out[node_id] = (cls, _title(node) or cls)
+        out[node_id] = (cls, title_of(node) or cls)
     return out
 
 
 
-def _find_vfi(g: Mapping[str, Mapping[str, Any]]) -> tuple[str | None, int]:
+def frame_interpolation(g: Mapping[str, Mapping[str, Any]]) -> tuple[str | None, int]:
+    """The frame-interpolation node's class (RIFE VFI or FrameInterpolate) and multiplier; (None, 1) without one."""
     for node in g.values():
         if node.get("class_type") in ("RIFE VFI", "FrameInterpolate"):
             m = node["inputs"].get("multiplier", 2)
@@ -115,7 +121,7 @@ def graph_summary(g: Mapping[str, Mapping[str, Any]]) -> str:
 def nodes_of(g: Mapping[str, Mapping[str, Any]], classes: Iterable[str]) -> list[str]:
     """Ids of the nodes whose class is one of `classes`, in id order."""
     wanted = set(classes)
-    return sorted((i for i, n in g.items() if n.get("class_type") in wanted), key=_id_key)
+    return sorted((i for i, n in g.items() if n.get("class_type") in wanted), key=id_key)
 
 
 def _prefer(g: Mapping[str, Mapping[str, Any]], ids: list[str], near: set[str], words: tuple[str, ...]) -> list[str]:
@@ -124,7 +130,7 @@ def _prefer(g: Mapping[str, Mapping[str, Any]], ids: list[str], near: set[str], 
         feeding = [i for i in ids if i in near]
         ids = feeding or ids
     if len(ids) > 1:
-        titled = [i for i in ids if any(w in (_title(g[i]) or "").lower() for w in words)]
+        titled = [i for i in ids if any(w in (title_of(g[i]) or "").lower() for w in words)]
         ids = titled or ids
     return ids
 
@@ -133,7 +139,7 @@ def latent_node(g: Mapping[str, Mapping[str, Any]]) -> str | None:
     """The node that sets the clip's width, height and length (the one feeding the samplers if several)."""
     near: set[str] = set()
     for s in sampler_nodes(g):
-        near |= _upstream(g, s)
+        near |= upstream(g, s)
     found = _prefer(g, nodes_of(g, LATENT_NODES), near, ("latent", "video"))
     return found[0] if len(found) == 1 else None
 
@@ -146,7 +152,7 @@ def video_nodes(g: Mapping[str, Mapping[str, Any]]) -> list[str]:
 _CONTROL_INPUTS = frozenset({"index", "select", "switch", "boolean", "condition"})
 
 
-def _expert_loader_of(g: Mapping[str, Mapping[str, Any]], sampler: str) -> str | None:
+def expert_loader_of(g: Mapping[str, Mapping[str, Any]], sampler: str) -> str | None:
     """Follow a sampler's `model` input upstream (through LoRA, shift, block-swap and switch nodes) to its loader.
 
     A node without a `model` input (a switch such as ComfySwitchNode or easy anythingIndexSwitch) is followed
@@ -160,15 +166,15 @@ def _expert_loader_of(g: Mapping[str, Mapping[str, Any]], sampler: str) -> str |
             return {node_id}
         inputs = node.get("inputs", {})
         link = inputs.get("model")
-        branches = [link] if _is_link(link) else [
-            v for k, v in inputs.items() if _is_link(v) and k not in _CONTROL_INPUTS]
+        branches = [link] if is_link(link) else [
+            v for k, v in inputs.items() if is_link(v) and k not in _CONTROL_INPUTS]
         found: set[str] = set()
         for branch in branches:
             found |= walk(str(branch[0]), seen | {node_id})
         return found
 
     start = g.get(sampler, {}).get("inputs", {}).get("model")
-    loaders = walk(str(start[0]), frozenset({sampler})) if _is_link(start) else set()
+    loaders = walk(str(start[0]), frozenset({sampler})) if is_link(start) else set()
     return next(iter(loaders)) if len(loaders) == 1 else None
 
 
@@ -176,19 +182,19 @@ def expert_loaders(g: Mapping[str, Mapping[str, Any]]) -> tuple[str, ...]:
     """The diffusion-model loaders in the order their passes run (high then low noise for the 14B pair)."""
     out: list[str] = []
     for s in sampler_nodes(g):
-        loader = _expert_loader_of(g, s)
+        loader = expert_loader_of(g, s)
         if loader is not None and loader not in out:
             out.append(loader)
     return tuple(out)
 
 
-def _expert_loaders(g: Mapping[str, Mapping[str, Any]]) -> tuple[str, str]:
+def expert_pair(g: Mapping[str, Mapping[str, Any]]) -> tuple[str, str]:
     """The (high, low) expert loader ids: by the pass each one feeds; titles break a tie."""
     passes = sampler_nodes(g)
-    loaders = [_expert_loader_of(g, s) for s in passes]
+    loaders = [expert_loader_of(g, s) for s in passes]
     if len(passes) == 2 and None not in loaders and loaders[0] != loaders[1]:
         return str(loaders[0]), str(loaders[1])
-    by_title = [_matches(g, ROLE_SELECTORS[r][0]) for r in ("high", "low")]
+    by_title = [matches(g, ROLE_SELECTORS[r][0]) for r in ("high", "low")]
     if all(len(m) == 1 for m in by_title):
         return by_title[0][0], by_title[1][0]
     found = nodes_of(g, EXPERT_LOADERS)
@@ -219,10 +225,12 @@ def synthetic_roles(g: Mapping[str, Mapping[str, Any]], roles: Iterable[str]) ->
     return allowed & set(roles)
 
 
-def _role_files(g: Mapping[str, Mapping[str, Any]], wf: Workflow) -> dict[str, str]:
+def role_files(g: Mapping[str, Mapping[str, Any]], original: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
+    """The file each model role loads in the built graph g; high and low are the experts of the original graph
+    (the workflow before its changes), so a swapped pass order keeps their names."""
     out: dict[str, str] = {}
     try:
-        high, low = _expert_loaders(wf.graph)
+        high, low = expert_pair(original)
         for role, nid in (("high", high), ("low", low)):
             if nid in g and g[nid].get("class_type") in EXPERT_LOADERS:
                 out[role] = g[nid]["inputs"].get(EXPERT_LOADERS[str(g[nid]["class_type"])])
@@ -236,7 +244,7 @@ def _role_files(g: Mapping[str, Mapping[str, Any]], wf: Workflow) -> dict[str, s
             out[role] = g[loaders[0][0]]["inputs"][loaders[0][1]]
     for role in ("lora_high", "lora_low"):
         selector, inp = ROLE_SELECTORS[role]
-        found = _matches(g, selector)
+        found = matches(g, selector)
         if len(found) == 1 and isinstance(g[found[0]]["inputs"].get(inp), str):
             out[role] = g[found[0]]["inputs"][inp]
     for node in g.values():

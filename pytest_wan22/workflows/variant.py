@@ -11,33 +11,22 @@ from typing import Any, Literal
 
 from pytest_wan22.errors import WorkflowError
 
-from .graph import (
-    Graph,
-    Workflow,
-    _canonical,
-    _describe_node,
-    _freeze,
-    _is_link,
-    _matches,
-    _select,
-    _sha,
-    _thaw,
-    _title,
-    validate_graph,
-)
+from .frozen import canonical, freeze, short_digest, thaw
+from .graph import Workflow, validate_graph
+from .nodes import Graph, describe_node, is_link, matches, select, title_of
 from .roles import (
     DECODE_CLASSES,
     EXPERT_LOADERS,
     LATENT_NODES,
     ROLE_SELECTORS,
     VIDEO_NODES,
-    _expert_loader_of,
-    _expert_loaders,
-    _find_vfi,
-    _role_files,
+    expert_loader_of,
     expert_loaders,
+    expert_pair,
+    frame_interpolation,
     graph_summary,
     latent_node,
+    role_files,
     role_nodes,
     sampler_nodes,
     video_nodes,
@@ -305,9 +294,9 @@ class Variant:
         """The API prompt (a fresh deep copy) with every change applied."""
         cached = self._cache.get("prompt")
         if cached is None:
-            cached = _freeze(_Builder(self._workflow, self._state).run())
+            cached = freeze(_Builder(self._workflow, self._state).run())
             self._cache["prompt"] = cached
-        return _thaw(cached)  # type: ignore[no-any-return]
+        return thaw(cached)  # type: ignore[no-any-return]
 
     @property
     def digest(self) -> str:
@@ -315,7 +304,7 @@ class Variant:
         cached = self._cache.get("digest")
         if cached is None:
             unseeded = _Builder(self._workflow, replace(self._state, seed=None)).run()
-            cached = _sha(_canonical(unseeded))
+            cached = short_digest(canonical(unseeded))
             self._cache["digest"] = cached
         return str(cached)
 
@@ -357,9 +346,9 @@ class Variant:
         """The measured parameters, read back from the built graph, plus the expected output."""
         cached = self._cache.get("describe")
         if cached is None:
-            cached = _freeze(self._describe())
+            cached = freeze(self._describe())
             self._cache["describe"] = cached
-        return _thaw(cached)  # type: ignore[no-any-return]
+        return thaw(cached)  # type: ignore[no-any-return]
 
     def _describe(self) -> dict[str, Any]:
         g = self.build()
@@ -372,14 +361,14 @@ class Variant:
         keys = LATENT_NODES[str(g[latent]["class_type"])] if latent else ("", "", "")
         wan_in = g[latent]["inputs"] if latent else {}
         width, height, length = (wan_in.get(k) if isinstance(wan_in.get(k), int) else None for k in keys)
-        vfi_node, multiplier = _find_vfi(g)
+        vfi_node, multiplier = frame_interpolation(g)
         videos = video_nodes(g)
         out_fps = g[videos[0]]["inputs"].get(VIDEO_NODES[str(g[videos[0]]["class_type"])]) if videos else None
         out_fps = float(out_fps) if isinstance(out_fps, (int, float)) and out_fps is not True else None
         base_fps = out_fps / multiplier if out_fps else None
-        loras = [g[i]["inputs"].get("lora_name") for i in _matches(g, "class:LoraLoaderModelOnly")]
+        loras = [g[i]["inputs"].get("lora_name") for i in matches(g, "class:LoraLoaderModelOnly")]
         compiles = sorted({str(g[i]["inputs"].get("backend"))
-                           for i in _matches(g, "class:TorchCompileModel")})
+                           for i in matches(g, "class:TorchCompileModel")})
         resolution = None
         if width and height:
             resolution = RESOLUTION_LABELS.get((width, height), f"{width}x{height}")
@@ -395,7 +384,7 @@ class Variant:
             "split": split,
             "sampler": first.get("sampler_name"),
             "scheduler": first.get("scheduler"),
-            "shift": [g[i]["inputs"].get("shift") for i in _matches(g, "class:ModelSamplingSD3")],
+            "shift": [g[i]["inputs"].get("shift") for i in matches(g, "class:ModelSamplingSD3")],
             "width": width,
             "height": height,
             "resolution": resolution,
@@ -407,7 +396,7 @@ class Variant:
             "interpolation": {"node": vfi_node, "multiplier": multiplier} if vfi_node else None,
             "precomputed_conditioning": self._state.conditioning_folder,
             "seed": self._state.seed,
-            "models": _role_files(g, self._workflow),
+            "models": role_files(g, self._workflow.graph),
             "labels": list(self._state.labels),
             "output_frames": out_frames,
             "output_fps": out_fps,
@@ -418,9 +407,9 @@ class Variant:
     def _detect_pass_order(self, g: Graph, passes: list[str]) -> str | None:
         if len(passes) != 2:
             return None
-        loader = _expert_loader_of(g, passes[0])
+        loader = expert_loader_of(g, passes[0])
         try:
-            high, _low = _expert_loaders(self._workflow.graph)
+            high, _low = expert_pair(self._workflow.graph)
         except WorkflowError:
             return self._state.pass_order
         if loader is None:
@@ -465,7 +454,7 @@ class _Builder:
         return str(max(numeric, default=0) + 1)
 
     def add(self, class_type: str, inputs: dict[str, Any], title: str) -> str:
-        if _matches(self.g, title):
+        if matches(self.g, title):
             raise WorkflowError(f"{self.where} already has a node titled {title!r}; rename it, the variant "
                                 "builder adds a node with that title")
         node_id = self.new_id()
@@ -477,11 +466,11 @@ class _Builder:
             if node_id == skip:
                 continue
             for name, value in node["inputs"].items():
-                if _is_link(value) and value[0] == old[0] and value[1] == old[1]:
+                if is_link(value) and value[0] == old[0] and value[1] == old[1]:
                     node["inputs"][name] = list(new)
 
     def select(self, selector: str) -> str:
-        return _select(self.g, selector, self.where)
+        return select(self.g, selector, self.where)
 
     def passes(self) -> list[str]:
         return sampler_nodes(self.g)
@@ -512,7 +501,7 @@ class _Builder:
             inputs = self.g[node_id]["inputs"]
             if name not in inputs and not create:
                 raise WorkflowError(
-                    f"{self.where}: node {_describe_node(self.g, node_id)} has no input {name!r} (inputs: "
+                    f"{self.where}: node {describe_node(self.g, node_id)} has no input {name!r} (inputs: "
                     f"{', '.join(inputs) or 'none'}); check the name, or pass create=True to add it")
             inputs[name] = json.loads(encoded)
         if s.scale:
@@ -532,7 +521,7 @@ class _Builder:
         method = ("pass_order('low_high')" if s.pass_order == "low_high" else
                   f"schedule({s.schedule[0]!r})" if s.schedule and s.schedule[4] else "models(high=/low=)")
         try:
-            return _expert_loaders(self.g)
+            return expert_pair(self.g)
         except WorkflowError as exc:
             raise WorkflowError(f"{self.where}: {method} {exc}") from None
 
@@ -549,13 +538,13 @@ class _Builder:
             if candidates:
                 raise WorkflowError(
                     f"{self.where}: {method}() found {len(candidates)} latent nodes "
-                    f"({', '.join(_describe_node(self.g, i) for i in candidates)}) and cannot tell which sets "
+                    f"({', '.join(describe_node(self.g, i) for i in candidates)}) and cannot tell which sets "
                     "the clip; give the one to change a title containing 'latent'")
             raise self.inapplicable(method, "a latent/conditioning node (" + ", ".join(sorted(LATENT_NODES)) + ")")
         return found, LATENT_NODES[str(self.g[found]["class_type"])]
 
     def precomputed_conditioning(self, folder: str) -> None:
-        encoders = _matches(self.g, "class:CLIPTextEncode")
+        encoders = matches(self.g, "class:CLIPTextEncode")
         if not encoders:
             raise WorkflowError(f"{self.where} has no CLIPTextEncode node to replace with precomputed "
                                 "conditioning; drop precomputed_conditioning() for this workflow")
@@ -564,7 +553,7 @@ class _Builder:
             raise WorkflowError(f"{self.where}: the CLIPTextEncode nodes must share one linked CLIPLoader "
                                 "for precomputed_conditioning()")
         loader = str(next(iter(loaders)))
-        users = {i for i, n in self.g.items() for v in n["inputs"].values() if _is_link(v) and v[0] == loader}
+        users = {i for i, n in self.g.items() for v in n["inputs"].values() if is_link(v) and v[0] == loader}
         if not users <= set(encoders):
             raise WorkflowError(f"{self.where}: the text encoder {loader} also feeds nodes other than "
                                 "CLIPTextEncode; precomputed_conditioning() can only replace the text path")
@@ -583,12 +572,12 @@ class _Builder:
         if not passes or others:
             raise self.inapplicable("schedule", "KSampler or KSamplerAdvanced passes") if not passes else \
                 WorkflowError(f"{self.where}: schedule() sets KSampler/KSamplerAdvanced steps and cfg; the graph "
-                              f"samples with {', '.join(_describe_node(self.g, i) for i in others)}")
+                              f"samples with {', '.join(describe_node(self.g, i) for i in others)}")
         if len(passes) == 2:
             for index, node_id in enumerate(passes):
                 inputs = self.g[node_id]["inputs"]
                 if "start_at_step" not in inputs:
-                    raise WorkflowError(f"{self.where}: sampler {_describe_node(self.g, node_id)} has no "
+                    raise WorkflowError(f"{self.where}: sampler {describe_node(self.g, node_id)} has no "
                                         "start/end steps; a split schedule needs KSamplerAdvanced passes")
                 inputs["steps"], inputs["cfg"] = steps, cfg
                 inputs["start_at_step"], inputs["end_at_step"] = (0, split) if index == 0 else (
@@ -603,7 +592,7 @@ class _Builder:
             for loader in experts:
                 if self.g[loader]["class_type"] not in ("UNETLoader", "UnetLoaderGGUF"):
                     raise WorkflowError(f"{self.where}: schedule() inserts LoraLoaderModelOnly after UNETLoader "
-                                        f"experts; the graph loads them with {_describe_node(self.g, loader)}")
+                                        f"experts; the graph loads them with {describe_node(self.g, loader)}")
             for role, loader in (("high", experts[0]), ("low", experts[1])):
                 lora_id = self.add("LoraLoaderModelOnly",
                                    {"model": [loader, 0], "lora_name": LIGHTX2V_LORAS[role],
@@ -639,7 +628,7 @@ class _Builder:
                 self.g[nodes[0][0]]["inputs"][nodes[0][1]] = filename
             else:
                 selector, name = ROLE_SELECTORS[role]
-                found = _matches(self.g, selector)
+                found = matches(self.g, selector)
                 if not found:
                     continue  # the variant has no LoRA: nothing to swap
                 if len(found) != 1:
@@ -654,13 +643,13 @@ class _Builder:
         while current not in seen:
             seen.add(current)
             link = self.g[current]["inputs"].get("model")
-            if not _is_link(link):
+            if not is_link(link):
                 break
             if self.g[link[0]]["class_type"] in (*EXPERT_LOADERS, "LoraLoaderModelOnly"):
                 return current, "model"
             current = link[0]
         raise WorkflowError(f"{self.where}: cannot follow the model chain of sampler "
-                            f"{_describe_node(self.g, sampler)} up to a UNETLoader; pass_order() needs one")
+                            f"{describe_node(self.g, sampler)} up to a UNETLoader; pass_order() needs one")
 
     def swap_experts(self) -> None:
         passes = self.passes()
@@ -674,12 +663,12 @@ class _Builder:
 
     def torch_compile(self, backend: str) -> None:
         for index, sampler in enumerate(self.passes()):
-            title = _title(self.g[sampler]) or ""
+            title = title_of(self.g[sampler]) or ""
             m = re.search(r"\(([^)]*)\)\s*$", title)
             suffix = m.group(1) if m else f"pass {index + 1}"
             link = self.g[sampler]["inputs"].get("model")
-            if not _is_link(link):
-                raise WorkflowError(f"{self.where}: sampler {_describe_node(self.g, sampler)} has no linked "
+            if not is_link(link):
+                raise WorkflowError(f"{self.where}: sampler {describe_node(self.g, sampler)} has no linked "
                                     "model input for torch_compile()")
             node_id = self.add("TorchCompileModel", {"model": list(link), "backend": backend},
                                f"Torch Compile ({suffix})")
@@ -701,14 +690,14 @@ class _Builder:
             return
         kind, multiplier, ckpt = s.interpolation
         ckpt = dict(s.models).get("vfi") or ckpt or DEFAULT_VFI_CKPT
-        sources = {tuple(self.g[v]["inputs"]["images"]) if _is_link(self.g[v]["inputs"].get("images")) else None
+        sources = {tuple(self.g[v]["inputs"]["images"]) if is_link(self.g[v]["inputs"].get("images")) else None
                    for v in videos}
         source = next(iter(sources)) if len(sources) == 1 else None
         if source is None or self.g[str(source[0])]["class_type"] not in DECODE_CLASSES:
             raise WorkflowError(
                 f"{self.where}: interpolate() inserts between the decode node ({', '.join(sorted(DECODE_CLASSES))})"
                 " and the video node(s), whose images input must be linked to one decode output; the video "
-                f"nodes {', '.join(_describe_node(self.g, v) for v in videos)} take "
+                f"nodes {', '.join(describe_node(self.g, v) for v in videos)} take "
                 f"{sorted(str(x) for x in sources)}")
         if kind == "RIFE VFI":
             vfi = self.add("RIFE VFI", {"ckpt_name": ckpt, "frames": list(source),
@@ -757,7 +746,7 @@ class _Builder:
             if inputs.get("add_noise", "enable") in ("disable", False):
                 continue
             for name in ("noise_seed", "seed"):
-                if name in inputs and not _is_link(inputs[name]):
+                if name in inputs and not is_link(inputs[name]):
                     inputs[name] = seed
                     done += 1
                 elif name in inputs:  # linked to a primitive (PrimitiveInt, INTConstant, ...): set its value
