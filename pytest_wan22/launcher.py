@@ -15,10 +15,11 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import requests
 
-from . import processes
+from . import platforms, processes, winjob
 from .errors import PortInUse, ServerStartError, ServerTimeout
 
 PROBE_NODE = Path(__file__).with_name("comfy_node.py")
@@ -250,6 +251,103 @@ def _stop_all() -> None:
         server.stop()
 
 
+class _PosixGroup:
+    """The server in a process group of its own, with a watchdog in that group that ends it when pytest dies."""
+
+    def __init__(self) -> None:
+        self._watchdog: subprocess.Popen[bytes] | None = None
+
+    @staticmethod
+    def popen_options() -> dict[str, Any]:
+        # A process group of its own (not a session), so the watchdog can join it and a terminal's Ctrl-C
+        # reaches pytest, which then stops the server on its way out.
+        return {"preexec_fn": os.setpgrp}
+
+    def started(self, proc: subprocess.Popen[bytes]) -> None:
+        group = proc.pid
+
+        def join_group() -> None:  # runs in the child: join the server's group, so stopping it ends us too
+            os.setpgid(0, group)
+
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            self._watchdog = subprocess.Popen(
+                [sys.executable, "-c", _WATCHDOG, str(os.getpid()), str(group)],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                preexec_fn=join_group)  # setpgid only
+
+    @staticmethod
+    def terminate(proc: subprocess.Popen[bytes]) -> bool:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except OSError:
+            return False
+        return True
+
+    @staticmethod
+    def kill(proc: subprocess.Popen[bytes]) -> None:
+        with contextlib.suppress(OSError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+    def close(self) -> None:
+        if self._watchdog is not None:
+            with contextlib.suppress(OSError):
+                self._watchdog.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._watchdog.wait(timeout=5)
+        self._watchdog = None
+
+
+class _WindowsGroup:
+    """The server in a console process group of its own (Ctrl+Break stops it) and in a job object that ends all its
+    processes when pytest's handle closes, as the watchdog does on Linux."""
+
+    def __init__(self) -> None:
+        self.job: winjob.JobObject | None = None
+        self.note = ""  # why the job could not be made: then the hard stop ends the process tree through psutil
+
+    @staticmethod
+    def popen_options() -> dict[str, Any]:
+        return {"creationflags": winjob.CREATE_NEW_PROCESS_GROUP}
+
+    def started(self, proc: subprocess.Popen[bytes]) -> None:
+        try:
+            self.job = winjob.JobObject()
+            self.job.assign(proc.pid)
+        except OSError as exc:
+            if self.job is not None:
+                self.job.close()
+            self.job = None
+            self.note = f"no job object ({exc}): the server outlives a pytest that is killed"
+
+    @staticmethod
+    def terminate(proc: subprocess.Popen[bytes]) -> bool:
+        try:
+            return winjob.ctrl_break(proc.pid)
+        except OSError:
+            return False
+
+    def kill(self, proc: subprocess.Popen[bytes]) -> None:
+        if self.job is not None:
+            try:
+                self.job.terminate()
+                return
+            except OSError:
+                pass
+        processes.kill_tree(proc.pid)
+
+    def close(self) -> None:
+        if self.job is not None:
+            self.job.close()
+        self.job = None
+
+
+_Group = _PosixGroup | _WindowsGroup
+
+
+def _new_group() -> _Group:
+    return _WindowsGroup() if platforms.windows() else _PosixGroup()
+
+
 class ComfyServer:
     """One launched ComfyUI process group: start, wait until ready, restart after a crash, stop."""
 
@@ -258,7 +356,7 @@ class ComfyServer:
         self.proc: subprocess.Popen[bytes] | None = None
         self.handle: ServerHandle | None = None
         self.starts = 0
-        self._watchdog: subprocess.Popen[bytes] | None = None
+        self._group: _Group | None = None
 
     def __enter__(self) -> ServerHandle:
         return self.start()
@@ -289,39 +387,29 @@ class ComfyServer:
         spec.prepare()
         argv = spec.command(port)
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **spec.env}
+        group = _new_group()
         log = spec.log_path.open("ab")
-        log.write(f"\n=== wan22: starting {' '.join(argv)}\n".encode())
+        log.write(f"\n=== wan22: starting {platforms.command_text(argv)}\n".encode())
         log.flush()
         try:
-            # A process group of its own (not a session), so the watchdog can join it and a terminal's
-            # Ctrl-C reaches pytest, which then stops the server on its way out.
             self.proc = subprocess.Popen(argv, cwd=spec.comfyui_dir, env=env, stdin=subprocess.DEVNULL,
-                                         stdout=log, stderr=subprocess.STDOUT, preexec_fn=os.setpgrp)
+                                         stdout=log, stderr=subprocess.STDOUT, **group.popen_options())
         except OSError as exc:
             raise ServerStartError(f"could not run {argv[0]}: {exc}; fix --wan22-python (ini wan22_python)",
                                    command=argv) from exc
         finally:
             log.close()
+        self._group = group
         _LIVE.add(self)
         self.starts += 1
-        self._start_watchdog()
+        group.started(self.proc)
+        if isinstance(group, _WindowsGroup) and group.note:
+            with spec.log_path.open("ab") as log:
+                log.write(f"=== wan22: {group.note}\n".encode())
         url = f"http://{_url_host(spec.host)}:{port}"
         self.handle = ServerHandle(url=url, pid=self.proc.pid, log_path=spec.log_path)
         self._wait_ready(url, argv)
         return self.handle
-
-    def _start_watchdog(self) -> None:
-        assert self.proc is not None
-        group = self.proc.pid
-
-        def join_group() -> None:  # runs in the child: join the server's group, so stopping it ends us too
-            os.setpgid(0, group)
-
-        with contextlib.suppress(OSError, subprocess.SubprocessError):
-            self._watchdog = subprocess.Popen(
-                [sys.executable, "-c", _WATCHDOG, str(os.getpid()), str(group)],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                preexec_fn=join_group)  # setpgid only
 
     def _wait_ready(self, url: str, argv: Sequence[str]) -> None:
         deadline = time.monotonic() + self.spec.startup_timeout
@@ -353,33 +441,25 @@ class ComfyServer:
         return True
 
     def stop(self, grace: float = 10.0) -> None:
-        """Terminate the whole process group, then kill it; safe to call twice."""
-        if self.proc is not None:
-            _kill_group(self.proc, grace)
+        """Ask the whole process group to stop (SIGTERM; Ctrl+Break on Windows), then kill it; safe to call twice."""
+        proc, group = self.proc, self._group
+        if proc is not None and group is not None and group.terminate(proc):
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=grace)
         self._reap()
 
     def _reap(self) -> None:
-        for proc in (self.proc, self._watchdog):
-            if proc is not None:
-                with contextlib.suppress(OSError):
-                    os.killpg(proc.pid, signal.SIGKILL) if proc is self.proc else proc.kill()
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    proc.wait(timeout=5)
-        self._watchdog = None
+        """Kill what is left of the group, wait for the server, and let the watchdog or job go."""
+        proc, group = self.proc, self._group
+        if proc is not None and group is not None:
+            group.kill(proc)
+        if proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=5)
+        if group is not None:
+            group.close()
+        self._group = None
         _LIVE.discard(self)
-
-
-def _kill_group(proc: subprocess.Popen[bytes], grace: float) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except OSError:
-        return
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=grace)
-    with contextlib.suppress(OSError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=5)
 
 
 def _url_host(host: str) -> str:

@@ -5,7 +5,10 @@ Tests set ``PLATFORM`` to ``"win32"`` to take the Windows branches on Linux (wit
 
 from __future__ import annotations
 
+import shlex
+import subprocess
 import sys
+from collections.abc import Sequence
 
 #: sys.platform as the plugin sees it.
 PLATFORM: str = sys.platform
@@ -23,3 +26,62 @@ def name() -> str:
     if PLATFORM.startswith("linux"):
         return "linux"
     return "macos" if PLATFORM == "darwin" else PLATFORM
+
+
+def command_text(argv: Sequence[str]) -> str:
+    """A command line as this platform's shell reads it back: POSIX shell quoting, or Windows' (cmd, CreateProcess)
+    double quotes around an argument with a space, as in 'C:\\Program Files\\ComfyUI\\main.py'."""
+    args = [str(a) for a in argv]
+    return subprocess.list2cmdline(args) if windows() else shlex.join(args)
+
+
+def split_args(text: str) -> list[str]:
+    """Arguments typed as one string (--wan22-server-args), split as this platform does: POSIX shell words, or on
+    Windows the C runtime's rules, where a backslash is a folder separator (C:\\models stays whole) and only
+    escapes a double quote."""
+    return _split_windows(text) if windows() else shlex.split(text)
+
+
+def _split_windows(text: str) -> list[str]:
+    """CommandLineToArgvW's rules for the arguments after the program name."""
+    out: list[str] = []
+    arg: list[str] = []
+    in_arg = quoted = False
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if c in " \t" and not quoted:
+            if in_arg:
+                out.append("".join(arg))
+                arg, in_arg = [], False
+            i += 1
+            continue
+        in_arg = True
+        if c == "\\":
+            j = i
+            while j < n and text[j] == "\\":
+                j += 1
+            slashes = j - i
+            if j < n and text[j] == '"':  # 2k backslashes + quote: k backslashes, then the quote's meaning
+                arg.append("\\" * (slashes // 2))
+                if slashes % 2:
+                    arg.append('"')
+                    j += 1
+                i = j
+            else:
+                arg.append("\\" * slashes)
+                i = j
+            continue
+        if c == '"':
+            if quoted and i + 1 < n and text[i + 1] == '"':  # "" inside quotes: a literal quote
+                arg.append('"')
+                i += 2
+                continue
+            quoted = not quoted
+            i += 1
+            continue
+        arg.append(c)
+        i += 1
+    if in_arg:
+        out.append("".join(arg))
+    return out
