@@ -13,7 +13,15 @@ from typing import Any, Protocol, TypeAlias, runtime_checkable
 
 from pytest_wan22.errors import ConfigError, NvmlUnavailable
 from pytest_wan22.processes import process_name
-from pytest_wan22.records import Neighbour, VramReport, VramSample
+from pytest_wan22.records import (
+    VRAM_DEVICE,
+    VRAM_PROCESS,
+    VRAM_SOURCES,
+    VRAM_WDDM,
+    Neighbour,
+    VramReport,
+    VramSample,
+)
 
 MIB = 1024 * 1024
 DEFAULT_INTERVAL_S = 0.02
@@ -24,6 +32,10 @@ PROCESS_MIB_UNKNOWN = -1.0
 
 Handle: TypeAlias = Any
 """An opaque device handle, as the backend hands it out."""
+
+#: nvmlDeviceGetDriverModel's values (Windows only): WDDM is Windows' default for GeForce cards; TCC and MCDM are
+#: the compute-only models of data-centre and workstation cards.
+DRIVER_MODELS = {0: "WDDM", 1: "TCC", 2: "MCDM"}
 
 _NO_NVML_HINT = "pass --wan22-tier (ini wan22_tier) to run without NVML; VRAM is then not measured"
 
@@ -70,6 +82,9 @@ class NvmlBackend(Protocol):
 
     def running_processes(self, h: Handle) -> list[tuple[int, int | None]]:
         """(pid, used bytes or None when NVML cannot tell) of compute and graphics processes."""
+
+    def driver_model(self, h: Handle) -> str | None:
+        """'WDDM', 'TCC' or 'MCDM' on Windows; None where NVML has no driver model (Linux)."""
 
     def power_w(self, h: Handle) -> float | None:
         """Board power draw in watts; None when unsupported."""
@@ -236,6 +251,14 @@ class PynvmlBackend:
                 merged[pid] = used if old is None else old if used is None else max(old, used)
         return list(merged.items())
 
+    def driver_model(self, h: Handle) -> str | None:
+        """nvmlDeviceGetDriverModel's current model (Windows only; NotSupported elsewhere gives None)."""
+        value = self._optional("nvmlDeviceGetDriverModel", h)
+        if value is None:
+            return None
+        current = value[0] if isinstance(value, (list, tuple)) else value
+        return DRIVER_MODELS.get(int(current), str(current))
+
     def power_w(self, h: Handle) -> float | None:
         """nvmlDeviceGetPowerUsage (milliwatts) in watts."""
         mw = self._optional("nvmlDeviceGetPowerUsage", h)
@@ -331,6 +354,7 @@ class DeviceInfo:
     memory_total_mib: int
     driver: str
     cuda: str
+    driver_model: str | None = None  # WDDM, TCC or MCDM on Windows
 
 
 def format_cuda_version(value: int) -> str:
@@ -344,7 +368,27 @@ def describe(backend: NvmlBackend, h: Handle) -> DeviceInfo:
     return DeviceInfo(
         index=backend.index(h), name=backend.name(h), uuid=backend.uuid(h),
         pci_bus_id=backend.pci_bus_id(h), memory_total_mib=total // MIB,
-        driver=backend.driver_version(), cuda=format_cuda_version(backend.cuda_driver_version()))
+        driver=backend.driver_version(), cuda=format_cuda_version(backend.cuda_driver_version()),
+        driver_model=driver_model(backend, h))
+
+
+def driver_model(backend: NvmlBackend, h: Handle) -> str | None:
+    """The device's driver model; None on Linux, or from a backend that does not tell."""
+    read = getattr(backend, "driver_model", None)
+    try:
+        return None if read is None else read(h)
+    except Exception:
+        return None
+
+
+def vram_source(device: DeviceInfo) -> str:
+    """How VRAM is measured on this device, for the session header."""
+    if device.driver_model == "WDDM":
+        return (f"VRAM on {device.name} (WDDM driver model): {VRAM_SOURCES[VRAM_WDDM]}; a run's peak is PyTorch's "
+                "(reserved for budgets and the fit check, allocated for comparisons), the device-wide figure is "
+                "recorded beside it")
+    return f"VRAM: {VRAM_SOURCES[VRAM_PROCESS]} (device-wide where they cannot be told apart), and PyTorch's peak " \
+           "from the probe node"
 
 
 def list_devices(backend: NvmlBackend) -> list[DeviceInfo]:
@@ -605,6 +649,7 @@ class VramMonitor:
         self._neighbours: dict[int, Neighbour] = {}
         self._own_fn = own
         self._own: set[int] = set()
+        self._wddm = False  # the driver model reports no per-process memory
 
     # -- lifecycle --
 
@@ -674,6 +719,7 @@ class VramMonitor:
             else:
                 self._handle = self._backend.handle(dev)
             self._baseline = self._backend.memory_info(self._handle)[1] / MIB
+            self._wddm = driver_model(self._backend, self._handle) == "WDDM"
         except Exception as exc:
             self._fatal = f"VRAM not measured: reading GPU {self._device_label()} failed: {exc}"
             self._stopped = True
@@ -809,6 +855,11 @@ class VramMonitor:
         known = [p for p in proc if p != PROCESS_MIB_UNKNOWN]
         if self._pids_fn is None:
             reasons.append("no server PID given: only device-wide memory was measured")
+        elif self._wddm and (not self._matched_any or self._unknown_usage):
+            reasons.append("the GPU runs the WDDM driver model, where NVML reports no per-process memory: the peak is "
+                           "PyTorch's in the server (the probe node), the device-wide figure is recorded beside it")
+            proc = [PROCESS_MIB_UNKNOWN] * len(proc)
+            known = []
         elif not self._matched_any and peak_dev > 0 and (self._proc_error is None or known):
             reasons.append(
                 "NVML listed none of the server's processes (PIDs "
@@ -817,7 +868,7 @@ class VramMonitor:
                 "holds the memory; process VRAM not measured, use the device-wide figures")
             proc = [PROCESS_MIB_UNKNOWN] * len(proc)
             known = []
-        if self._unknown_usage:
+        if self._unknown_usage and not self._wddm:
             reasons.append("NVML gave no per-process memory for some samples (e.g. MIG without privileges); "
                            "those samples have process_mib = -1")
         for extra in (self._proc_error, self._pids_error):
@@ -828,7 +879,8 @@ class VramMonitor:
         # Neighbours only where the server's own processes were told apart (NVML matched one of them at least):
         # otherwise every process, the server's included, would look like one.
         near = tuple(self._neighbours[p] for p in sorted(self._neighbours)) if self._matched_any else ()
+        source = VRAM_PROCESS if known else VRAM_WDDM if self._wddm and self._pids_fn is not None else VRAM_DEVICE
         return VramReport(
             available=True, reason="; ".join(reasons), interval_s=self.interval_s,
             peak_process_mib=max(known) if known else None, peak_device_mib=peak_dev,
-            baseline_device_mib=self._baseline, samples=samples, neighbours=near)
+            baseline_device_mib=self._baseline, samples=samples, neighbours=near, source=source)

@@ -29,7 +29,7 @@ from .fixtures import (  # noqa: F401 - fixtures are found through this module
     wan22_tier,
     wan22_workflows,
 )
-from .gpu import disable_accounting, enable_accounting, load_backend, probe
+from .gpu import disable_accounting, enable_accounting, load_backend, probe, vram_source
 from .launcher import tail
 from .options import OPTIONS
 from .progress import Progress, choose_mode
@@ -300,6 +300,8 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
                      "seen; VRAM is measured per process when the server runs on this machine, else device-wide")
     if state.nvml is None and (config.option.verbose > 0 or (state.tier and state.tier.is_gpu)):
         lines.append(f"wan22: VRAM not measured: {state.nvml_reason}")
+    elif state.nvml is not None and state.device is not None:
+        lines.append(f"wan22: {vram_source(state.device)}")
     lines.extend(f"wan22: {note}" for note in state.baseline_notes)
     return lines
 

@@ -89,6 +89,18 @@ class Neighbour:
         return f"PID {self.pid} {self.name}{held}"
 
 
+#: Where a VramReport's peaks come from (VramReport.source), as the report and the session header say it.
+VRAM_PROCESS = "nvml-process"
+VRAM_DEVICE = "nvml-device"
+VRAM_WDDM = "torch+nvml-device"
+VRAM_SOURCES: dict[str, str] = {
+    VRAM_PROCESS: "NVML's memory of the server's processes",
+    VRAM_DEVICE: "NVML's device-wide memory less what the device held before the run (no per-process figure)",
+    VRAM_WDDM: "PyTorch's peak in the server (the probe node) and NVML's device-wide memory: under WDDM NVML "
+               "reports no per-process memory",
+}
+
+
 @dataclass(frozen=True)
 class VramReport:
     """What the VRAM monitor saw during a run."""
@@ -103,12 +115,16 @@ class VramReport:
     torch_peak_reserved_mib: float | None = None
     samples: tuple[VramSample, ...] = ()
     neighbours: tuple[Neighbour, ...] = ()  # other compute processes on the GPU during the run
+    source: str = ""  # where the peaks come from: a key of VRAM_SOURCES ('' in records written before it)
 
     @property
     def peak_mib(self) -> float | None:
-        """The figure a budget is checked against: the server's processes, else the whole device."""
+        """The figure a budget is checked against: the server's processes; under WDDM, what PyTorch's allocator
+        reserved in the server (the closest figure to the process's own); else the whole device's growth."""
         if self.peak_process_mib is not None:
             return self.peak_process_mib
+        if self.source == VRAM_WDDM and self.torch_peak_reserved_mib is not None:
+            return self.torch_peak_reserved_mib
         if self.peak_device_mib is not None and self.baseline_device_mib is not None:
             return self.peak_device_mib - self.baseline_device_mib
         return self.peak_device_mib
@@ -127,6 +143,10 @@ class VramReport:
         if self.torch_peak_allocated_mib is not None:
             return self.torch_peak_allocated_mib
         return self.peak_mib if self.available else None
+
+    def describe_source(self) -> str:
+        """Where the peaks come from, in words ('' when the record does not say)."""
+        return VRAM_SOURCES.get(self.source, self.source)
 
 
 @dataclass(frozen=True)

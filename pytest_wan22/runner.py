@@ -18,6 +18,8 @@ from .client import ComfyClient, Event, Execution
 from .errors import ComfyAPIError, PromptRejected
 from .preflight import INPUT_MEDIA, split_spec
 from .records import (
+    VRAM_DEVICE,
+    VRAM_WDDM,
     Environment,
     ErrorInfo,
     NodeTiming,
@@ -298,6 +300,8 @@ def run_prompt(ctx: RunContext, prompt: Mapping[str, Any], *, variant_id: str, w
     if vram is not None and torch_mem.get("available"):
         vram = replace(vram, torch_peak_allocated_mib=torch_mem["max_allocated"] / 2**20,
                        torch_peak_reserved_mib=torch_mem["max_reserved"] / 2**20)
+    elif vram is not None and vram.source == VRAM_WDDM:  # no probe node answered: the device's figure is all there is
+        vram = replace(vram, source=VRAM_DEVICE)
     log_text = ctx.log_since(offset) if ctx.log_since else ""
     return build_record(base, execution, prompt, vram, log_text, ctx.output_dir)
 

@@ -15,7 +15,9 @@ A memory value (``used_mib`` of a device or of a process) is a number, a list st
 repeats; process values step with their device), a
 callable of the seconds since the fake was made, or a ``Timeline`` (spec: ``{"timeline": [[t, mib], ...]}``,
 piecewise constant). A process ``pid`` is an int, ``"self"`` (this process), ``"children"`` (every
-descendant of this process, each using ``used_mib``), or a name bound later with ``bind_pid``.
+descendant of this process, each using ``used_mib``), or a name bound later with ``bind_pid``. A Windows GPU under
+the WDDM driver model is ``driver_model="WDDM"`` with processes whose ``used_mib`` is None (NVML's
+NVML_VALUE_NOT_AVAILABLE there).
 """
 
 from __future__ import annotations
@@ -76,6 +78,7 @@ class FakeDevice:
     pcie_gen: int | None = 5
     pcie_width: int | None = 16
     accounting: bool | None = False
+    driver_model: str | None = None  # "WDDM", "TCC" or "MCDM" as on Windows; None as on Linux
     accounting_max_mib: dict[int, float] = field(default_factory=dict)
     mig: list[FakeDevice] = field(default_factory=list)
     index: int = -1
@@ -85,7 +88,7 @@ class FakeDevice:
 
 _DEVICE_KEYS = {"name", "memory_mib", "uuid", "pci_bus_id", "used_mib", "processes", "power_w",
                 "temperature_c", "sm_clock_mhz", "mem_clock_mhz", "pcie_gen", "pcie_width", "accounting",
-                "accounting_max_mib", "mig"}
+                "accounting_max_mib", "mig", "driver_model"}
 _TOP_KEYS = {"devices", "driver", "cuda", "fail", "fail_on", "init_error", "allow_settings"}
 
 
@@ -297,6 +300,11 @@ class FakeNvml:
             used = None if mib is None else int(mib * MIB)
             out.extend((pid, used) for pid in self._pids(proc.pid))
         return out
+
+    def driver_model(self, h: Any) -> str | None:
+        """Scripted driver model (None: Linux, where NVML has none)."""
+        self._enter("driver_model")
+        return self._dev(h).driver_model
 
     def power_w(self, h: Any) -> float | None:
         """Scripted power (None: unsupported)."""
