@@ -123,3 +123,19 @@ class SynthError(Wan22Error):
             "(ini wan22_python) at ComfyUI's interpreter (it needs torch), or run the command "
             "below by hand to see the whole output",
             command=command, output_tail=output_tail)
+
+
+class Fail(Wan22Error):
+    """Fail the running test with this message: the pytest layer turns it into a failure without a traceback."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+        super().__init__(message)
+
+
+class Skip(Wan22Error):
+    """Skip the running test for this reason: the pytest layer turns it into a skip."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)

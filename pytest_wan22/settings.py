@@ -6,7 +6,7 @@ import os
 import shlex
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +53,7 @@ class Settings:
     emulate_tier: str | None = None
     gpu_index: int | None = None
     nvml_accounting: bool = False
-    ab: AbSide | None = None
+    ab: Side | None = None  # side A of an A/B session (--wan22-ab-*)
     progress: str = "auto"
     progress_interval: float = 5.0
     report_dir: Path | None = None
@@ -70,23 +70,38 @@ class Settings:
         return self.url is not None
 
     @property
+    def sides(self) -> dict[str, Side]:
+        """The session's sides by name: one ('') normally, A (current) and B (candidate) in A/B mode."""
+        own = Side(self.comfyui_dir, self.python, self.server_args, self.python_why)
+        if self.ab is None:
+            return {"": own}
+        return {"A": self.ab, "B": replace(own, name="B")}
+
+    @property
     def fewest_rounds(self) -> int:
         """Timed rounds before a verdict may stop them: all of them when recording baselines."""
         return self.rounds if self.update_baselines else min(self.min_rounds, self.rounds)
 
 
 @dataclass(frozen=True)
-class AbSide:
-    """Side A of an A/B session, the current environment: its ComfyUI folder, interpreter and launch flags.
-    Side B, the candidate, is what --wan22-comfyui-dir, --wan22-python and --wan22-server-args name."""
+class Side:
+    """An environment servers are launched from, with the launch flags its user gave: the session's one (name
+    ''), or in an A/B session side A, the current environment (--wan22-ab-*), or side B, the candidate (what
+    --wan22-comfyui-dir, --wan22-python and --wan22-server-args name)."""
 
     comfyui_dir: Path | None
     python: str
     server_args: tuple[str, ...]
     python_why: str = ""
+    name: str = ""
+
+    @property
+    def label(self) -> str:
+        """How messages name the side."""
+        return {"A": "A (current)", "B": "B (candidate)"}.get(self.name, "")
 
     def describe(self, b_dir: Path | None, b_python: str, b_args: tuple[str, ...]) -> list[str]:
-        """What differs between A and B, one phrase each."""
+        """What differs between this side (A) and B, one phrase each."""
         out = []
         if self.comfyui_dir != b_dir:
             out.append(f"ComfyUI {self.comfyui_dir} -> {b_dir}")
@@ -208,7 +223,7 @@ def _split(text: str | None, flag: str) -> tuple[str, ...]:
 
 
 def _ab_side(values: Mapping[str, Any], sources: Mapping[str, str], rootdir: Path, b_dir: Path | None,
-             b: Interpreter, b_args: tuple[str, ...]) -> AbSide | None:
+             b: Interpreter, b_args: tuple[str, ...]) -> Side | None:
     """Side A when any --wan22-ab-* option is set; checked here, before anything starts."""
     if values["ab_python"] is None and values["ab_comfyui_dir"] is None and values["ab_args"] is None:
         return None
@@ -233,7 +248,7 @@ def _ab_side(values: Mapping[str, Any], sources: Mapping[str, str], rootdir: Pat
         raise ConfigError(f"A/B: interpreter {a_python} is not an executable file; fix --wan22-ab-python (ini "
                           "wan22_ab_python, env WAN22_AB_PYTHON)")
     a_args = _split(values["ab_args"], "--wan22-ab-args") if values["ab_args"] is not None else b_args
-    side = AbSide(a_dir, a_python, a_args, a.why)
+    side = Side(a_dir, a_python, a_args, a.why, name="A")
     if not side.describe(b_dir, b_python, b_args):
         raise ConfigError("A/B: side A (--wan22-ab-*) is the same as side B (--wan22-comfyui-dir, --wan22-python, "
                           "--wan22-server-args); point one of them at the other environment")

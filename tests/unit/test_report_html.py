@@ -16,7 +16,7 @@ from pytest_wan22.plugin import write_report as write_session_report
 from pytest_wan22.records import Environment, RunRecord, SamplerPass, VramReport, VramSample
 from pytest_wan22.report import TestOutcome
 from pytest_wan22.report_html import ReportData, VariantData, environment_diff, render_html, write_report
-from pytest_wan22.settings import AbSide, Settings
+from pytest_wan22.settings import Settings, Side
 
 NOW = Environment(gpu_name="NVIDIA H200", driver="580.1", torch="2.9.1", comfyui="0.8.0")
 BASE = Environment(gpu_name="NVIDIA H200", driver="570.9", torch="2.9.1", comfyui="0.7.0")
@@ -190,7 +190,7 @@ def test_every_test_of_the_session_is_in_all_three_files_with_its_reason(tmp_pat
     assert results["variants"][0]["tests"] == ["flows/good.json::test_workflow[good]"]
 
 
-def _state(report_dir: Path, ab: AbSide | None = None) -> State:
+def _state(report_dir: Path, ab: Side | None = None) -> State:
     return State(Settings(rootdir=report_dir.parent, tiers={}, report_dir=report_dir, ab=ab), None, "cpu")
 
 
@@ -203,7 +203,7 @@ def test_a_report_folder_that_cannot_be_made_is_one_reason_not_a_traceback() -> 
 
 
 def test_an_ab_session_stopped_after_side_a_still_gets_its_report(tmp_path: Path) -> None:
-    state = _state(tmp_path / "report", ab=AbSide(None, "python", ()))
+    state = _state(tmp_path / "report", ab=Side(None, "python", (), name="A"))
     state.records.append(replace(record("a-5s", 0, True), side="A"))
     write_session_report(state)
     assert state.report_error == ""
