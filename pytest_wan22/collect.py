@@ -286,11 +286,10 @@ def load_case(case: WorkflowCase, object_info: Callable[[], Mapping[str, Any]]) 
     return derive(variant, case.derived) if case.derived is not None else variant
 
 
-def run_workflow(request: pytest.FixtureRequest, wan22_run: Callable[..., Any], wan22_servers: Any,
-                 wan22_models: Any, wan22_tier: Any, wan22_settings: Any) -> None:
-    """Run one workflow file (or a variant its sidecar derives) through wan22_run."""
+def run_workflow(request: pytest.FixtureRequest, wan22_run: Callable[..., Any], wan22_servers: Any) -> None:
+    """Run one workflow file (or a variant its sidecar derives) through wan22_run, which checks the graph as the
+    file has it where the server lacks one of its nodes, then the graph as the tier runs it."""
     from .client import ComfyClient
-    from .fixtures import _preflight, adapt, fail_now, prepare_synthetic
 
     case = request.node.stash[CASE_KEY]
     server = wan22_servers.get()
@@ -303,18 +302,9 @@ def run_workflow(request: pytest.FixtureRequest, wan22_run: Callable[..., Any], 
 
     try:
         variant = load_case(case, object_info)
-        graph = variant.build()  # a builder method that does not apply fails here, before any run
-    except Wan22Error as exc:
-        fail_now(str(exc), pytrace=False)
-    if any(str(n.get("class_type")) not in object_info() for n in graph.values()):
-        # a node pack is missing: name everything the graph, as the file has it, lacks (packs, files, folders)
-        with ComfyClient(server.handle.url) as client:
-            _preflight(server, client, graph, variant.variant_id, wan22_settings.missing)
-    try:
-        prepare_synthetic(variant, wan22_models, server)
-        adapt(variant, wan22_tier, wan22_models).build()  # and so does the tier's scale or model swap
-    except Wan22Error as exc:
-        fail_now(str(exc), pytrace=False)
+        variant.build()  # a builder method that does not apply fails here, before any run
+    except Wan22Error as exc:  # from None: the error is the message, not a cause to print before it
+        raise pytest.fail.Exception(str(exc), pytrace=False) from None
     side = case.sidecar
     wan22_run(variant, rounds=side.rounds, warmup_rounds=side.warmup_rounds, budget_gib=side.budget_gib,
               allow_offload=side.allow_offload)

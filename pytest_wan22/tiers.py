@@ -426,7 +426,6 @@ class Profile:
     env: Mapping[str, str]
     emulated_on: str | None = None
     memory_cap_gib: float | None = None
-    base_args: tuple[str, ...] = ()  # the arguments before --wan22-server-args (side A of an A/B session starts here)
 
     @property
     def name(self) -> str:
@@ -482,10 +481,10 @@ def _without(args: Sequence[str], flag: str) -> list[str]:
     return out
 
 
-def make_profile(tier: Tier, *, extra_args: Sequence[str] = (), gpu: str | None = None,
-                 device_name: str | None = None, device_memory_mib: float | None = None,
-                 emulate: bool = False) -> Profile:
-    """The launch profile: the tier's arguments and environment, the GPU pinned, the card's memory emulated."""
+def make_profile(tier: Tier, *, gpu: str | None = None, device_name: str | None = None,
+                 device_memory_mib: float | None = None, emulate: bool = False) -> Profile:
+    """The launch profile: the tier's arguments and environment, the GPU pinned, the card's memory emulated (the
+    user's and a test's launch flags are added per side and server by servers.launch_command)."""
     args = list(tier.args)
     env = {"CUDA_DEVICE_ORDER": "PCI_BUS_ID", **tier.env} if tier.is_gpu else dict(tier.env)
     if tier.is_gpu and gpu is not None:
@@ -503,4 +502,4 @@ def make_profile(tier: Tier, *, extra_args: Sequence[str] = (), gpu: str | None 
         # ComfyUI plans with total - reserve; the cap inside the process makes the limit hard.
         args = [*_without(args, "--reserve-vram"), "--reserve-vram", f"{total_gib - cap:.2f}"]
         env["WAN22_MEMORY_CAP_GIB"] = f"{cap:g}"
-    return Profile(tier, merge_args(args, extra_args), env, device_name if emulate else None, cap, tuple(args))
+    return Profile(tier, tuple(args), env, device_name if emulate else None, cap)

@@ -62,9 +62,9 @@ def test_missing_model_fails_before_sampling(project: pytest.Pytester) -> None:
             wan22_run(BASE)  # warm: the server is up and the real models load
 
         def test_missing(wan22_run, monkeypatch):
-            from pytest_wan22 import fixtures
-            real = fixtures.adapt
-            monkeypatch.setattr(fixtures, "adapt", lambda v, t, m: real(v, t, m).models(
+            from pytest_wan22 import rounds
+            real = rounds.adapt
+            monkeypatch.setattr(rounds, "adapt", lambda v, t, m: real(v, t, m).models(
                 {"low": "wan2.2_i2v_low_noise_14B_fp16.safetensors"}))
             wan22_run(BASE.pass_order("low_high"))
     """))

@@ -5,6 +5,8 @@ from pathlib import Path
 import pytest
 
 from pytest_wan22.errors import ConfigError
+from pytest_wan22.servers import launch_command
+from pytest_wan22.settings import Side
 from pytest_wan22.tiers import Tier, cpu_tier, detect_tier, load_tiers, make_profile, merge_args
 
 TIERS = load_tiers()
@@ -149,9 +151,10 @@ def test_missing_table_names_the_flag(tmp_path: Path) -> None:
 
 
 def test_profile_pins_gpu_and_keeps_tier_args() -> None:
-    p = make_profile(TIERS["rtx5090"], extra_args=["--disable-smart-memory"], gpu="1")
-    assert p.args[: len(TIERS["rtx5090"].args)] == TIERS["rtx5090"].args
-    assert p.args[-1] == "--disable-smart-memory"
+    p = make_profile(TIERS["rtx5090"], gpu="1")
+    args, _ = launch_command(p, Side(None, "python", ("--disable-smart-memory",)))
+    assert args[: len(TIERS["rtx5090"].args)] == TIERS["rtx5090"].args
+    assert args[-1] == "--disable-smart-memory"
     assert p.env["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
     assert p.env["CUDA_VISIBLE_DEVICES"] == "1"
     assert p.env["PYTORCH_CUDA_ALLOC_CONF"] == "expandable_segments:True"
@@ -196,10 +199,11 @@ def test_an_added_flag_replaces_the_profiles_flag_of_its_group(base: tuple[str, 
 
 def test_profile_keeps_its_tier_arguments_apart_from_the_extra_ones() -> None:
     tier = load_tiers(None)["h200"]
-    p = make_profile(tier, extra_args=("--use-sage-attention",))
-    assert "--use-pytorch-cross-attention" not in p.args
-    assert p.args[-1] == "--use-sage-attention"
-    assert p.base_args == tier.args
+    p = make_profile(tier)
+    args, _ = launch_command(p, Side(None, "python", ("--use-sage-attention",)))
+    assert "--use-pytorch-cross-attention" not in args
+    assert args[-1] == "--use-sage-attention"
+    assert p.args == tier.args
 
 
 def test_timings_are_judged_on_gpu_tiers_and_recorded_on_the_cpu_tier_unless_a_row_says_otherwise(
