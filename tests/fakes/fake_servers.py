@@ -1,0 +1,180 @@
+"""In-process fakes for the engine (servers.py, rounds.py): a launcher, a client and a run_prompt that answer as a
+launched ComfyUI would, without a process or HTTP. One FakeWorld holds every fake server it launched::
+
+    world = FakeWorld()
+    pool = ServerPool(settings, profile, work, launcher=world.launcher, client=world.client)
+    gate = Gate(state, pool, tier, run_prompt=world.run_prompt)
+
+Each server is a FakeBox named after its work folder ('work' for the session's, 'A' and 'B' in an A/B
+session); its `wall` and `outcome` script its rounds, and `world.timeline` lists every run as (box, warm-up).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pytest_wan22.client import Release
+from pytest_wan22.errors import ServerStartError
+from pytest_wan22.launcher import ServerHandle, ServerSpec
+from pytest_wan22.records import OutputFile, RunRecord, VramReport
+from pytest_wan22.runner import RunContext
+from tests.fake_comfyui.catalog import MODEL_COMBOS, Catalog
+
+
+@dataclass
+class FakeBox:
+    """One fake ComfyUI process: what it answers and how its rounds go."""
+
+    spec: ServerSpec
+    url: str
+    alive: bool = True
+    starts: int = 1
+    comfyui: str = "0.8.0"
+    torch: str = "2.9.1+cu128"
+    wall: Callable[[int], float] = lambda i: 10.0  # seconds of its i-th run (0-based, warm-ups included)
+    outcome: Callable[[int], tuple[str, str]] = lambda i: ("success", "")
+    peak_mib: float = 6000.0
+    runs: int = 0
+
+    @property
+    def name(self) -> str:
+        """Its work folder's name: 'A' or 'B' for a side, else the session's folder."""
+        return self.spec.work_dir.name
+
+
+@dataclass
+class FakeWorld:
+    """Every fake server launched, the files they list, and the runs they answered."""
+
+    boxes: list[FakeBox] = field(default_factory=list)
+    files: dict[str, set[str]] = field(default_factory=dict)  # models folder -> file names
+    inputs: set[str] = field(default_factory=set)
+    timeline: list[tuple[str, bool]] = field(default_factory=list)  # (box name, warm-up) per run
+    events: list[str] = field(default_factory=list)  # launches, frees, restarts, stops
+    restart_fails: bool = False
+    refuse: Callable[[ServerSpec], ServerStartError | None] = lambda spec: None  # a start that fails
+    script: Callable[[FakeBox], None] = lambda box: None  # sets up each box as it is launched
+
+    def provide(self, graphs: Iterable[Mapping[str, Any]]) -> None:
+        """Make the servers list every model file these graphs name."""
+        for graph in graphs:
+            for node in graph.values():
+                for name, value in (node.get("inputs") or {}).items():
+                    folder = MODEL_COMBOS.get((str(node.get("class_type")), name))
+                    if folder is not None and isinstance(value, str):
+                        self.files.setdefault(folder, set()).add(value)
+
+    def box(self, name: str) -> FakeBox:
+        """The last box launched under this name."""
+        return [b for b in self.boxes if b.name == name][-1]
+
+    def by_url(self, url: str) -> FakeBox:
+        return next(b for b in self.boxes if b.url == url)
+
+    # -- what the pool and the rounds are given
+    def launcher(self, spec: ServerSpec) -> FakeLauncher:
+        return FakeLauncher(self, spec)
+
+    def client(self, url: str) -> FakeClient:
+        return FakeClient(self, url)
+
+    def run_prompt(self, ctx: RunContext, prompt: Mapping[str, Any], *, variant_id: str, workflow: str,
+                   seed: int | None, round_index: int = 0, warmup: bool = False) -> RunRecord:
+        box = self.by_url(ctx.client.url)  # type: ignore[attr-defined]
+        i = box.runs
+        box.runs += 1
+        self.timeline.append((box.name, warmup))
+        outcome, message = box.outcome(i)
+        if outcome == "server_died":
+            box.alive = False
+        return RunRecord(variant_id, workflow, ctx.tier, outcome, message, seed=seed,  # type: ignore[arg-type]
+                         round=round_index, warmup=warmup, started_at=time.time(), wall_s=box.wall(i),
+                         outputs=(OutputFile("wan22_00001_.mp4", "", "output", "9", bytes=1000),),
+                         vram=VramReport(True, peak_process_mib=box.peak_mib), environment=ctx.environment)
+
+
+class FakeLauncher:
+    """launcher.ComfyServer's part the pool uses."""
+
+    def __init__(self, world: FakeWorld, spec: ServerSpec) -> None:
+        self.world, self.spec = world, spec
+        self.handle: ServerHandle | None = None
+        self.fake: FakeBox | None = None
+
+    def start(self) -> ServerHandle:
+        self.world.events.append(f"start {self.spec.work_dir.name}")
+        error = self.world.refuse(self.spec)
+        if error is not None:
+            raise error
+        self.handle = ServerHandle(url=f"http://fake-{len(self.world.boxes)}")
+        self.fake = FakeBox(self.spec, self.handle.url)
+        self.world.script(self.fake)
+        self.world.boxes.append(self.fake)
+        return self.handle
+
+    def alive(self) -> bool:
+        return self.fake is not None and self.fake.alive
+
+    def exit_code(self) -> int | None:
+        return None if self.alive() else -9
+
+    def ensure_running(self) -> bool:
+        assert self.fake is not None
+        if self.fake.alive:
+            return False
+        if self.world.restart_fails:
+            raise ServerStartError.exited(1, ["python", "main.py"], "Traceback: CUDA error")
+        self.fake.alive = True
+        self.fake.starts += 1
+        self.world.events.append(f"restart {self.fake.name}")
+        return True
+
+    def stop(self, grace: float = 10.0) -> None:
+        if self.fake is not None:
+            self.fake.alive = False
+            self.world.events.append(f"stop {self.fake.name}")
+
+
+class FakeClient:
+    """client.ComfyClient's part the pool and the rounds use, answered from the world."""
+
+    def __init__(self, world: FakeWorld, url: str) -> None:
+        self.world, self.url = world, url
+        self.catalog = Catalog(lambda folder: sorted(world.files.get(folder, ())), lambda: sorted(world.inputs))
+
+    def __enter__(self) -> FakeClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def system_stats(self) -> dict[str, Any]:
+        box = self.world.by_url(self.url)
+        return {"system": {"os": "linux", "comfyui_version": box.comfyui, "pytorch_version": box.torch,
+                           "python_version": "3.12.3 (main)", "argv": ["main.py", *box.spec.args]},
+                "devices": [{"name": "cuda:0 NVIDIA GeForce RTX 5090 : cudaMallocAsync"}]}
+
+    def object_info(self, node_class: str | None = None) -> dict[str, Any]:
+        if node_class is None:
+            return self.catalog.all_info()
+        return {node_class: self.catalog.info(node_class)} if node_class in self.catalog else {}
+
+    def queue(self) -> dict[str, Any]:
+        return {"queue_running": [], "queue_pending": []}
+
+    def clear_queue(self) -> None:
+        return None
+
+    def interrupt(self, prompt_id: str | None = None) -> None:
+        return None
+
+    def upload_image_bytes(self, name: str, data: bytes, *, overwrite: bool = True) -> str:
+        self.world.inputs.add(name)
+        return name
+
+    def free_and_wait(self) -> Release:
+        self.world.events.append(f"free {self.world.by_url(self.url).name}")
+        return Release(True, 0.5, 512.0)
