@@ -31,7 +31,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["CheckResult", "Interpreter", "candidates", "check", "find", "import_name", "problem", "required_modules"]
+from . import platforms
+
+__all__ = ["CheckResult", "Interpreter", "candidates", "check", "find", "import_name", "portable_build", "problem",
+           "required_modules"]
 
 #: Why an interpreter was chosen, as the report header says it.
 FOUND_IN_FOLDER = "found in the ComfyUI folder"
@@ -85,16 +88,17 @@ def _is_windows(platform: str) -> bool:
     return platform.startswith(("win", "cygwin"))
 
 
-def candidates(comfyui_dir: Path, platform: str = sys.platform) -> list[Path]:
-    """Where a ComfyUI install keeps its interpreter, in the order they are looked at."""
-    if _is_windows(platform):
+def candidates(comfyui_dir: Path, platform: str | None = None) -> list[Path]:
+    """Where a ComfyUI install keeps its interpreter, in the order they are looked at (on this platform by
+    default)."""
+    if _is_windows(platforms.PLATFORM if platform is None else platform):
         return [comfyui_dir / "venv" / "Scripts" / "python.exe", comfyui_dir / ".venv" / "Scripts" / "python.exe",
                 comfyui_dir.parent / "python_embeded" / "python.exe"]
     return [comfyui_dir / "venv" / "bin" / "python", comfyui_dir / ".venv" / "bin" / "python"]
 
 
 def find(comfyui_dir: Path | None, given: str | None = None, given_by: str = "--wan22-python", *,
-         platform: str = sys.platform, running: str = sys.executable) -> Interpreter:
+         platform: str | None = None, running: str = sys.executable) -> Interpreter:
     """The interpreter to launch ComfyUI with: the one given, the ComfyUI folder's own, or `running`.
 
     A folder's interpreter is taken when its path exists, even as a broken link (a venv whose base Python was
@@ -110,6 +114,20 @@ def find(comfyui_dir: Path | None, given: str | None = None, given_by: str = "--
             if os.path.lexists(path):
                 return Interpreter(str(path), FOUND_IN_FOLDER)
     return Interpreter(running, RUNNING_PYTEST)
+
+
+def portable_build(comfyui_dir: Path | None, python: str) -> bool:
+    """True when ComfyUI is the Windows portable build's (``ComfyUI_windows_portable\\ComfyUI``) run by its own
+    ``python_embeded\\python.exe``: the launcher then starts it as the build's run_nvidia_gpu.bat does, with
+    ``-s`` and ``--windows-standalone-build``."""
+    if comfyui_dir is None or not platforms.windows():
+        return False
+    embedded = comfyui_dir.parent / "python_embeded" / "python.exe"
+
+    def key(path: str | Path) -> str:
+        return os.path.normcase(os.path.abspath(path))
+
+    return os.path.lexists(embedded) and key(embedded) == key(python)
 
 
 def import_name(distribution: str) -> str:
@@ -208,8 +226,8 @@ def problem(result: CheckResult, interpreter: Interpreter, comfyui_dir: Path | N
     if interpreter.why != FOUND_IN_FOLDER and comfyui_dir is not None:
         fix += " (a venv/ or .venv/ inside the ComfyUI folder is found without it)"
     if comfyui_dir is not None and (comfyui_dir / "requirements.txt").is_file():
-        lines += [fix + ",", f"or install them there: {interpreter.path} -m pip install -r "
-                  f"{comfyui_dir / 'requirements.txt'}"]
+        install = [interpreter.path, "-m", "pip", "install", "-r", str(comfyui_dir / "requirements.txt")]
+        lines += [fix + ",", f"or install them there: {platforms.command_text(install)}"]
     else:
         lines.append(fix + ".")
     return "\n".join(lines)

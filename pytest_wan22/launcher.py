@@ -21,8 +21,11 @@ import requests
 
 from . import platforms, processes, winjob
 from .errors import PortInUse, ServerStartError, ServerTimeout
+from .interpreter import portable_build
 
 PROBE_NODE = Path(__file__).with_name("comfy_node.py")
+#: What the Windows portable build's run_nvidia_gpu.bat passes to ComfyUI.
+STANDALONE_FLAG = "--windows-standalone-build"
 
 # Kills the server's process group when the process that launched it disappears, even by SIGKILL.
 _WATCHDOG = """
@@ -183,8 +186,12 @@ class ServerSpec:
     def command(self, port: int) -> list[str]:
         """The argv that starts ComfyUI on `port`."""
         w = self.work_dir
-        argv = [self.python, "-u", str(self.comfyui_dir / "main.py"), "--listen", self.host, "--port", str(port),
-                "--disable-auto-launch"]
+        portable = portable_build(self.comfyui_dir, self.python)
+        # the portable build's own command line: no user site-packages (-s), and its standalone flag
+        argv = [self.python, *(["-s"] if portable else []), "-u", str(self.comfyui_dir / "main.py"),
+                "--listen", self.host, "--port", str(port), "--disable-auto-launch"]
+        if portable and STANDALONE_FLAG not in self.args:
+            argv.append(STANDALONE_FLAG)
         if self.base_directory is not None:
             argv += ["--base-directory", str(self.base_directory)]
         own = {

@@ -30,6 +30,7 @@ from .fixtures import (  # noqa: F401 - fixtures are found through this module
     wan22_workflows,
 )
 from .gpu import disable_accounting, enable_accounting, load_backend, probe, vram_source
+from .interpreter import portable_build
 from .launcher import tail
 from .options import OPTIONS
 from .progress import Progress, choose_mode
@@ -46,7 +47,7 @@ from .session import (  # noqa: F401 - State and the writers are part of the plu
 )
 from .settings import Settings, check_before_start, resolve
 from .stash import ACCOUNTING_KEY, STATE_KEY, state_of
-from .tiers import Tier, cpu_tier, detect_tier, item_tiers, marker_lines, skip_hint
+from .tiers import Tier, cpu_tier, detect_tier, item_tiers, marker_lines, platform_settings, skip_hint
 
 FIXTURES = frozenset({"wan22_client", "wan22_device", "wan22_models", "wan22_profile", "wan22_run", "wan22_server",
                       "wan22_servers", "wan22_settings", "wan22_tier", "wan22_workflows"})
@@ -285,6 +286,9 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     lines = [f"wan22: tier {state.detection}; ComfyUI: {where}"]
     if not s.attach and s.comfyui_dir is not None:
         lines.append(f"wan22: ComfyUI's interpreter: {s.python} ({s.python_why})")
+        if portable_build(s.comfyui_dir, s.python):
+            lines.append("wan22: the Windows portable build: ComfyUI starts as its run_nvidia_gpu.bat starts it, "
+                         "with python_embeded\\python.exe -s and --windows-standalone-build")
         if s.ab is not None and s.ab.python != s.python:
             lines.append(f"wan22: side A's interpreter: {s.ab.python} ({s.ab.python_why})")
     if state.run_dir is not None:
@@ -295,6 +299,8 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     if tier and scale:
         lines.append(f"wan22: the {tier.name} tier runs every variant scaled to {scale}; test ids and baseline keys "
                      "name the variant as written")
+    if tier and not s.attach:
+        lines.extend(f"wan22: {note}" for note in platform_settings(tier)[2])
     if s.attach:
         lines.append("wan22: attached: no server log, so offloads, model swaps, OOM retries and recompiles are not "
                      "seen; VRAM is measured per process when the server runs on this machine, else device-wide")

@@ -12,6 +12,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from . import platforms
 from .compare import parse_tolerance
 from .errors import ConfigError
 from .synth import PRESETS
@@ -58,6 +59,27 @@ class Suite:
 
 
 @dataclass(frozen=True)
+class PlatformSettings:
+    """A row's `[tiers.<name>.windows]` or `[tiers.<name>.linux]` table: launch arguments and environment for that
+    platform only, over the row's own (an argument replaces the row's flag of the same name or exclusive group)."""
+
+    args: tuple[str, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+
+
+#: The platforms a row may have a table for.
+PLATFORMS = ("windows", "linux")
+
+#: Allocator options a platform's PyTorch does not support: (platform, variable) -> {option: why}. They are left
+#: out of the launch environment there, and the session header says so.
+_NO_EXPANDABLE = {"expandable_segments": "PyTorch on Windows does not support expandable segments"}
+UNSUPPORTED_ENV_OPTIONS: Mapping[tuple[str, str], Mapping[str, str]] = {
+    ("windows", "PYTORCH_CUDA_ALLOC_CONF"): _NO_EXPANDABLE,
+    ("windows", "PYTORCH_ALLOC_CONF"): _NO_EXPANDABLE,
+}
+
+
+@dataclass(frozen=True)
 class Tier:
     """One row of the tier table."""
 
@@ -78,6 +100,8 @@ class Tier:
     judge_timings: bool | None = None
     suite: Suite = field(default_factory=Suite)
     tolerances: tuple[str, ...] = ()  # METRIC:LIMIT over the defaults; --wan22-tolerance overrides them
+    windows: PlatformSettings | None = None  # [tiers.<name>.windows]: more arguments and environment there
+    linux: PlatformSettings | None = None
 
     @property
     def is_gpu(self) -> bool:
@@ -281,6 +305,7 @@ SUITE_KEYS: Mapping[str, Check] = {
     "attention": _list(_text(ATTENTION_FLAGS)),
 }
 SCALE_KEYS: Mapping[str, Check] = {k: _whole for k in ("width", "height", "frames", "steps", "split")}
+PLATFORM_KEYS: Mapping[str, Check] = {"args": _list(_text()), "env": _table(_env_value)}
 
 #: Every key of a `[tiers.<name>]` row: the Tier field of that name gets the checked value.
 ROW_KEYS: Mapping[str, Check] = {
@@ -300,6 +325,7 @@ ROW_KEYS: Mapping[str, Check] = {
     "suite": _fields(SUITE_KEYS, Suite),
     "judge_timings": _boolean,
     "tolerances": _list(_tolerance),
+    **{name: _fields(PLATFORM_KEYS, PlatformSettings) for name in PLATFORMS},
 }
 
 _FIX = "fix it in that file (the tier table: --wan22-tiers-file, ini wan22_tiers_file)"
@@ -426,6 +452,7 @@ class Profile:
     env: Mapping[str, str]
     emulated_on: str | None = None
     memory_cap_gib: float | None = None
+    notes: tuple[str, ...] = ()  # what this platform changed in the tier's settings or left out of them
 
     @property
     def name(self) -> str:
@@ -451,12 +478,15 @@ EXCLUSIVE_FLAGS: tuple[frozenset[str], ...] = (
 )
 
 
-def merge_args(base: Sequence[str], extra: Sequence[str]) -> tuple[str, ...]:
+def merge_args(base: Sequence[str], extra: Sequence[str], *, same_flags: bool = False) -> tuple[str, ...]:
     """`base` followed by `extra`, where a flag of `extra` drops the flags of its exclusive group from `base`
     (with their values): `--use-sage-attention` added to a profile with `--use-pytorch-cross-attention`
-    replaces it."""
+    replaces it. With `same_flags`, a flag of `extra` also drops the same flag from `base` (`--reserve-vram 1.5`
+    replaces `--reserve-vram 1.0`)."""
     groups = [g for g in EXCLUSIVE_FLAGS if g & set(extra)]
     drop = frozenset().union(*groups) if groups else frozenset()
+    if same_flags:
+        drop |= {a for a in extra if a.startswith("--")}
     kept: list[str] = []
     skipping = False
     for arg in base:
@@ -481,12 +511,54 @@ def _without(args: Sequence[str], flag: str) -> list[str]:
     return out
 
 
+def _allowed_options(platform: str, name: str, value: str) -> tuple[str | None, list[str]]:
+    """An environment value without the options `platform` does not support (None when none is left), and why
+    each one left out was."""
+    unsupported = UNSUPPORTED_ENV_OPTIONS.get((platform, name))
+    if not unsupported:
+        return value, []
+    kept, why = [], []
+    for option in (o.strip() for o in value.split(",")):
+        key = option.split(":", 1)[0].strip()
+        if key in unsupported:
+            why.append(f"{name} option {option} is not passed on {platform}: {unsupported[key]}")
+        elif option:
+            kept.append(option)
+    return (",".join(kept) or None), why
+
+
+def platform_settings(tier: Tier, platform: str | None = None) -> tuple[tuple[str, ...], dict[str, str], list[str]]:
+    """The tier's launch arguments and environment on `platform` (this one by default): its row's, with the
+    platform's table over them, less the settings the platform's PyTorch does not support; and one note for each
+    setting the platform changed or left out, for the session header."""
+    platform = platforms.name() if platform is None else platform
+    table: PlatformSettings | None = getattr(tier, platform, None) if platform in PLATFORMS else None
+    args, env, notes = tier.args, dict(tier.env), []
+    if table is not None:
+        args = merge_args(tier.args, table.args, same_flags=True)
+        env.update(table.env)
+        said = [f"arguments {platforms.command_text(table.args)}"] if table.args else []
+        said += [f"environment {' '.join(f'{k}={v}' for k, v in table.env.items())}"] if table.env else []
+        if said:
+            notes.append(f"the {tier.name} tier's {platform} settings apply: {'; '.join(said)}")
+    for name in list(env):
+        value, why = _allowed_options(platform, name, env[name])
+        notes += why
+        if value is None:
+            del env[name]
+        else:
+            env[name] = value
+    return args, env, notes
+
+
 def make_profile(tier: Tier, *, gpu: str | None = None, device_name: str | None = None,
-                 device_memory_mib: float | None = None, emulate: bool = False) -> Profile:
-    """The launch profile: the tier's arguments and environment, the GPU pinned, the card's memory emulated (the
-    user's and a test's launch flags are added per side and server by servers.launch_command)."""
-    args = list(tier.args)
-    env = {"CUDA_DEVICE_ORDER": "PCI_BUS_ID", **tier.env} if tier.is_gpu else dict(tier.env)
+                 device_memory_mib: float | None = None, emulate: bool = False,
+                 platform: str | None = None) -> Profile:
+    """The launch profile: the tier's arguments and environment on this platform, the GPU pinned, the card's memory
+    emulated (the user's and a test's launch flags are added per side and server by servers.launch_command)."""
+    tier_args, tier_env, notes = platform_settings(tier, platform)
+    args = list(tier_args)
+    env = {"CUDA_DEVICE_ORDER": "PCI_BUS_ID", **tier_env} if tier.is_gpu else dict(tier_env)
     if tier.is_gpu and gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = gpu
     cap = None
@@ -502,4 +574,4 @@ def make_profile(tier: Tier, *, gpu: str | None = None, device_name: str | None 
         # ComfyUI plans with total - reserve; the cap inside the process makes the limit hard.
         args = [*_without(args, "--reserve-vram"), "--reserve-vram", f"{total_gib - cap:.2f}"]
         env["WAN22_MEMORY_CAP_GIB"] = f"{cap:g}"
-    return Profile(tier, tuple(args), env, device_name if emulate else None, cap)
+    return Profile(tier, tuple(args), env, device_name if emulate else None, cap, tuple(notes))
