@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from filelock import FileLock, Timeout
 
+from . import platforms
 from .compare import Summary, Tolerance, base_metric, change_points, metric_label
 from .errors import BaselineError
 from .records import Environment, from_jsonable, to_jsonable
@@ -253,7 +254,7 @@ class BaselineStore:
         while target.exists():
             n += 1
             target = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
-        os.replace(path, target)
+        platforms.replace_file(path, target)
         self._cache.pop(path, None)
         self.set_aside.append((path, target))
         return target
@@ -271,11 +272,11 @@ class BaselineStore:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
-                os.fchmod(f.fileno(), 0o644)  # mkstemp makes it private; a baseline is shared data
                 f.write(text)
                 f.flush()
                 os.fsync(f.fileno())
-            os.replace(tmp, path)
+            os.chmod(tmp, 0o644)  # mkstemp makes it private; a baseline is shared data (on Windows: not read-only)
+            platforms.replace_file(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise

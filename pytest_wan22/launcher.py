@@ -215,7 +215,8 @@ class ServerSpec:
             node.mkdir(exist_ok=True)
             shutil.copyfile(PROBE_NODE, node / "__init__.py")
         if self.install_probe or self.custom_nodes:
-            text = f"wan22:\n  base_path: {self.work_dir}\n  custom_nodes: custom_nodes\n"
+            # quoted (JSON is YAML): a Windows path's backslashes, a space, '#' or ': ' in a folder read back as written
+            text = f"wan22:\n  base_path: {json.dumps(str(self.work_dir))}\n  custom_nodes: custom_nodes\n"
             text += "".join(f"wan22_packs_{i}:\n  custom_nodes: {json.dumps(str(p))}\n"
                             for i, p in enumerate(self.custom_nodes))
             (self.work_dir / "extra_model_paths.yaml").write_text(text, encoding="utf-8")

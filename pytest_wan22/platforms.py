@@ -5,10 +5,12 @@ Tests set ``PLATFORM`` to ``"win32"`` to take the Windows branches on Linux (wit
 
 from __future__ import annotations
 
+import os
 import shlex
 import subprocess
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 
 #: sys.platform as the plugin sees it.
 PLATFORM: str = sys.platform
@@ -85,3 +87,17 @@ def _split_windows(text: str) -> list[str]:
     if in_arg:
         out.append("".join(arg))
     return out
+
+
+def replace_file(source: str | os.PathLike[str], target: str | os.PathLike[str], *, attempts: int = 6,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+    """os.replace, atomic over an existing target; on Windows retried for a moment where another process (a virus
+    scanner, the search indexer, an editor) holds either file open, which Windows refuses a rename for."""
+    for attempt in range(attempts):
+        try:
+            os.replace(source, target)
+            return
+        except PermissionError:
+            if not windows() or attempt == attempts - 1:
+                raise
+            sleep(0.05 * 2**attempt)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import shlex
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from . import platforms
 from .compare import Tolerance, tolerances
 from .errors import ConfigError, PortInUse
 from .interpreter import RUNNING_PYTEST, CheckResult, Interpreter, find, problem, required_modules
@@ -216,8 +216,9 @@ def resolve(rootdir: Path, cli: Getter, ini: Getter, env: Mapping[str, str] | No
 
 
 def _split(text: str | None, flag: str) -> tuple[str, ...]:
+    """Arguments typed as one string, split as this platform's shell does (a Windows path keeps its backslashes)."""
     try:
-        return tuple(shlex.split(text or ""))
+        return tuple(platforms.split_args(text or ""))
     except ValueError as exc:
         raise ConfigError(f"{flag}: {exc}") from None
 

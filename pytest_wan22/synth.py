@@ -636,19 +636,13 @@ def _option_args(opts: Options) -> list[str]:
 
 @contextlib.contextmanager
 def _lock(path: Path) -> Iterator[None]:
-    """Serialize generators of the same set (e.g. xdist workers); no-op where fcntl is missing."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        yield
-        return
+    """Serialize generators of the same set (xdist workers, sessions side by side) with a lock file, on Linux and
+    Windows alike (the plugin's side only: the script run by ComfyUI's interpreter takes no lock)."""
+    from filelock import FileLock
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    with FileLock(str(path)):
+        yield
 
 
 def _tail(text: str, lines: int = 30) -> str:

@@ -61,6 +61,11 @@ def resolve_dirs(args: argparse.Namespace) -> fake_app.Dirs:
     )
 
 
+def _scalar(text: str) -> str:
+    """A YAML scalar as the launcher writes one: plain, or double-quoted the JSON way."""
+    return str(json.loads(text)) if text.startswith('"') else text
+
+
 def probe_installed(args: argparse.Namespace, dirs: fake_app.Dirs) -> Path | None:
     """The wan22 probe node, if the launcher installed it (base/custom_nodes or an extra paths config)."""
     roots = [dirs.base / "custom_nodes"]
@@ -73,8 +78,8 @@ def probe_installed(args: argparse.Namespace, dirs: fake_app.Dirs) -> Path | Non
             base = re.search(r"^\s*base_path:\s*(.+?)\s*$", text, re.MULTILINE)
             nodes = re.search(r"^\s*custom_nodes:\s*(.+?)\s*$", text, re.MULTILINE)
             if nodes:
-                folder = Path(nodes.group(1))
-                roots.append(folder if folder.is_absolute() or not base else Path(base.group(1)) / folder)
+                folder = Path(_scalar(nodes.group(1)))
+                roots.append(folder if folder.is_absolute() or not base else Path(_scalar(base.group(1))) / folder)
     for root in roots:
         if (root / "wan22_probe" / "__init__.py").is_file():
             return root / "wan22_probe"
