@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import fcntl
 import os
-import pty
 import re
 import select
 import struct
 import subprocess
 import sys
-import termios
 import time
 from pathlib import Path
 
@@ -20,7 +17,11 @@ ERASE = re.compile(r"\r?\n\r\x1b\[2K\x1b\[1A\r(?:\x1b\[\d+C)?")
 
 
 def run_in_pty(cwd: Path, *args: str, timeout: float = 120.0) -> str:
-    """Run pytest in the project on a pseudo-terminal and return everything it wrote."""
+    """Run pytest in the project on a pseudo-terminal and return everything it wrote (POSIX only)."""
+    import fcntl
+    import pty
+    import termios
+
     primary, secondary = pty.openpty()
     fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 200, 0, 0))  # 200 columns
     env = {k: v for k, v in os.environ.items() if k != "TERM"} | {"TERM": "xterm"}

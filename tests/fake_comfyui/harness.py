@@ -24,6 +24,8 @@ from typing import Any
 
 import pytest
 
+from pytest_wan22.processes import kill_tree
+
 MAIN = Path(__file__).resolve().parent / "main.py"
 
 
@@ -210,9 +212,15 @@ class FakeServer:
             self._lock = None
 
     def stop(self) -> None:
-        """SIGTERM the process group, then SIGKILL; idempotent; frees the port's sentinel."""
+        """SIGTERM the process group, then SIGKILL (on Windows: kill its process tree); idempotent; frees the port's
+        sentinel."""
         proc = self.proc
         if proc is None or proc.poll() is not None:
+            self._release()
+            return
+        if os.name == "nt":  # no process groups: end the fake and anything it started
+            kill_tree(proc.pid)
+            proc.wait(timeout=5)
             self._release()
             return
         try:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from pytest_wan22 import processes
 from pytest_wan22.errors import PortInUse, ServerStartError, ServerTimeout
 from pytest_wan22.launcher import ComfyServer, ServerSpec
 from tests.fake_comfyui import harness
@@ -23,8 +24,17 @@ from tests.fake_comfyui.harness import group_members, needs_proc, procs_mentioni
 REPO = Path(__file__).resolve().parents[2]
 FAKE_DIR = REPO / "tests" / "fake_comfyui"
 
+# What kills a process outright: SIGKILL, or on Windows TerminateProcess (os.kill with any other signal number).
+KILL = getattr(signal, "SIGKILL", signal.SIGTERM)
+KILLED = -KILL if os.name == "posix" else KILL  # its exit code
+
+
 def assert_group_gone(pgid: int) -> None:
-    """The process group has no process left (this process reaped every one of it)."""
+    """The process group has no process left (this process reaped every one of it); on Windows, which has no
+    process groups, the server's process is gone."""
+    if os.name == "nt":
+        assert wait_until(lambda: not processes.alive(pgid), 10)
+        return
     with pytest.raises(ProcessLookupError):
         os.killpg(pgid, 0)
 
@@ -193,9 +203,9 @@ def test_ensure_running_restarts_after_sigkill(servers: list[ComfyServer], tmp_p
     try:
         conn.sendall(b"GET /system_stats HTTP/1.1\r\nHost: x\r\n\r\n")
         assert conn.recv(64).startswith(b"HTTP/1.1 200")
-        os.kill(old, signal.SIGKILL)
+        os.kill(old, KILL)
         assert wait_until(lambda: not server.alive(), 10)
-        assert server.exit_code() == -signal.SIGKILL
+        assert server.exit_code() == KILLED
         assert server.ensure_running() is True
     finally:
         conn.close()
@@ -300,6 +310,36 @@ def test_watchdog_kills_the_group_when_the_launcher_is_sigkilled(tmp_path: Path,
                 helper.kill()
             if pgid and group_members(pgid):
                 os.killpg(pgid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("stubborn", [False, True], ids=["fake", "ignores-sigterm"])
+def test_a_launcher_killed_outright_leaves_no_server_behind(tmp_path: Path, port: int, stubborn: bool) -> None:
+    """The same promise on every platform, read through psutil: the watchdog keeps it on Linux, the job object on
+    Windows."""
+    comfyui = _stubborn_dir(tmp_path) if stubborn else FAKE_DIR
+    script = HELPER.format(repo=str(REPO), comfyui=str(comfyui), work=str(tmp_path / "work"), port=port)
+    errors = tmp_path / "helper.err"
+    tree: set[int] = set()
+    with errors.open("wb") as err, subprocess.Popen([sys.executable, "-c", textwrap.dedent(script)],
+                                                   stdout=subprocess.PIPE, stderr=err,
+                                                   stdin=subprocess.DEVNULL) as helper:
+        try:
+            assert helper.stdout is not None
+            line = helper.stdout.readline().decode().strip()
+            if not line.isdigit():
+                pytest.fail(f"the helper did not start a server: {line!r}\n{errors.read_text()}")
+            server = int(line)
+            assert wait_until(lambda: len(processes.process_tree(server)) >= (2 if stubborn else 1), 10)
+            tree = processes.process_tree(server)
+            helper.kill()
+            helper.wait(timeout=10)
+            assert wait_until(lambda: not any(processes.alive(p) for p in tree), 15), \
+                f"left alive after the launcher was killed: {[p for p in tree if processes.alive(p)]}"
+        finally:
+            if helper.poll() is None:
+                helper.kill()
+            for pid in tree:
+                processes.kill_tree(pid)
 
 
 @needs_proc

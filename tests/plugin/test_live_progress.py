@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
+from tests.posix import posix_only
 from tests.terminal import DRAW, ERASE, run_in_pty
 
 Project = Callable[..., pytest.Pytester]
@@ -20,6 +21,7 @@ def test_variant(wan22_run):
 SLOW = {"FAKE_COMFYUI_STEP_SECONDS": "0.4"}
 ONE_ROUND = ("--wan22-rounds=1", "--wan22-warmup-rounds=0")
 
+@posix_only("a pseudo-terminal (pty)")
 def test_live_line_on_a_terminal_counts_steps_and_leaves_pytest_output_intact(wan22_project: Project) -> None:
     p = wan22_project(RUN, fake_env=SLOW)
     out = run_in_pty(p.path, *ONE_ROUND)

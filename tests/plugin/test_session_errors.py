@@ -3,6 +3,7 @@ interpreter is found in its folder and checked once; a server that does not star
 
 from __future__ import annotations
 
+import os
 import stat
 import sys
 import textwrap
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.plugin.conftest import FAKE_DIR
+from tests.posix import posix_only
 
 Project = Callable[..., pytest.Pytester]
 
@@ -33,6 +35,8 @@ def comfy_folder(root: Path, requirements: str | None = "aiohttp\n", venv: str |
     if requirements is not None:
         (folder / "requirements.txt").write_text(requirements)
     if venv is not None:
+        if os.name == "nt":
+            pytest.skip("needs POSIX: a shell script stands in for the venv's interpreter")
         python = folder / venv / "bin" / "python"
         python.parent.mkdir(parents=True)
         python.write_text(f'#!/bin/sh\necho "$*" >> "{folder}/ran"\nexec "{sys.executable}" "$@"\n')
@@ -124,9 +128,11 @@ def test_ab_side_a_is_found_in_its_own_folder_and_checked(wan22_project: Project
 # --------------------------------------------------------------------------- other session-level causes
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--wan22-report=/proc/nope"], "ERROR: --wan22-report /proc/nope: cannot write there (*); point "
-                                    "--wan22-report (ini wan22_report, env WAN22_REPORT) at a folder you can write"),
-    (["--wan22-log-dir=/proc/nope/logs"], "ERROR: --wan22-log-dir /proc/nope/logs: cannot write there*"),
+    pytest.param(["--wan22-report=/proc/nope"], "ERROR: --wan22-report /proc/nope: cannot write there (*); point "
+                 "--wan22-report (ini wan22_report, env WAN22_REPORT) at a folder you can write",
+                 marks=posix_only("/proc is a folder nobody can write in")),
+    pytest.param(["--wan22-log-dir=/proc/nope/logs"], "ERROR: --wan22-log-dir /proc/nope/logs: cannot write there*",
+                 marks=posix_only("/proc is a folder nobody can write in")),
     (["--wan22-tiers-file=tiers.toml"], "ERROR: *tiers.toml*"),
     (["--wan22-comfyui-dir=nowhere"], "ERROR: ComfyUI folder *nowhere does not exist; point --wan22-comfyui-dir*"),
 ])

@@ -1,4 +1,5 @@
-"""The example GPU workflow is GitHub Actions YAML of the right shape, and the runner image passes hadolint."""
+"""The example GPU workflow and the test workflow are GitHub Actions YAML of the right shape, and the runner image
+passes hadolint."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from pytest_wan22.tiers import load_tiers
 
 REPO = Path(__file__).resolve().parents[2]
 WORKFLOW = REPO / ".github" / "workflows" / "wan22-gpu-gate.yml"
+TESTS_WORKFLOW = REPO / ".github" / "workflows" / "tests.yml"
 DOCKERFILE = REPO / "docker" / "Dockerfile"
 # The A/B mode's flags: the workflow's A/B step uses them.
 AB_FLAGS = {"--wan22-ab-python", "--wan22-ab-comfyui-dir", "--wan22-ab-args"}
@@ -84,13 +86,60 @@ def test_every_flag_the_workflow_passes_exists(workflow: dict[Any, Any]) -> None
     assert env <= {o.env for o in OPTIONS}
 
 
-def test_actionlint_accepts_the_workflow() -> None:
+@pytest.mark.parametrize("path", [WORKFLOW, TESTS_WORKFLOW], ids=["gpu-gate", "tests"])
+def test_actionlint_accepts_the_workflow(path: Path) -> None:
     tool = _tool("actionlint")
     if tool is None:
         pytest.skip("actionlint is not on PATH (github.com/rhysd/actionlint releases, or a pip package that ships it)")
-    done = subprocess.run([tool, "-config-file", str(REPO / ".github" / "actionlint.yaml"), str(WORKFLOW)],
+    done = subprocess.run([tool, "-config-file", str(REPO / ".github" / "actionlint.yaml"), str(path)],
                           capture_output=True, text=True, cwd=REPO, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_windows_gate_runs_the_portable_build_on_self_hosted_windows_runners(workflow: dict[Any, Any]) -> None:
+    on = workflow.get("on", workflow.get(True))
+    assert on["workflow_dispatch"]["inputs"]["windows"] == {
+        "description": "also gate the Windows workstations (portable build, self-hosted Windows runners)",
+        "required": False, "default": False, "type": "boolean"}
+    job = workflow["jobs"]["gate-windows"]
+    assert job["if"] == "inputs.windows"
+    assert job["runs-on"][:3] == ["self-hosted", "windows", "gpu"]
+    assert "${{ matrix.tier }}" in job["runs-on"]
+    assert set(job["strategy"]["matrix"]["tier"]) <= set(load_tiers(None))
+    assert job["defaults"]["run"]["shell"] == "pwsh"
+    assert job["env"]["WAN22_COMFYUI_DIR"] == r"C:\ComfyUI_windows_portable\ComfyUI"
+    assert "WAN22_PYTHON" not in job["env"]  # the portable build's python_embeded is found beside it
+    steps = job["steps"]
+    for step in steps:
+        assert ("uses" in step) != ("run" in step), step
+        assert step.get("name"), step
+    runs = "\n".join(s.get("run", "") for s in steps)
+    assert r"python_embeded\python.exe" in runs
+    assert "New-Item -ItemType Junction" in runs  # the candidate shares the models folder, as the Linux job's link
+    upload = steps[-1]
+    assert upload["uses"].startswith("actions/upload-artifact@")
+    assert upload["if"] == "always()"
+    used = set(re.findall(r"--wan22-[\w-]+", runs))
+    assert used <= {o.cli for o in OPTIONS} | AB_FLAGS
+    assert {k for k in job["env"] if k.startswith("WAN22_")} <= {o.env for o in OPTIONS}
+
+
+def test_the_tests_run_on_linux_and_windows() -> None:
+    data = yaml.safe_load(TESTS_WORKFLOW.read_text())
+    assert data["permissions"] == {"contents": "read"}
+    job = data["jobs"]["test"]
+    matrix = job["strategy"]["matrix"]
+    assert set(matrix["os"]) == {"ubuntu-latest", "windows-latest"}
+    assert {"3.10", "3.11", "3.12"} <= set(matrix["python"])
+    assert job["strategy"]["fail-fast"] is False
+    assert job["runs-on"] == "${{ matrix.os }}"
+    runs = {s["name"]: s for s in job["steps"]}
+    assert any("pytest tests" in s.get("run", "") and "if" not in s for s in runs.values())  # everywhere
+    lint = next(s for s in runs.values() if "lint-imports" in s.get("run", ""))
+    assert "runner.os == 'Linux'" in lint["if"]
+    assert {"ruff check .", "mypy"} <= {line.strip() for line in lint["run"].splitlines()}
+    install = next(s for s in runs.values() if "pip install" in s.get("run", ""))
+    assert '-e ".[test]"' in install["run"]
 
 
 def test_runner_image_pins_comfyui_keeps_models_on_a_volume_and_passes_hadolint() -> None:

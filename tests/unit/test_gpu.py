@@ -40,6 +40,7 @@ from pytest_wan22.gpu import (
 from pytest_wan22.processes import process_name, process_tree
 from pytest_wan22.records import Neighbour, VramSample
 from tests.fakes.fake_nvml import FakeDevice, FakeNvml, FakeProcess, Timeline
+from tests.posix import posix_only
 
 UUIDS = ["GPU-8932f937-d72c-4106-c12f-20bd9faed9f6",
          "GPU-1c0e5a7b-0f3d-4c9e-9a4e-4b8c2d1e0f11",
@@ -735,6 +736,7 @@ def test_neighbours_now_and_merged_over_rounds() -> None:
     assert len(process_name(os.getpid(), width=12)) == 12
 
 
+@posix_only("a symlink names the program")
 def test_a_neighbours_name_leaves_its_programs_folder_out(tmp_path: Path) -> None:
     deep = tmp_path / ("d" * 60) / "bin"
     deep.mkdir(parents=True)

@@ -22,6 +22,7 @@ from pytest_wan22.interpreter import (
     problem,
     required_modules,
 )
+from tests.posix import posix_only
 
 # ComfyUI 0.8.0's requirements.txt, as it ships
 REQUIREMENTS_080 = """comfyui-frontend-package==1.35.9
@@ -104,6 +105,7 @@ def test_venv_is_looked_at_before_dot_venv(tmp_path: Path) -> None:
     assert find(folder, None, platform="darwin").path == str(first)
 
 
+@posix_only("a symlink stands in for the venv's python")
 def test_a_venv_python_is_kept_as_a_link_not_resolved(tmp_path: Path) -> None:
     folder = comfy(tmp_path)
     (folder / ".venv" / "bin").mkdir(parents=True)
@@ -112,6 +114,7 @@ def test_a_venv_python_is_kept_as_a_link_not_resolved(tmp_path: Path) -> None:
     assert find(folder, None, platform="linux").path == str(link)  # its target knows nothing of the venv
 
 
+@posix_only("a dangling symlink stands in for a broken venv")
 def test_a_broken_venv_is_still_chosen_so_the_check_names_it(tmp_path: Path) -> None:
     folder = comfy(tmp_path)
     (folder / "venv" / "bin").mkdir(parents=True)
@@ -180,6 +183,7 @@ def test_check_reports_what_is_missing(tmp_path: Path) -> None:
     assert check(sys.executable, ["json"], tmp_path).ok
 
 
+@posix_only("a shell script stands in for the interpreter")
 def test_torch_is_imported_for_real_so_a_broken_one_is_caught(tmp_path: Path) -> None:
     site = tmp_path / "site"
     (site / "torch").mkdir(parents=True)
@@ -198,6 +202,7 @@ def test_check_runs_from_the_comfyui_folder(tmp_path: Path) -> None:
     assert check(sys.executable, ["helper_beside_main"], folder).ok
 
 
+@posix_only("a shell script stands in for the interpreter")
 def test_an_interpreter_that_does_not_run_says_so(tmp_path: Path) -> None:
     assert "cannot be run" in (check(str(tmp_path / "nope"), ["json"]).error or "")
     broken = _exe(tmp_path / "python", "#!/bin/sh\necho 'error while loading shared libraries' >&2\nexit 127\n")
@@ -258,6 +263,7 @@ def test_the_plain_modules_do_not_import_pytest() -> None:
     assert out.stdout.strip() == "False"
 
 
+@posix_only("a shell script stands in for the interpreter")
 def test_a_missing_torch_is_just_missing_but_a_missing_dependency_of_it_is_named(tmp_path: Path) -> None:
     site = tmp_path / "site"
     (site / "torch").mkdir(parents=True)
@@ -270,6 +276,7 @@ def test_a_missing_torch_is_just_missing_but_a_missing_dependency_of_it_is_named
     assert check(str(python), ["torch"]).missing == {"torch": "not installed"}
 
 
+@posix_only("an executable without an extension is found on PATH")
 def test_a_command_name_is_looked_up_on_the_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     exe = tmp_path / "bin" / "python3"
     exe.parent.mkdir()

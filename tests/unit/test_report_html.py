@@ -17,6 +17,7 @@ from pytest_wan22.records import Environment, RunRecord, SamplerPass, VramReport
 from pytest_wan22.report import TestOutcome
 from pytest_wan22.report_html import ReportData, VariantData, environment_diff, render_html, write_report
 from pytest_wan22.settings import Settings, Side
+from tests.posix import posix_only
 
 NOW = Environment(gpu_name="NVIDIA H200", driver="580.1", torch="2.9.1", comfyui="0.8.0")
 BASE = Environment(gpu_name="NVIDIA H200", driver="570.9", torch="2.9.1", comfyui="0.7.0")
@@ -194,6 +195,7 @@ def _state(report_dir: Path, ab: Side | None = None) -> State:
     return State(Settings(rootdir=report_dir.parent, tiers={}, report_dir=report_dir, ab=ab), None, "cpu")
 
 
+@posix_only("/proc is a folder nobody can write in")
 def test_a_report_folder_that_cannot_be_made_is_one_reason_not_a_traceback() -> None:
     state = _state(Path("/proc/wan22-report"))
     state.records.append(record("a-5s", 0))

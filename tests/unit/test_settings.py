@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -149,7 +150,7 @@ def test_a_tolerance_without_a_unit_asks_which(tmp_path: Path, text: str, needle
 def _venv(folder: Path, venv: str = ".venv") -> Path:
     (folder / "main.py").parent.mkdir(parents=True, exist_ok=True)
     (folder / "main.py").write_text("")
-    python = folder / venv / "bin" / "python"
+    python = folder / venv / ("Scripts" if os.name == "nt" else "bin") / ("python.exe" if os.name == "nt" else "python")
     python.parent.mkdir(parents=True)
     python.write_text("#!/bin/sh\n")
     python.chmod(0o755)

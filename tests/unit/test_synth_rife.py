@@ -138,6 +138,8 @@ if spec.get("write", True):
 @pytest.fixture
 def fake_python(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[str, Path]:
     """An executable that writes a 100-byte checkpoint where --rife-dir says and counts its runs."""
+    if os.name == "nt":
+        pytest.skip("the fake interpreter is a shebang script")
     exe = tmp_path / "fake-python"
     exe.write_text(FAKE.format(python=sys.executable))
     exe.chmod(0o755)
