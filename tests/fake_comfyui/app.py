@@ -70,9 +70,37 @@ def _box(kind: bytes, *parts: bytes) -> bytes:
     return struct.pack(">I", len(body) + 8) + kind + body
 
 
-def mp4_file(frames: int, width: int, height: int, fps: float) -> bytes:
+RAW_LIMIT = 2**20  # the most bytes of uncompressed frames the fake writes
+
+
+def pixels(frames: int, width: int, height: int, seed: int, mode: str = "seeded") -> bytes | None:
+    """Uncompressed RGB frames for FAKE_COMFYUI_FRAMES: a pattern moved by the seed (one seed, one video), with
+    noise of +-N a value (noise:N), or black; None where they would pass RAW_LIMIT."""
+    if frames * width * height * 3 > RAW_LIMIT:
+        return None
+    if mode == "black":
+        return bytes(frames * width * height * 3)
+    shift = seed % 251
+    row = bytearray()
+    out = bytearray()
+    for f in range(frames):
+        for y in range(height):
+            row.clear()
+            for x in range(width):
+                base = (shift + 3 * f + 2 * y + x) % 200 + 20
+                row += bytes((base, (base + 60) % 256, (base * 3) % 256))
+            out += row
+    if mode.startswith("noise:"):
+        amount = int(mode.split(":", 1)[1])
+        rng = random.Random()
+        out = bytearray(min(255, max(0, v + rng.randint(-amount, amount))) for v in out)
+    return bytes(out)
+
+
+def mp4_file(frames: int, width: int, height: int, fps: float, data: bytes | None = None) -> bytes:
     """An ISO-BMFF MP4 with one video track of `frames` samples at `fps`: the boxes a player (and the
-    plugin's reader) take frame count, size and rate from, and one placeholder byte per sample."""
+    plugin's reader) take frame count, size and rate from, and one placeholder byte per sample, or with `data`
+    (frames * width * height * 3 bytes) an uncompressed RGB ('raw ') track of those frames."""
     timescale = 1000 * max(1, round(fps))
     delta = round(timescale / fps) if fps else timescale
     duration = frames * delta
@@ -84,12 +112,19 @@ def mp4_file(frames: int, width: int, height: int, fps: float) -> bytes:
                 struct.pack(">HHHH", 0, 0, 0, 0), matrix, struct.pack(">II", width << 16, height << 16))
     mdhd = _box(b"mdhd", full, struct.pack(">IIII", 0, 0, timescale, duration), struct.pack(">HH", 0x55C4, 0))
     hdlr = _box(b"hdlr", full, struct.pack(">I", 0), b"vide", bytes(12), b"VideoHandler\0")
-    stsd = _box(b"stsd", full, struct.pack(">I", 0))
+    sample = width * height * 3 if data is not None else 1
+    if data is None:
+        stsd = _box(b"stsd", full, struct.pack(">I", 0))
+    else:  # a VisualSampleEntry: reserved, data reference, then width and height, resolution, depth 24
+        entry = _box(b"raw ", bytes(6), struct.pack(">H", 1), bytes(16), struct.pack(">HH", width, height),
+                     struct.pack(">II", 0x480000, 0x480000), bytes(4), struct.pack(">H", 1), bytes(32),
+                     struct.pack(">Hh", 24, -1))
+        stsd = _box(b"stsd", full, struct.pack(">I", 1), entry)
     stts = _box(b"stts", full, struct.pack(">III", 1, frames, delta))
     stsc = _box(b"stsc", full, struct.pack(">IIII", 1, 1, frames, 1))
-    stsz = _box(b"stsz", full, struct.pack(">II", 1, frames))
+    stsz = _box(b"stsz", full, struct.pack(">II", sample, frames))
     ftyp = _box(b"ftyp", b"isom", struct.pack(">I", 512), b"isomiso2mp41")
-    mdat = _box(b"mdat", bytes(frames))
+    mdat = _box(b"mdat", data if data is not None else bytes(frames))
 
     def moov(offset: int) -> bytes:
         stco = _box(b"stco", full, struct.pack(">II", 1, offset))
@@ -1028,7 +1063,8 @@ class FakeComfy:
                     frames = int(video.split(":", 1)[1])
                 elif video.startswith("fps:"):
                     fps = float(video.split(":", 1)[1])
-                data = mp4_file(frames, width, height, fps)
+                data = mp4_file(frames, width, height, fps, pixels(frames, width, height, seed_of(prompt),
+                                                                   self.knobs.frames))
             elif video != "empty":
                 data = tiny_mp4()
             files = self.save(str(inputs.get("filename_prefix", "video/ComfyUI")), ext, 1, self.dirs.output, "output",
@@ -1070,6 +1106,13 @@ class FakeComfy:
             (folder / name).write_bytes(data)
             files.append({"filename": name, "subfolder": subfolder, "type": kind})
         return files
+
+
+def seed_of(prompt: Mapping[str, Any]) -> int:
+    """The samplers' seeds (noise_seed, seed) folded into one number."""
+    seeds = [_const(prompt, (node.get("inputs") or {}).get(k)) for node in prompt.values()
+             if node.get("class_type") in SAMPLERS for k in ("noise_seed", "seed")]
+    return sum(int(s) for s in seeds if isinstance(s, int)) % 2**31
 
 
 def sampler_steps(prompt: Mapping[str, Any], node: Mapping[str, Any]) -> int:

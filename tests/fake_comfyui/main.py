@@ -180,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     try:
-        knobs = scenarios.Knobs.from_env({**os.environ, **local_knobs()})
+        env = {**os.environ, **local_knobs()}
+        knobs = scenarios.Knobs.from_env({**env, **scenarios.when_flags(env, argv)})
     except scenarios.KnobError as exc:
         fake_app.log(f"fake ComfyUI: {exc}")
         return 2

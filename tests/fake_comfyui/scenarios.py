@@ -19,6 +19,13 @@ FAKE_COMFYUI_FREE_SECONDS    how long applying /free takes (the models moving to
 FAKE_COMFYUI_INPUT_IMAGES    comma list of images put into input/ at start (the Wan start frames)
 FAKE_COMFYUI_VIDEO           what SaveVideo writes: ok (an MP4 with the graph's frames, size and fps) | empty
                              (0 bytes) | missing (no file) | frames:N | fps:F (a wrong frame count or rate)
+FAKE_COMFYUI_FRAMES          the pixels of that MP4, an uncompressed RGB track written where it takes at most 1 MiB
+                             (else one placeholder byte a frame): seeded (a pattern of the samplers' seeds: one seed
+                             gives one video) | noise:N (seeded, plus noise of +-N a value: another output) | black
+FAKE_COMFYUI_WHEN            JSON {"FLAG [VALUE...]": {"FAKE_COMFYUI_...": value}}: knobs that apply when the
+                             server is launched with that flag (and those values after it), e.g.
+                             {"--fast fp8_matrix_mult": {"FAKE_COMFYUI_SCENARIO": "oom"}}: one install whose
+                             launch profiles behave differently
 
 A fake_knobs.json ({"FAKE_COMFYUI_...": value}) beside main.py overrides the environment: a copy of the fake
 folder with one is another ComfyUI install.
@@ -117,6 +124,7 @@ class Knobs:
     gpu_name: str = "NVIDIA GeForce RTX 5090"
     input_images: tuple[str, ...] = DEFAULT_INPUT_IMAGES
     video: str = "ok"
+    frames: str = "seeded"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Knobs:
@@ -148,6 +156,9 @@ class Knobs:
         video = env.get("FAKE_COMFYUI_VIDEO", "").strip() or "ok"
         if not re.fullmatch(r"ok|empty|missing|frames:\d+|fps:\d+(\.\d+)?", video):
             raise KnobError(f"FAKE_COMFYUI_VIDEO={video!r} is not ok, empty, missing, frames:N or fps:F")
+        frames = env.get("FAKE_COMFYUI_FRAMES", "").strip() or "seeded"
+        if not re.fullmatch(r"seeded|black|noise:\d+", frames):
+            raise KnobError(f"FAKE_COMFYUI_FRAMES={frames!r} is not seeded, black or noise:N")
         images = env.get("FAKE_COMFYUI_INPUT_IMAGES")
         return cls(
             start_delay=_float(env, "FAKE_COMFYUI_START_DELAY", 0.0),
@@ -166,7 +177,29 @@ class Knobs:
             gpu_name=env.get("FAKE_COMFYUI_GPU_NAME", "").strip() or "NVIDIA GeForce RTX 5090",
             input_images=DEFAULT_INPUT_IMAGES if images is None else _list(env, "FAKE_COMFYUI_INPUT_IMAGES"),
             video=video,
+            frames=frames,
         )
+
+
+def when_flags(env: Mapping[str, str], argv: list[str]) -> dict[str, str]:
+    """The knobs FAKE_COMFYUI_WHEN sets for a server launched with `argv` (a flag and the values after it)."""
+    raw = env.get("FAKE_COMFYUI_WHEN", "").strip()
+    if not raw:
+        return {}
+    try:
+        table = json.loads(raw)
+    except ValueError as exc:
+        raise KnobError(f"FAKE_COMFYUI_WHEN is not JSON: {exc}") from exc
+    out: dict[str, str] = {}
+    for key, knobs in table.items():
+        flag, *values = str(key).split()
+        if flag not in argv:
+            continue
+        start = argv.index(flag) + 1
+        end = next((i for i in range(start, len(argv)) if argv[i].startswith("--")), len(argv))
+        if all(v in argv[start:end] for v in values):
+            out.update({str(k): str(v) for k, v in knobs.items()})
+    return out
 
 
 # --------------------------------------------------------------------------- node failures
