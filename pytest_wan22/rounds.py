@@ -262,6 +262,7 @@ class SideRunner:
         self.records: list[RunRecord] = []
         self.graph = variant.seed(0).build()
         self.shape = warm_shape(self.graph)
+        self.first_seed: int | None = None  # the seed of the first timed round, when another side shares it
 
     @property
     def timed(self) -> list[RunRecord]:
@@ -286,7 +287,7 @@ class SideRunner:
     def round(self, warmup: bool) -> RunRecord:
         """One run with a fresh seed; Fail on anything but success or on a wrong video."""
         i = len(self.records)
-        seed = fresh_seed()
+        seed = self.first_seed if self.first_seed is not None and not warmup and not self.timed else fresh_seed()
         with self.state.progress.round(self.key, i, None, warmup=warmup, prompt=self.graph,  # adaptive: no total
                                        side=self.server.side):
             record = self.gate.run_prompt(self.ctx, self.variant.seed(seed).build(), variant_id=self.key,
@@ -330,7 +331,7 @@ def run_variant(gate: Gate, variant: Variant, plan: RoundPlan, *, server_args: t
     key = baseline_key(variant.variant_id, tuple(server_args))
     if as_written:
         _check_as_written(gate, variant, state.settings.missing)
-    v = _as_run(gate, variant)
+    v = as_run(gate, variant)
     state.test_variants.setdefault(test_id, []).append((variant.workflow.name, key))
     if state.settings.ab is not None:
         return _run_ab(gate, v, variant, key, tuple(server_args), plan)
@@ -350,7 +351,7 @@ def _check_as_written(gate: Gate, variant: Variant, missing: str) -> None:
             check_graph(server, client, graph, variant.variant_id, missing)
 
 
-def _as_run(gate: Gate, variant: Variant) -> Variant:
+def as_run(gate: Gate, variant: Variant) -> Variant:
     """The variant as the tier runs it; one whose builder methods do not apply fails here, before any run. A
     single-expert graph's synthetic set is generated now, so the servers list their models anew."""
     if gate.models is not None and single_expert(variant):
@@ -483,35 +484,41 @@ def _run_ab(gate: Gate, v: Variant, variant: Variant, key: str, extra: tuple[str
                            s.tolerances_for(tier), label="B vs A", judge_timings=tier.judges_timings,
                            max_rounds=plan.most)
 
-        for _ in range(a.warmups_needed(plan)):
-            a.round(warmup=True)
-        if fits_both(state, a.records):
-            how = "rounds interleaved A B A B"
-            for _ in range(b.warmups_needed(plan)):
-                b.round(warmup=True)
-            while plan.more(len(b.timed), verdict_now):
-                a.round(warmup=False)
-                b.round(warmup=False)
-        else:
-            releases: list[str] = []
-            loaded = a
-            while plan.more(len(b.timed), verdict_now):
-                block = min(plan.fewest, plan.most - len(b.timed))
-                for this, other in ((a, b), (b, a)):
-                    if loaded is not this:  # unload the other side and wait for its memory, then warm this one
-                        releases.append(other.free())
-                        for _ in range(max(1, plan.warmups)):
-                            this.round(warmup=True)
-                        loaded = this
-                    for _ in range(block):
-                        this.round(warmup=False)
-            how = ("in blocks, the idle side's models freed before each block (" + "; ".join(releases)
-                   + "): both sides do not fit in VRAM at once, so drift between blocks is not cancelled")
+        how = ab_rounds(state, a, b, plan, lambda: plan.more(len(b.timed), verdict_now))
     records = [*a.records, *b.records]
     verdict = with_neighbours(verdict_now(), records)
     differs = "; ".join(s.ab.describe(s.comfyui_dir, s.python, s.server_args))
     verdict = replace(verdict, notes=(f"B (candidate) vs A (current), {how}; {differs}", *verdict.notes))
     return Ran(key, variant.workflow.name, tuple(records), summarise(key, b.records, variant.digest), verdict)
+
+
+def ab_rounds(state: State, a: SideRunner, b: SideRunner, plan: RoundPlan, more: Callable[[], bool]) -> str:
+    """The rounds of an A/B: A's warm-ups, then B's beside A's loaded models and timed rounds A B A B while `more()`
+    says so, where both fit in VRAM at once (fits_both); else blocks of the fewest rounds, the idle side's models
+    freed and the next side warmed again before each. Returns how the rounds ran, in words."""
+    for _ in range(a.warmups_needed(plan)):
+        a.round(warmup=True)
+    if fits_both(state, a.records):
+        for _ in range(b.warmups_needed(plan)):
+            b.round(warmup=True)
+        while more():
+            a.round(warmup=False)
+            b.round(warmup=False)
+        return "rounds interleaved A B A B"
+    releases: list[str] = []
+    loaded = a
+    while more():
+        block = min(plan.fewest, plan.most - len(b.timed))
+        for this, other in ((a, b), (b, a)):
+            if loaded is not this:  # unload the other side and wait for its memory, then warm this one
+                releases.append(other.free())
+                for _ in range(max(1, plan.warmups)):
+                    this.round(warmup=True)
+                loaded = this
+            for _ in range(block):
+                this.round(warmup=False)
+    return ("in blocks, the idle side's models freed before each block (" + "; ".join(releases)
+            + "): both sides do not fit in VRAM at once, so drift between blocks is not cancelled")
 
 
 # --------------------------------------------------------------------------- other compute processes
@@ -585,7 +592,7 @@ def check_vram(gate: Gate, records: list[RunRecord], variant_id: str, server: Se
                allow_offload: bool | None) -> str | None:
     """fit.check_vram with this session's budget, offload rule and allowance (the server's own argv, else the
     arguments its side launches with)."""
-    tier, profile, env = gate.tier, gate.pool.profile, server.environment
+    tier, profile, env = gate.tier, gate.pool.profile_of(server.side), server.environment
     args = env.argv or launch_command(profile, gate.pool.sides[server.side])[0]
     return fit.check_vram(
         records, variant_id, tier.name,

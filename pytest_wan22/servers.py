@@ -226,15 +226,31 @@ class ServerPool:
                  device: DeviceInfo | None = None, *, launch_hook: LaunchHook | None = None,
                  on_change: Callable[[ServerPool, Server | None], None] | None = None,
                  launcher: Callable[[ServerSpec], Launcher] = ComfyServer,
-                 client: Callable[[str], ComfyClient] = ComfyClient) -> None:
+                 client: Callable[[str], ComfyClient] = ComfyClient,
+                 sides: Mapping[str, Side] | None = None) -> None:
         self.settings, self.profile, self.work, self.models, self.device = settings, profile, work, models, device
         self.launch_hook, self.on_change, self.launcher, self.client = launch_hook, on_change, launcher, client
-        self.sides: Mapping[str, Side] = settings.sides
+        self.sides: Mapping[str, Side] = settings.sides if sides is None else dict(sides)
+        self.profiles: dict[str, Profile] = {}  # a side launched with a profile of its own (use_profile)
         self.servers: dict[str, Server] = {}
         self.extras: dict[str, tuple[str, ...]] = {}
         # (side, extra flags) -> how the first test that tried found it failing to start: the tests after it
         # are failed (or skipped) with one line instead of launching it again and printing the same log
         self.failed: dict[tuple[str, tuple[str, ...]], tuple[bool, str]] = {}
+
+    def profile_of(self, side: str) -> Profile:
+        """The profile a side's servers are launched with: its own (use_profile), else the pool's."""
+        return self.profiles.get(side, self.profile)
+
+    def use_profile(self, side: str, profile: Profile) -> None:
+        """Launch this side's next server with `profile`; a running server of another profile is stopped, and
+        what was remembered of the side's failed starts is forgotten."""
+        if self.profile_of(side) == profile:
+            return
+        self.profiles[side] = profile
+        if side in self.servers:
+            self.stop(side)
+        self.failed = {k: v for k, v in self.failed.items() if k[0] != side}
 
     @property
     def default_side(self) -> str:
@@ -314,7 +330,8 @@ class ServerPool:
         if side.comfyui_dir is None:
             raise Fail("no ComfyUI to run: pass --wan22-comfyui-dir (ini wan22_comfyui_dir, env "
                        "WAN22_COMFYUI_DIR) or attach to a running one with --wan22-url")
-        args, launch_env = launch_command(self.profile, side, extra, self.launch_hook)
+        profile = self.profile_of(side.name)
+        args, launch_env = launch_command(profile, side, extra, self.launch_hook)
         work = self.work / side.name if side.name else self.work
         base = None
         custom_nodes: tuple[Path, ...] = ()
@@ -348,7 +365,7 @@ class ServerPool:
             raise Fail(f"{side.label + ': ' if side.name else ''}{exc}") from None
         start_s = time.monotonic() - started
         with self.client(handle.url) as client:
-            env = environment(client, self.device, self.profile, models)
+            env = environment(client, self.device, profile, models)
         places = preflight.launched_places(side.comfyui_dir, spec.input_dir, (self.models.preset, self.models.root)
                                            if self.models is not None else None)
         return Server(handle, launcher, work / "output", env, side=side.name, start_s=start_s,
