@@ -24,6 +24,7 @@ from .servers import Server, ServerPool, SyntheticModels, synthetic_models
 from .settings import Settings
 from .stash import state_of
 from .tiers import Profile, Tier, make_profile
+from .tune import Tuner, tune_sides
 from .workflows import Variant, Workflow, load_workflow
 
 if TYPE_CHECKING:
@@ -161,6 +162,29 @@ def wan22_servers(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPath
         pool.stop()
 
 
+@pytest.fixture(scope="session")
+def wan22_tuner(pytestconfig: pytest.Config, wan22_servers: ServerPool, wan22_profile: Profile, wan22_tier: Tier,
+                wan22_models: SyntheticModels | None) -> Generator[Tuner, None, None]:
+    """--wan22-tune: the session's tuner, with a pool of its own (side A the incumbent profile, side B the
+    candidate) launched like the session's servers; it stops them at the end."""
+    config = pytestconfig
+    state = _state(config)
+    base = wan22_servers
+    base.stop()  # the tuner's sides are the only servers on the card
+    pool = ServerPool(state.settings, wan22_profile, base.work / "tune", wan22_models, base.device,
+                      launch_hook=base.launch_hook, on_change=base.on_change, sides=tune_sides(state.settings))
+
+    def run_finished(record: Any) -> None:
+        config.hook.pytest_wan22_run_finished(config=config, record=record)
+
+    gate = Gate(state, pool, wan22_tier, wan22_models, run_finished=run_finished)
+    state.tuner = Tuner(gate, wan22_profile, RoundPlan.of(state.settings))
+    try:
+        yield state.tuner
+    finally:
+        pool.stop()
+
+
 @pytest.fixture
 def wan22_server(wan22_servers: ServerPool) -> Server:
     """The session's ComfyUI with the tier's profile (launched once, or attached with --wan22-url); a server
@@ -214,6 +238,8 @@ def wan22_run(request: pytest.FixtureRequest, wan22_servers: ServerPool, wan22_t
     config = request.config
     state = _state(config)
     marker = request.node.get_closest_marker("wan22_budget")
+    if state.settings.tune:
+        return _tuned_run(request, marker)
     # Every test gets a server that is alive: the default one is restarted here if it died.
     request.getfixturevalue("wan22_server")
     benchmarked: list[str] = []
@@ -249,5 +275,21 @@ def wan22_run(request: pytest.FixtureRequest, wan22_servers: ServerPool, wan22_t
             judge(gate, ran, budget_gib if budget_gib is not None else (marker.args[0] if marker else None),
                   allow_offload)
         return ran.result
+
+    return run
+
+
+def _tuned_run(request: pytest.FixtureRequest, marker: pytest.Mark | None) -> Callable[..., VariantResult]:
+    """wan22_run under --wan22-tune: the variant tunes the profile (or is skipped where a variant of its class of
+    work already did); returns the incumbent profile's rounds."""
+    tuner: Tuner = request.getfixturevalue("wan22_tuner")
+
+    def run(variant: Variant, *, rounds: int | None = None, warmup_rounds: int | None = None,
+            budget_gib: float | None = None, allow_offload: bool | None = None,
+            server_args: tuple[str, ...] = ()) -> VariantResult:
+        with outcomes():
+            return tuner.tune(variant, test_id=request.node.nodeid, server_args=tuple(server_args),
+                              budget_gib=budget_gib if budget_gib is not None else (
+                                  marker.args[0] if marker else None), allow_offload=allow_offload)
 
     return run

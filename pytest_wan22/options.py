@@ -47,6 +47,26 @@ def _bool(text: str) -> bool:
     raise ValueError(f"{text!r} is not a boolean (true/false)")
 
 
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def _duration(text: str) -> float:
+    """Seconds from '90' or '90s', '45m', '2h', '1h30m'."""
+    import re
+
+    raw = text.strip().lower()
+    if re.fullmatch(r"\d+(\.\d+)?", raw):
+        value = float(raw)
+    else:
+        parts = re.findall(r"(\d+(?:\.\d+)?)\s*([hms])", raw)
+        if not parts or re.sub(r"\s+", "", "".join(n + u for n, u in parts)) != re.sub(r"\s+", "", raw):
+            raise ValueError(f"{text!r} is not a duration (e.g. 3600, 90m, 2h, 1h30m)")
+        value = sum(float(n) * _UNITS[u] for n, u in parts)
+    if value <= 0:
+        raise ValueError(f"{text!r} is not a positive duration")
+    return value
+
+
 def _choice(*choices: str) -> Callable[[str], str]:
     def parse(text: str) -> str:
         if text not in choices:
@@ -160,6 +180,19 @@ OPTIONS: tuple[Option, ...] = (
            "string), e.g. to weigh one attention backend against another.", metavar="ARGS"),
     Option("nvml_accounting", "Switch on NVML accounting mode for exact per-process peaks; changes device "
            "settings and needs root: only on a GPU you own.", parse=_bool, default=False, flag=True),
+    # -- tuning: the fastest profile that fits and keeps the output --
+    Option("tune", "Tune the tier's launch profile instead of gating it: each option of the tier's search space "
+           "(its [tiers.<name>.tune] table) runs as an A/B against the profile on one variant per class of work; "
+           "what does not fit or changes the output is rejected, the faster options are combined, and the winner is "
+           "written as a tier row (--wan22-tune-out).", parse=_bool, default=False, flag=True),
+    Option("tune_budget", "Time the tuning may spend (e.g. 3600, 90m, 2h): a candidate whose A/B would not fit in "
+           "what is left is not started, and the report lists it (default: no limit).", parse=_duration,
+           metavar="DURATION"),
+    Option("tune_out", "The tier file the tuning writes its winner to (default: tuned-<tier>.toml in the session's "
+           "run folder); never the plugin's own tier table.", metavar="FILE"),
+    Option("tune_space", "Tune only these option classes (attention, fast, vram, reserve_vram, alloc, compile, vae, "
+           "unet, cache, preview, args) or CLASS=VALUE options, comma separated, e.g. cache=lru:16,preview=none; "
+           "may be repeated.", multiple=True, metavar="CLASS[=VALUE],..."),
     # -- what a person looks at: live progress and the report --
     Option("progress", "Live progress: auto (a status line on a terminal, a plain line every few seconds "
            "without one, a line per round with -q), live, lines, rounds or off.",

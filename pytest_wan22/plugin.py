@@ -27,6 +27,7 @@ from .fixtures import (  # noqa: F401 - fixtures are found through this module
     wan22_servers,
     wan22_settings,
     wan22_tier,
+    wan22_tuner,
     wan22_workflows,
 )
 from .gpu import disable_accounting, enable_accounting, load_backend, probe, vram_source
@@ -35,10 +36,11 @@ from .launcher import tail
 from .options import OPTIONS
 from .progress import Progress, choose_mode
 from .records import Environment, RunRecord
-from .report import TestOutcome, cost, first_line, render
+from .report import TestOutcome, cost, first_line, render, tune_summary
 from .runs import KEEP, session_dir
 from .session import (  # noqa: F401 - State and the writers are part of the plugin's API
     State,
+    finish_tuning,
     merge_worker_output,
     session_tests,
     worker_output,
@@ -50,7 +52,7 @@ from .stash import ACCOUNTING_KEY, STATE_KEY, state_of
 from .tiers import Tier, cpu_tier, detect_tier, item_tiers, marker_lines, platform_settings, skip_hint
 
 FIXTURES = frozenset({"wan22_client", "wan22_device", "wan22_models", "wan22_profile", "wan22_run", "wan22_server",
-                      "wan22_servers", "wan22_settings", "wan22_tier", "wan22_workflows"})
+                      "wan22_servers", "wan22_settings", "wan22_tier", "wan22_tuner", "wan22_workflows"})
 
 def tier_table(config: pytest.Config) -> Mapping[str, Tier]:
     """The tier table this session resolved (the shipped rows and those of --wan22-tiers-file): what a suite
@@ -161,6 +163,8 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("markers", line)
     config.addinivalue_line("markers", "wan22_budget(gib): peak-VRAM budget for this test's variants, "
                             "instead of the tier table's")
+    if settings.tune and _xdist_workers(config):
+        raise pytest.UsageError("--wan22-tune runs its A/Bs one after another on one GPU: drop -n (xdist)")
     state = config.stash[STATE_KEY] = _detect(config, settings)
     state.run_dir = _run_dir(config, settings)
     if not hasattr(config, "workerinput") and _runs_tests(config):
@@ -461,8 +465,12 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         return
     terminalreporter.write_sep("=", "wan22 runs")
     terminalreporter.write_line(render(state.records, state.verdicts, config.get_verbosity(),
-                                       tests=session_tests(state), ab=state.settings.ab is not None,
-                                       tolerances=state.settings.tolerances_for(state.tier)))
+                                       tests=session_tests(state), ab=state.settings.ab is not None
+                                       or state.settings.tune, tolerances=state.settings.tolerances_for(state.tier)))
+    if state.tune is not None:
+        terminalreporter.write_sep("=", "wan22 tuning")
+        for line in tune_summary(state.tune):
+            terminalreporter.write_line(line)
     unjudged = [k for k, v in state.verdicts.items()
                 if any(getattr(c, "status", "") == "recorded" for c in getattr(v, "checks", ()))]
     if unjudged and state.tier is not None:
@@ -504,6 +512,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         workeroutput["wan22"] = worker_output(state)
         return
     write_baselines(state)
+    finish_tuning(state)
     write_report(state)
 
 

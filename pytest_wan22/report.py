@@ -317,3 +317,106 @@ def cost(records: Sequence[RunRecord], server_start_s: float, skipped_warmups: S
         lines.append(f"wan22: warm-up skipped (the server had just run the same models and shape): "
                      f"{', '.join(skipped_warmups)}")
     return lines
+
+
+# --------------------------------------------------------------------------- tuning (--wan22-tune)
+
+TUNE_HEADER = ["rank", "candidate", "against", "rounds A+B", "speed-up (95% CI)", "peak GiB (incumbent)",
+               "output vs incumbent", "result"]
+
+
+def _speed(t: Mapping[str, Any]) -> str:
+    if t.get("speedup") is None:
+        return "-"
+    low, high = t.get("speedup_low"), t.get("speedup_high")
+    if low is not None and high is not None:
+        return f"{t['speedup']:.2f}x ({low:.2f}x to {high:.2f}x)"
+    return f"{t['speedup']:.2f}x" + (f" (at least {low:.2f}x)" if low is not None else "")
+
+
+def _output(t: Mapping[str, Any]) -> str:
+    if t.get("identical"):
+        return "identical"
+    if t.get("psnr_db") is not None:
+        least = f" (>= {t['min_psnr']:g})" if t.get("min_psnr") is not None else ""
+        return f"{t['psnr_db']:.1f} dB{least}"
+    return "-"
+
+
+def _peaks(t: Mapping[str, Any]) -> str:
+    peak, before = t.get("peak_mib"), t.get("incumbent_peak_mib")
+    if peak is None and before is None:
+        return "-"
+    def gib(mib: float | None) -> str:
+        return _f(mib / 1024 if mib is not None else None, "{:.1f}")
+
+    return f"{gib(peak)} ({gib(before)})"
+
+
+def tune_rows(data: Mapping[str, Any], cls: str, most: int | None = None) -> list[list[str]]:
+    """One class of work's candidates: the faster ones ranked by speed-up, then the others in the order tried (their
+    results cut to `most` characters)."""
+    trials = [t for t in data.get("trials", ()) if t.get("class") == cls]
+    faster = sorted((t for t in trials if t.get("status") == "faster"), key=lambda t: -(t.get("speedup") or 0.0))
+    rows = []
+    for i, t in enumerate([*faster, *(t for t in trials if t.get("status") != "faster")]):
+        rank = str(i + 1) if t.get("status") == "faster" else "-"
+        rounds = f"{t['rounds'][0]}+{t['rounds'][1]}" if any(t.get("rounds", ())) else "-"
+        result = str(t.get("status", ""))
+        if t.get("reason"):
+            result += f": {t['reason']}"
+        if most is not None:
+            result = first_line(result, most)
+        rows.append([rank, str(t.get("candidate", "")), str(t.get("incumbent", "")), rounds, _speed(t), _peaks(t),
+                     _output(t), result])
+    return rows
+
+
+def tune_head(data: Mapping[str, Any]) -> list[str]:
+    """The profile tuned and how the search went about it."""
+    profile = data.get("profile", {})
+    env = " ".join(f"{k}={v}" for k, v in profile.get("env", {}).items())
+    return [f"tier {data.get('tier')}, profile: {' '.join(profile.get('args', ())) or '(no flags)'}"
+            + (f"; {env}" if env else ""),
+            f"search: {data.get('search')}; a gain counts from {data.get('min_gain', 0) * 100:g}% of wall time"]
+
+
+def tune_tail(data: Mapping[str, Any]) -> list[str]:
+    """The winner with its evidence, the tier file written, and the GPU time spent (what the budget left out)."""
+    win = data.get("winner", {})
+    out = []
+    if win.get("options"):
+        out.append(f"winner: {win['name']}: {' '.join(win.get('args', ()))}"
+                   + (f"; {' '.join(f'{k}={v}' for k, v in win.get('env', {}).items())}" if win.get("env") else "")
+                   + (f"; torch.compile {win['torch_compile']}" if win.get("torch_compile") else ""))
+        for t in win.get("evidence", ()):
+            out.append(f"  {t['class']}: {_speed(t)} faster than the tier's profile, peak {_peaks(t)} GiB, "
+                       f"output {t.get('output') or '-'}")
+    else:
+        out.append("winner: none; no candidate was faster than the tier's profile while fitting and keeping the "
+                   "output, so the row keeps the profile")
+    if data.get("row_error"):
+        out.append(f"tier row not written: {data['row_error']}")
+    else:
+        out.append(f"tier row written to {data.get('row_file')}: run it with --wan22-tiers-file={data.get('row_file')}")
+    budget = data.get("budget_s")
+    spent = f"GPU time spent tuning: {data.get('spent_s', 0.0):.1f} s" + (
+        f" of a {budget:g} s budget" if budget is not None else "")
+    if data.get("out_of_budget"):
+        tried = list(dict.fromkeys(t["candidate"] for t in data.get("trials", ()) if t.get("spent_s")))
+        spent += f"; the budget ran out: tried {', '.join(tried) or 'nothing'}"
+        if data.get("not_tried"):
+            spent += f"; not tried: {', '.join(data['not_tried'])}"
+    out.append(spent)
+    return out
+
+
+def tune_summary(data: Mapping[str, Any]) -> list[str]:
+    """The tuning's end, for the terminal: the profile and the search, each class's ranked candidates, the winner
+    with its evidence, the tier file and the GPU time spent."""
+    out = tune_head(data)
+    for c in data.get("classes", ()):
+        rows = tune_rows(data, c["key"], REASON_COLUMNS)
+        out += ["", f"{c['key']} ({c['describe']}), standing for its class of work:"]
+        out += table(rows, TUNE_HEADER).splitlines() if rows else ["  nothing tried"]
+    return [*out, "", *tune_tail(data)]

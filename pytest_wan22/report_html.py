@@ -11,6 +11,7 @@ import dataclasses
 import html
 import io
 import json
+import math
 import os
 import statistics
 import time
@@ -24,6 +25,7 @@ from .records import Environment, RunRecord, round_name, to_jsonable
 from .report import (
     OUTCOME_HEADER,
     STATUS_COLUMN,
+    TUNE_HEADER,
     TestOutcome,
     checks_of,
     outcome_counts,
@@ -31,6 +33,9 @@ from .report import (
     round_rows,
     side_name,
     sides_header,
+    tune_head,
+    tune_rows,
+    tune_tail,
     verdict_header,
     verdict_rows,
 )
@@ -90,6 +95,7 @@ class ReportData:
     tests: tuple[TestOutcome, ...] = ()
     ab: bool = False
     tolerances: Mapping[str, Any] | None = None
+    tune: Mapping[str, Any] | None = None  # --wan22-tune: what the tuning found (tune.Tuner.finish)
 
     @property
     def verdicts(self) -> dict[tuple[str, str], Any]:
@@ -114,7 +120,7 @@ def group(records: Iterable[RunRecord]) -> dict[tuple[str, str], list[RunRecord]
 def collect(records: Sequence[RunRecord], verdicts: Mapping[Any, Any], tier: Any, machine: Environment | None,
             baselines_dir: Path, reference: Mapping[str, Any] | None = None,
             reference_machine: Environment | None = None, *, tests: Sequence[TestOutcome] = (), ab: bool = False,
-            tolerances: Mapping[str, Any] | None = None) -> ReportData:
+            tolerances: Mapping[str, Any] | None = None, tune: Mapping[str, Any] | None = None) -> ReportData:
     """Gather a session's tests, records and verdicts with the stored baselines they were judged against.
 
     `tier` is a tiers.Tier (or None): it gives each variant's VRAM budget. `verdicts` are keyed by (workflow,
@@ -167,7 +173,7 @@ def collect(records: Sequence[RunRecord], verdicts: Mapping[Any, Any], tier: Any
             summary_of(base, "wall_s"), float(peak) if isinstance(peak, (int, float)) else None, budget,
             tests=tested))
     return ReportData(name, tuple(variants), machine, baseline_machine, tests=tuple(tests), ab=ab,
-                      tolerances=tolerances)
+                      tolerances=tolerances, tune=tune)
 
 
 def _peak(r: RunRecord) -> float | None:
@@ -361,15 +367,87 @@ def _environment_html(data: ReportData) -> list[str]:
     return [*out, _table(["field", before, after], rows) if rows else "<p>Same machine block as the baseline.</p>"]
 
 
+STATUS_COLOURS = {"faster": "#17692b", "no gain": "#777", "slower": "#b00020", "undecided": "#8a6100",
+                  "cut short": "#8a6100"}
+
+
+def tune_svg(tune: Mapping[str, Any]) -> str:
+    """Speed-up against the output's difference from the incumbent (PSNR; identical at the right edge), one
+    point per candidate that ran timed rounds, as an inline SVG ('' with none)."""
+    points = [t for t in tune.get("trials", ()) if t.get("speedup") is not None]
+    if not points:
+        return ""
+    w, h, left, bottom = 640, 320, 60, 40
+    finite = [t["psnr_db"] for t in points if t.get("psnr_db") is not None]
+    x_lo = min([*finite, 20.0]) - 2.0
+    x_hi = max([*finite, 50.0]) + 8.0  # the identical ones sit at the right edge
+    ys = [t["speedup"] for t in points] + [1.0]
+    y_lo, y_hi = min(ys) / 1.25, max(ys) * 1.25  # whiskers past it are cut at the frame
+
+    def x(t: Mapping[str, Any]) -> float:
+        db = x_hi - 4.0 if t.get("psnr_db") is None else float(t["psnr_db"])
+        return float(left + (db - x_lo) / (x_hi - x_lo) * (w - left - 10))
+
+    def y(v: float) -> float:
+        v = min(max(v, y_lo), y_hi)
+        return float(h - bottom - (v - y_lo) / (y_hi - y_lo) * (h - bottom - 10))
+
+    ticks = list(range(math.ceil(x_lo / 5.0) * 5, int(x_hi - 6.0), 5))
+
+    out = [f'<svg class="tune-plot" xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" '
+           f'role="img" aria-label="speed-up against output difference">',
+           f'<rect x="{left}" y="10" width="{w - left - 10}" height="{h - bottom - 10}" fill="none" stroke="#ccc"/>',
+           f'<line x1="{left}" x2="{w - 10}" y1="{y(1.0):.1f}" y2="{y(1.0):.1f}" stroke="#999" stroke-dasharray="4"/>',
+           f'<text x="{w - 12}" y="{y(1.0) - 4:.1f}" font-size="10" text-anchor="end">the incumbent (1.00x)</text>',
+           f'<text x="{(w + left) / 2:.0f}" y="{h - 8}" font-size="11" text-anchor="middle">output against the '
+           "incumbent's, one seed: PSNR dB (identical at the right)</text>",
+           f'<text x="14" y="{(h - bottom) / 2:.0f}" font-size="11" text-anchor="middle" '
+           f'transform="rotate(-90 14 {(h - bottom) / 2:.0f})">speed-up (wall)</text>',
+           f'<text x="{left - 4}" y="{y(y_hi) + 10:.1f}" font-size="10" text-anchor="end">{y_hi:.2f}x</text>',
+           f'<text x="{left - 4}" y="{y(y_lo):.1f}" font-size="10" text-anchor="end">{y_lo:.2f}x</text>',
+           *(f'<text x="{x({"psnr_db": d}):.1f}" y="{h - bottom + 12}" font-size="9" text-anchor="middle">{d}</text>'
+             for d in ticks),
+           f'<text x="{x({}):.1f}" y="{h - bottom + 12}" font-size="9" text-anchor="middle">identical</text>']
+    for t in points:
+        colour = STATUS_COLOURS.get(str(t.get("status")), "#b00020")
+        px = x(t)
+        if t.get("speedup_low") is not None and t.get("speedup_high") is not None:
+            out.append(f'<line x1="{px:.1f}" x2="{px:.1f}" y1="{y(t["speedup_low"]):.1f}" '
+                       f'y2="{y(t["speedup_high"]):.1f}" stroke="{colour}"/>')
+        out.append(f'<circle cx="{px:.1f}" cy="{y(t["speedup"]):.1f}" r="4" fill="{colour}"><title>'
+                   f'{_e(t["candidate"])} vs {_e(t["incumbent"])}: {_e(t["status"])}</title></circle>')
+        out.append(f'<text x="{px + 6:.1f}" y="{y(t["speedup"]) + 3:.1f}" font-size="9">{_e(t["candidate"])}</text>')
+    out.append("</svg>")
+    return "".join(out)
+
+
+def _tune_html(tune: Mapping[str, Any]) -> list[str]:
+    parts = ["<h2>Tuning</h2>", *(f"<p>{_e(line)}</p>" for line in tune_head(tune))]
+    for c in tune.get("classes", ()):
+        parts.append(f"<h3>{_e(c['key'])} ({_e(c['describe'])})</h3>")
+        parts.append(_table(TUNE_HEADER, tune_rows(tune, c["key"]), len(TUNE_HEADER) - 1))
+    svg = tune_svg(tune)
+    if svg:
+        parts.append(f"<figure>{svg}<figcaption>Each candidate that ran: its speed-up (95% interval) against the "
+                     "output's difference from the incumbent's video of the same seed.</figcaption></figure>")
+    parts += [f"<p>{_e(line)}</p>" for line in tune_tail(tune)]
+    if tune.get("row"):
+        parts.append(f"<pre>{_e(tune['row'])}</pre>")
+    return parts
+
+
 def render_html(data: ReportData, *, plots: bool = True) -> str:
     """The whole page."""
     when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(data.created))
     m = data.machine or Environment()
-    what = "A/B: B (candidate) judged against A (current) · " if data.ab else ""
+    what = ("tuning: each candidate (B) judged against its incumbent (A) · " if data.tune is not None else
+            "A/B: B (candidate) judged against A (current) · " if data.ab else "")
     parts = [f"<h1>{_e(data.title)}</h1>",
              f"<p>{_e(what)}tier <b>{_e(data.tier or '-')}</b> · {_e(m.gpu_name or m.device or 'no GPU')} · driver "
              f"{_e(m.driver or '-')} · torch {_e(m.torch or '-')} · ComfyUI {_e(m.comfyui or '-')} · {when}</p>"]
     anchors = {v.variant_id: v.anchor for v in data.variants}
+    if data.tune is not None:
+        parts += _tune_html(data.tune)
     if data.tests:
         parts += [f"<h2>Tests</h2><p>{_e(outcome_counts(data.tests))}</p>",
                   _table(OUTCOME_HEADER, outcome_rows(data.tests, data.verdicts), 1)]
@@ -435,6 +513,11 @@ def render_markdown(data: ReportData) -> str:
             rows.append([v.workflow, v.variant_id, "-", "-", "-", "-", _status(v)])
     if rows:
         out += [_md_table(verdict_header(ab=data.ab), rows), ""]
+    if data.tune is not None:
+        out += ["### Tuning", ""]
+        for c in data.tune.get("classes", ()):
+            out += [f"{c['key']} ({c['describe']}):", "", _md_table(TUNE_HEADER, tune_rows(data.tune, c["key"])), ""]
+        out += [*tune_tail(data.tune), ""]
     diff = environment_diff(data.baseline_machine, data.machine)
     if diff:
         since = "Side B differs from side A" if data.ab else "Changed since the baseline"
@@ -474,7 +557,7 @@ def render_json(data: ReportData) -> dict[str, Any]:
             "sides": {"baseline": "A (current)", "now": "B (candidate)"} if data.ab else None,
             "machine": to_jsonable(data.machine), "baseline_machine": to_jsonable(data.baseline_machine),
             "environment_diff": environment_diff(data.baseline_machine, data.machine), "tests": tests,
-            "variants": variants}
+            "variants": variants, "tune": data.tune}
 
 
 def write_report(data: ReportData, out_dir: Path, env: Mapping[str, str] | None = None) -> Path:

@@ -87,7 +87,8 @@ def warm_shape(graph: Mapping[str, Any]) -> str:
 # --------------------------------------------------------------------------- the variant as the tier runs it
 
 def adapt(variant: Variant, tier: Tier, models: SyntheticModels | None) -> Variant:
-    """The variant as this tier runs it: synthetic model files swapped in, and the tier's scale applied."""
+    """The variant as this tier runs it: synthetic model files swapped in, the tier's scale applied, and through
+    torch.compile where the row says so (`torch_compile`)."""
     if models is not None:
         if single_expert(variant):
             models = ti2v_models(models)
@@ -102,6 +103,8 @@ def adapt(variant: Variant, tier: Tier, models: SyntheticModels | None) -> Varia
                 pass  # no core text-encoder path to replace: the preflight names the encoder the graph needs
     if tier.scale:
         variant = variant.scaled(**tier.scale)
+    if tier.torch_compile:
+        variant = variant.torch_compile(tier.torch_compile)
     return variant
 
 

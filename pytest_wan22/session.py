@@ -48,6 +48,8 @@ class State:
     report_error: str = ""
     run_dir: Path | None = None  # server logs and run records: --wan22-log-dir or .wan22/runs/<UTC time>
     log_marks: dict[str, tuple[Path, int]] = field(default_factory=dict)  # test id -> (server log, its size)
+    tuner: Any = None  # --wan22-tune: the session's tune.Tuner, once a test has asked for it
+    tune: dict[str, Any] | None = None  # ... and what it found, as plain data (Tuner.finish)
 
 
 def session_tests(state: State) -> list[TestOutcome]:
@@ -99,6 +101,16 @@ def write_baselines(state: State) -> None:
                                 for old, kept in store.set_aside)
 
 
+def finish_tuning(state: State) -> None:
+    """With --wan22-tune: the winner's tier row written (--wan22-tune-out, else tuned-<tier>.toml in the run
+    folder) and what the tuning found kept for the summary and the report."""
+    if state.tuner is None or state.tier is None:
+        return
+    s = state.settings
+    out = s.tune_out or (state.run_dir or s.rootdir / ".wan22") / f"tuned-{state.tier.name}.toml"
+    state.tune = state.tuner.finish(out, state.machine)
+
+
 def write_report(state: State) -> None:
     """With --wan22-report=DIR: index.html, summary.md and results.json, from the controller only. Whatever goes
     wrong here (a folder that cannot be written, a partial state after Ctrl-C) becomes one line of the summary:
@@ -111,7 +123,8 @@ def write_report(state: State) -> None:
 
     try:
         data = collect(state.records, state.verdicts, state.tier, state.machine, s.baselines_dir,
-                       tests=session_tests(state), ab=s.ab is not None, tolerances=s.tolerances_for(state.tier))
+                       tests=session_tests(state), ab=s.ab is not None or s.tune,
+                       tolerances=s.tolerances_for(state.tier), tune=state.tune)
         state.report_path = write(data, s.report_dir)
     except (FileExistsError, NotADirectoryError) as exc:
         state.report_error = f"{exc.filename or s.report_dir} is not a folder; fix --wan22-report"

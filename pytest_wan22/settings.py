@@ -16,7 +16,7 @@ from .interpreter import RUNNING_PYTEST, CheckResult, Interpreter, find, problem
 from .interpreter import check as check_interpreter
 from .launcher import port_in_use
 from .options import BY_NAME, OPTIONS, Option
-from .tiers import Tier, check_tier, load_tiers
+from .tiers import Tier, check_tier, load_tiers, parse_tune_items
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,10 @@ class Settings:
     progress: str = "auto"
     progress_interval: float = 5.0
     report_dir: Path | None = None
+    tune: bool = False  # --wan22-tune: search the tier's profile space instead of gating
+    tune_budget: float | None = None  # seconds
+    tune_out: Path | None = None
+    tune_space: tuple[str, ...] = ()
 
     def tolerances_for(self, tier: Tier | None) -> dict[str, Tolerance]:
         """The tolerances a tier judges with: the defaults, the tier row's `tolerances`, then --wan22-tolerance."""
@@ -191,6 +195,7 @@ def resolve(rootdir: Path, cli: Getter, ini: Getter, env: Mapping[str, str] | No
         raise ConfigError(f"--wan22-url {url!r} must start with http:// or https://")
     server_args = _split(values["server_args"], "--wan22-server-args")
     ab = _ab_side(values, sources, rootdir, comfyui_dir, interpreter, server_args)
+    _check_tune(values, ab, rootdir)
     try:
         tols = tolerances([])
         tols.update({t.metric: t for t in values["tolerance"] or []})
@@ -212,7 +217,26 @@ def resolve(rootdir: Path, cli: Getter, ini: Getter, env: Mapping[str, str] | No
         gpu_index=values["gpu_index"], nvml_accounting=values["nvml_accounting"], min_rounds=values["min_rounds"],
         ab=ab, progress=values["progress"], progress_interval=values["progress_interval"],
         report_dir=_path(values["report"], rootdir),
+        tune=values["tune"], tune_budget=values["tune_budget"], tune_out=_path(values["tune_out"], rootdir),
+        tune_space=tuple(values["tune_space"] or ()),
     )
+
+
+def _check_tune(values: Mapping[str, Any], ab: Side | None, rootdir: Path) -> None:
+    """What a tuning session (--wan22-tune) cannot run with, checked before anything starts."""
+    if not values["tune"]:
+        return
+    for flag, bad in (("the --wan22-ab-* options", ab is not None), ("--wan22-url", values["url"] is not None),
+                      ("--wan22-update-baselines", values["update_baselines"]),
+                      ("--wan22-emulate-tier", values["emulate_tier"] is not None)):
+        if bad:
+            raise ConfigError(f"--wan22-tune runs A/Bs of its own, on servers it launches on the real card, and "
+                              f"writes no baselines; drop {flag}")
+    parse_tune_items(values["tune_space"] or ())
+    out = _path(values["tune_out"], rootdir)
+    if out is not None and out.resolve() == (Path(__file__).parent / "tiers.toml").resolve():
+        raise ConfigError("--wan22-tune-out names the plugin's own tier table; write the tuned row to a file of "
+                          "your own and load it with --wan22-tiers-file")
 
 
 def _split(text: str | None, flag: str) -> tuple[str, ...]:

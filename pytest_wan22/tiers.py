@@ -58,6 +58,42 @@ class Suite:
     attention: tuple[str, ...] = ()
 
 
+#: What a tuning session (--wan22-tune) may try, by option class; the values each class takes (tune.py turns them
+#: into launch flags, environment or a graph change).
+TUNE_ATTENTION: Mapping[str, tuple[str, ...]] = {
+    "pytorch": ("--use-pytorch-cross-attention",), **ATTENTION_FLAGS, "quad": ("--use-quad-cross-attention",)}
+TUNE_FAST = ("fp16_accumulation", "fp8_matrix_mult", "cublas_ops", "autotune")
+TUNE_VRAM = ("gpu_only", "highvram", "normalvram", "lowvram", "novram")
+TUNE_COMPILE = ("inductor", "cudagraphs")
+TUNE_VAE = ("bf16", "fp16", "fp32", "cpu")
+TUNE_UNET = ("fp8_e4m3fn", "fp8_e5m2", "bf16", "fp16", "fp32")
+TUNE_PREVIEW = ("none", "auto", "latent2rgb", "taesd")
+TUNE_CACHE = re.compile(r"classic|none|lru:[1-9]\d*|ram(:\d+(\.\d+)?)?")
+TUNE_CLASSES = ("attention", "fast", "vram", "reserve_vram", "alloc", "compile", "vae", "unet", "cache", "preview",
+                "args")
+
+
+@dataclass(frozen=True)
+class TuneSpace:
+    """A row's `[tiers.<name>.tune]` table: what --wan22-tune tries against the row's profile, one list per option
+    class, the output difference each class may make (`min_psnr`, dB, by class) and the smallest speed-up worth a
+    change of profile (`min_gain`, a fraction of wall time)."""
+
+    attention: tuple[str, ...] = ()
+    fast: tuple[str, ...] = ()
+    vram: tuple[str, ...] = ()
+    reserve_vram: tuple[float, ...] = ()
+    alloc: tuple[str, ...] = ()  # PYTORCH_CUDA_ALLOC_CONF values; "" leaves it unset
+    compile: tuple[str, ...] = ()
+    vae: tuple[str, ...] = ()
+    unet: tuple[str, ...] = ()
+    cache: tuple[str, ...] = ()
+    preview: tuple[str, ...] = ()
+    args: tuple[str, ...] = ()  # other launch flags, each with its value: "--async-offload", "--cache-lru 8"
+    min_psnr: Mapping[str, float] = field(default_factory=dict)
+    min_gain: float = 0.02
+
+
 @dataclass(frozen=True)
 class PlatformSettings:
     """A row's `[tiers.<name>.windows]` or `[tiers.<name>.linux]` table: launch arguments and environment for that
@@ -102,6 +138,8 @@ class Tier:
     tolerances: tuple[str, ...] = ()  # METRIC:LIMIT over the defaults; --wan22-tolerance overrides them
     windows: PlatformSettings | None = None  # [tiers.<name>.windows]: more arguments and environment there
     linux: PlatformSettings | None = None
+    torch_compile: str | None = None  # every variant runs through torch.compile with this backend
+    tune: TuneSpace | None = None  # [tiers.<name>.tune]: what --wan22-tune tries (None: tune.py's defaults)
 
     @property
     def is_gpu(self) -> bool:
@@ -243,6 +281,28 @@ def _duration(value: Any) -> float:
     return seconds
 
 
+def _cache(value: Any) -> str:
+    text = _text()(value)
+    if not TUNE_CACHE.fullmatch(str(text)):
+        raise _Bad('one of "classic", "none", "lru:N", "ram" or "ram:GB"', value)
+    return str(text)
+
+
+def _psnr_table(value: Any) -> dict[str, float]:
+    table = _table(_number("dB"))(value)
+    unknown = sorted(set(table) - set(TUNE_CLASSES))
+    if unknown:
+        raise _Bad(f"a table of option classes ({', '.join(TUNE_CLASSES)})", value, f".{unknown[0]}")
+    return {k: float(v) for k, v in table.items()}
+
+
+def _fraction(value: Any) -> float:
+    number = float(_number("a fraction", positive=False)(value))
+    if number >= 1:
+        raise _Bad("a fraction >= 0 and < 1 (0.02 is 2%)", value)
+    return number
+
+
 def _list(item: Check, *, empty: bool = True) -> Check:
     def check(value: Any) -> tuple[Any, ...]:
         if not isinstance(value, list) or (not empty and not value):
@@ -304,6 +364,43 @@ SUITE_KEYS: Mapping[str, Check] = {
     "compile": _boolean,
     "attention": _list(_text(ATTENTION_FLAGS)),
 }
+TUNE_KEYS: Mapping[str, Check] = {
+    "attention": _list(_text(TUNE_ATTENTION)),
+    "fast": _list(_text(TUNE_FAST)),
+    "vram": _list(_text(TUNE_VRAM)),
+    "reserve_vram": _list(_number("GB", positive=False)),
+    "alloc": _list(_text()),
+    "compile": _list(_text(TUNE_COMPILE)),
+    "vae": _list(_text(TUNE_VAE)),
+    "unet": _list(_text(TUNE_UNET)),
+    "cache": _list(_cache),
+    "preview": _list(_text(TUNE_PREVIEW)),
+    "args": _list(_text()),
+    "min_psnr": _psnr_table,
+    "min_gain": _fraction,
+}
+def parse_tune_items(items: Sequence[str], flag: str = "--wan22-tune-space") -> list[tuple[str, str | None]]:
+    """Entries that narrow a tuning session's space: 'CLASS' (the class's values from the tier's tune table) or
+    'CLASS=VALUE' (that value), comma separated; ConfigError naming a bad one."""
+    out: list[tuple[str, str | None]] = []
+    for item in (p.strip() for entry in items for p in entry.split(",")):
+        if not item:
+            continue
+        klass, sep, value = (part.strip() for part in item.partition("="))
+        if klass not in TUNE_CLASSES:
+            raise ConfigError(f"{flag} {item!r}: {klass!r} is no option class; known: {', '.join(TUNE_CLASSES)}")
+        if sep:
+            raw: Any = value
+            if klass == "reserve_vram" and re.fullmatch(r"\d+(\.\d*)?", value):
+                raw = float(value)
+            try:
+                TUNE_KEYS[klass]([raw])
+            except _Bad as bad:
+                raise ConfigError(f"{flag} {item!r}: the value is not {bad.expected}") from None
+        out.append((klass, value if sep else None))
+    return out
+
+
 SCALE_KEYS: Mapping[str, Check] = {k: _whole for k in ("width", "height", "frames", "steps", "split")}
 PLATFORM_KEYS: Mapping[str, Check] = {"args": _list(_text()), "env": _table(_env_value)}
 
@@ -326,6 +423,8 @@ ROW_KEYS: Mapping[str, Check] = {
     "judge_timings": _boolean,
     "tolerances": _list(_tolerance),
     **{name: _fields(PLATFORM_KEYS, PlatformSettings) for name in PLATFORMS},
+    "torch_compile": _text(TUNE_COMPILE),
+    "tune": _fields(TUNE_KEYS, TuneSpace),
 }
 
 _FIX = "fix it in that file (the tier table: --wan22-tiers-file, ini wan22_tiers_file)"
