@@ -398,6 +398,8 @@ class ComfyServer:
         group = _new_group()
         log = spec.log_path.open("ab")
         log.write(f"\n=== wan22: starting {platforms.command_text(argv)}\n".encode())
+        if spec.env:  # the profile's variables (the allocator's, a tuned row's), after the command line
+            log.write(f"=== wan22: environment {' '.join(f'{k}={v}' for k, v in spec.env.items())}\n".encode())
         log.flush()
         try:
             self.proc = subprocess.Popen(argv, cwd=spec.comfyui_dir, env=env, stdin=subprocess.DEVNULL,

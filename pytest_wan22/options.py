@@ -190,8 +190,8 @@ OPTIONS: tuple[Option, ...] = (
            metavar="DURATION"),
     Option("tune_out", "The tier file the tuning writes its winner to (default: tuned-<tier>.toml in the session's "
            "run folder); never the plugin's own tier table.", metavar="FILE"),
-    Option("tune_space", "Tune only these option classes (attention, fast, vram, reserve_vram, alloc, compile, vae, "
-           "unet, cache, preview, args) or CLASS=VALUE options, comma separated, e.g. cache=lru:16,preview=none; "
+    Option("tune_space", "Tune only these option classes (attention, fast, vram, reserve_vram, alloc, env, compile, "
+           "vae, unet, cache, preview, args) or CLASS=VALUE options, comma separated, e.g. cache=lru:16,preview=none; "
            "may be repeated.", multiple=True, metavar="CLASS[=VALUE],..."),
     # -- what a person looks at: live progress and the report --
     Option("progress", "Live progress: auto (a status line on a terminal, a plain line every few seconds "

@@ -69,8 +69,8 @@ TUNE_VAE = ("bf16", "fp16", "fp32", "cpu")
 TUNE_UNET = ("fp8_e4m3fn", "fp8_e5m2", "bf16", "fp16", "fp32")
 TUNE_PREVIEW = ("none", "auto", "latent2rgb", "taesd")
 TUNE_CACHE = re.compile(r"classic|none|lru:[1-9]\d*|ram(:\d+(\.\d+)?)?")
-TUNE_CLASSES = ("attention", "fast", "vram", "reserve_vram", "alloc", "compile", "vae", "unet", "cache", "preview",
-                "args")
+TUNE_CLASSES = ("attention", "fast", "vram", "reserve_vram", "alloc", "env", "compile", "vae", "unet", "cache",
+                "preview", "args")
 
 
 @dataclass(frozen=True)
@@ -84,6 +84,7 @@ class TuneSpace:
     vram: tuple[str, ...] = ()
     reserve_vram: tuple[float, ...] = ()
     alloc: tuple[str, ...] = ()  # PYTORCH_CUDA_ALLOC_CONF values; "" leaves it unset
+    env: tuple[str, ...] = ()  # other variables, "NAME=VALUE" ("NAME=" unsets it)
     compile: tuple[str, ...] = ()
     vae: tuple[str, ...] = ()
     unet: tuple[str, ...] = ()
@@ -288,6 +289,13 @@ def _cache(value: Any) -> str:
     return str(text)
 
 
+def _assignment(value: Any) -> str:
+    text = str(_text()(value))
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*=.*", text):
+        raise _Bad('"NAME=VALUE" (an environment variable; "NAME=" unsets it)', value)
+    return text
+
+
 def _psnr_table(value: Any) -> dict[str, float]:
     table = _table(_number("dB"))(value)
     unknown = sorted(set(table) - set(TUNE_CLASSES))
@@ -370,6 +378,7 @@ TUNE_KEYS: Mapping[str, Check] = {
     "vram": _list(_text(TUNE_VRAM)),
     "reserve_vram": _list(_number("GB", positive=False)),
     "alloc": _list(_text()),
+    "env": _list(_assignment),
     "compile": _list(_text(TUNE_COMPILE)),
     "vae": _list(_text(TUNE_VAE)),
     "unet": _list(_text(TUNE_UNET)),

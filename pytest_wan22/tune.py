@@ -77,13 +77,22 @@ NEEDS: Mapping[tuple[str, str], tuple[str, str]] = {
 #: reduced-precision arithmetic (fp16 accumulation, fp8 matrix multiplication, fp8 weights) is allowed a stated
 #: difference. Starting points, set per tier with `min_psnr` in the tune table.
 DEFAULT_MIN_PSNR: Mapping[str, float] = {
-    "attention": 32.0, "fast": 26.0, "vram": 40.0, "reserve_vram": 40.0, "alloc": 40.0, "compile": 32.0,
+    "attention": 32.0, "fast": 26.0, "vram": 40.0, "reserve_vram": 40.0, "alloc": 40.0, "env": 32.0, "compile": 32.0,
     "vae": 32.0, "unet": 26.0, "cache": 40.0, "preview": 40.0, "args": 32.0,
 }
 
-#: Option classes whose values exclude each other (one attention backend, one VRAM policy, ...); --fast features
-#: and other flags combine.
-EXCLUSIVE = frozenset(TUNE_CLASSES) - {"fast", "args"}
+#: Option classes whose values exclude each other (one attention backend, one VRAM policy, ...); --fast features,
+#: other flags and variables combine (two values of one variable do not).
+EXCLUSIVE = frozenset(TUNE_CLASSES) - {"fast", "args", "env"}
+
+
+def clash(a: Option, b: Option) -> bool:
+    """True when the two options cannot be one profile's: one class of exclusive values, or one variable."""
+    if a.klass != b.klass:
+        return False
+    if a.klass == "env":
+        return a.value.split("=", 1)[0] == b.value.split("=", 1)[0]
+    return a.klass in EXCLUSIVE
 
 #: What a row without a tune table tries: on a GPU, the attention backends, every --fast feature, the VRAM
 #: policies and allocator settings ComfyUI uses most, torch.compile and the VAE's dtype; without one, nothing
@@ -137,6 +146,9 @@ def option(klass: str, value: str | float) -> Option:
         return Option(klass, text, ("--reserve-vram", text))
     if klass == "alloc":
         return Option(klass, text, env=((ALLOC, text or None),))
+    if klass == "env":
+        name, _, val = text.partition("=")
+        return Option(klass, text, env=((name, val or None),))
     if klass == "compile":
         return Option(klass, text, compile=text)
     if klass in ("vae", "unet"):
@@ -522,10 +534,10 @@ class Tuner:
                 head = t.candidate
                 self.chain.append(head)
                 continue
-            clash = [h.id for h in head.options if h.klass == o.klass and o.klass in EXCLUSIVE]
-            if clash:
+            clashes = [h.id for h in head.options if clash(h, o)]
+            if clashes:
                 self._add(Trial(c.key, Candidate.of([o]), head, "combination", "exclusive",
-                                f"one {o.klass} at a time: the winner so far has {clash[0]}"))
+                                f"one {o.klass} at a time: the winner so far has {clashes[0]}"))
                 continue
             cand = head.plus(o)
             done = self.trial(c, cand, head, "combination")
@@ -871,17 +883,27 @@ def _gib(mib: float | None) -> str:
     return "-" if mib is None else f"{mib / 1024:.1f} GiB"
 
 
+def speedup_text(t: Trial) -> str:
+    """'1.18x (95% CI 1.15x to 1.21x)', or '6.15x (95% CI at least 2.52x)' where the interval has no upper end."""
+    if t.speedup is None:
+        return "?"
+    rng = t.speedup_range
+    if rng is None:
+        return f"{t.speedup:.2f}x"
+    if not math.isfinite(rng[1]):
+        return f"{t.speedup:.2f}x (95% CI: at least {rng[0]:.2f}x)"
+    return f"{t.speedup:.2f}x (95% CI {rng[0]:.2f}x to {rng[1]:.2f}x)"
+
+
 def evidence_lines(t: Trial) -> list[str]:
     """What one confirming A/B showed, for the row's comment block."""
-    rng = t.speedup_range
-    speed = f"{t.speedup:.2f}x" if t.speedup is not None else "?"
-    if rng is not None:
-        speed += f" (95% CI {rng[0]:.2f}x to {rng[1]:.2f}x)"
     out = t.frames.describe() if t.frames is not None else "not compared"
-    return [f"#   {t.cls}: wall time {speed} faster than the tier's profile over {t.rounds[0]}+{t.rounds[1]} "
-            f"interleaved rounds ({t.how or 'A/B'});",
-            f"#     peak VRAM {_gib(t.peak_mib)} (the tier's profile: {_gib(t.incumbent_peak_mib)}); output against "
-            f"the tier's profile, one seed: {out} (at least {t.min_psnr:g} dB allowed)"]
+    peak = (f"peak VRAM {_gib(t.peak_mib)} (the tier's profile: {_gib(t.incumbent_peak_mib)}); "
+            if t.peak_mib is not None or t.incumbent_peak_mib is not None else "")
+    return [f"#   {t.cls}: wall time {speedup_text(t)} faster than the tier's profile over {t.rounds[0]}+"
+            f"{t.rounds[1]} rounds ({t.how or 'A/B'});",
+            f"#     {peak}output against the tier's profile's of the same seed: {out} (at least {t.min_psnr:g} dB "
+            "allowed)"]
 
 
 def row_file_text(row: Tier, tuner: Tuner, win: Candidate, evidence: Sequence[Trial], machine: Any,

@@ -25,6 +25,7 @@ ROW = """
 description = "RTX 5090 for the tuning tests"
 match = ["RTX 5090"]
 args = ["--normalvram", "--reserve-vram", "1.0", "--use-pytorch-cross-attention"]
+env = {{ OMP_NUM_THREADS = "1" }}
 run_timeout_s = 60
 
 [tiers.rtx5090.tune]
@@ -88,14 +89,16 @@ def test_each_candidate_ends_where_it_should_and_the_winner_becomes_a_tier_row(w
         "rank*candidate*against*rounds A+B*speed-up (95% CI)*peak GiB (incumbent)*output vs incumbent*result*",
         "1 *args=--async-offload*the tier's profile*x (*x*)*identical*faster*",
         "- *attention=sage*unavailable: sageattention does not import*",
-        "*winner: args=--async-offload: --normalvram --reserve-vram 1.0 --use-pytorch-cross-attention --async-offload",
+        "*winner: args=--async-offload: --normalvram --reserve-vram 1.0 --use-pytorch-cross-attention --async-offload; "
+        "OMP_NUM_THREADS=1",
         "*tier row written to *tuned.toml*",
     ])
     # the row: loadable, the winner's flags, its evidence in the comment block
     text = (p.path / "tuned.toml").read_text()
     assert "# Winner: args=--async-offload" in text
     assert "faster than the tier's profile" in text
-    assert "output against the tier's profile, one seed: identical" in text
+    assert "output against the tier's profile's of the same seed: identical" in " ".join(
+        line.lstrip("# ") for line in text.splitlines())
     row = load_tiers(p.path / "tuned.toml")["rtx5090"]
     assert row.args[-1] == "--async-offload"
     assert row.match == ("RTX 5090",)
@@ -106,9 +109,10 @@ def test_each_candidate_ends_where_it_should_and_the_winner_becomes_a_tier_row(w
     # the next session runs the winner
     nxt = p.runpytest("--wan22-tiers-file=tuned.toml", "--wan22-log-dir=logs2", "--wan22-rounds=2")
     nxt.assert_outcomes(passed=1)
-    launched = [f.read_text().splitlines()[1] for f in p.path.glob("logs2/**/comfyui.log")]
-    assert launched
-    assert all(line.endswith("--async-offload") for line in launched)
+    logs = [f.read_text().splitlines() for f in p.path.glob("logs2/**/comfyui.log")]
+    assert logs
+    assert all(log[1].endswith("--async-offload") for log in logs)
+    assert all(log[2].startswith("=== wan22: environment ") and " OMP_NUM_THREADS=1 " in log[2] for log in logs)
 
 
 def test_a_candidate_clearly_slower_stops_after_two_rounds(wan22_project: Project) -> None:

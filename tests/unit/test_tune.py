@@ -80,11 +80,23 @@ def test_the_allocator_and_compile_options() -> None:
     assert apply_env(env, [option("alloc", "backend:cudaMallocAsync")])["PYTORCH_CUDA_ALLOC_CONF"] == \
         "backend:cudaMallocAsync"
     assert apply_env(env, [option("alloc", "")]) == {"OTHER": "1"}
+    assert apply_env(env, [option("env", "OTHER="), option("env", "OMP_NUM_THREADS=1")]) == {
+        "PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True", "OMP_NUM_THREADS": "1"}
     cand = Candidate.of([option("compile", "inductor"), option("attention", "sage")])
     assert cand.ids == ("attention=sage", "compile=inductor")  # named in class order
     row = cand.tier(TIERS["rtx5090"])
     assert row.torch_compile == "inductor"
     assert row.args[-1] == "--use-sage-attention"
+
+
+def test_two_values_of_one_variable_or_of_an_exclusive_class_clash() -> None:
+    from pytest_wan22.tune import clash
+
+    assert clash(option("env", "OMP_NUM_THREADS=1"), option("env", "OMP_NUM_THREADS=2"))
+    assert not clash(option("env", "OMP_NUM_THREADS=1"), option("env", "MKL_NUM_THREADS=1"))
+    assert clash(option("attention", "sage"), option("attention", "flash"))
+    assert not clash(option("fast", "autotune"), option("fast", "fp8_matrix_mult"))
+    assert not clash(option("args", "--async-offload"), option("args", "--disable-pinned-memory"))
 
 
 def test_the_space_is_the_rows_table_narrowed_by_the_flag() -> None:
