@@ -457,6 +457,9 @@ def _check_comfyui_given(session: pytest.Session, s: Settings) -> None:
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     state = state_of(config)
+    if state.settings.tune and state.tune is None and not config.option.collectonly:
+        terminalreporter.write_line("wan22: --wan22-tune: no test ran a variant through wan22_run, so nothing was "
+                                    "tuned and no tier row was written")
     if not (state.records or state.tests):
         if state.report_error:
             terminalreporter.write_line(f"wan22: report not written: {state.report_error}")

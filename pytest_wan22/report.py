@@ -354,13 +354,14 @@ def _peaks(t: Mapping[str, Any]) -> str:
 
 
 def tune_rows(data: Mapping[str, Any], cls: str, most: int | None = None) -> list[list[str]]:
-    """One class of work's candidates: the faster ones ranked by speed-up, then the others in the order tried (their
-    results cut to `most` characters)."""
+    """One class of work's candidates: those faster than the tier's profile ranked by speed-up, then the others in the
+    order tried (their results cut to `most` characters)."""
     trials = [t for t in data.get("trials", ()) if t.get("class") == cls]
-    faster = sorted((t for t in trials if t.get("status") == "faster"), key=lambda t: -(t.get("speedup") or 0.0))
+    ranked = sorted((t for t in trials if t.get("status") == "faster" and not t.get("incumbent_options")),
+                    key=lambda t: -(t.get("speedup") or 0.0))
     rows = []
-    for i, t in enumerate([*faster, *(t for t in trials if t.get("status") != "faster")]):
-        rank = str(i + 1) if t.get("status") == "faster" else "-"
+    for i, t in enumerate([*ranked, *(t for t in trials if t not in ranked)]):
+        rank = str(i + 1) if i < len(ranked) else "-"
         rounds = f"{t['rounds'][0]}+{t['rounds'][1]}" if any(t.get("rounds", ())) else "-"
         result = str(t.get("status", ""))
         if t.get("reason"):

@@ -377,7 +377,8 @@ class Trial:
         rng = self.speedup_range
         f = self.frames
         return {"class": self.cls, "candidate": self.candidate.name, "options": list(self.candidate.ids),
-                "incumbent": self.incumbent.name, "stage": self.stage, "status": self.status, "reason": self.reason,
+                "incumbent": self.incumbent.name, "incumbent_options": list(self.incumbent.ids), "stage": self.stage,
+                "status": self.status, "reason": self.reason,
                 "key": self.key, "rounds": list(self.rounds), "change": self.change, "low": self.low,
                 "high": self.high, "speedup": self.speedup, "speedup_low": rng[0] if rng else None,
                 "speedup_high": rng[1] if rng and math.isfinite(rng[1]) else None, "peak_mib": self.peak_mib,
@@ -504,8 +505,11 @@ class Tuner:
             self._search(c)
         self._settle()
         if c.result is None:
+            searched = next(iter(self.classes.values())).key
             why = ("the budget ran out before it" if self.out_of_budget else
-                   f"nothing to try on the {self.tier.name} tier" if not self.options else "no A/B ran on it")
+                   f"nothing to try on the {self.tier.name} tier" if not self.options else
+                   f"nothing to confirm on it, since no candidate beat the tier's profile on {searched}"
+                   if len(self.chain) == 1 and not first else "no A/B ran on it")
             raise Skip(f"{variant.variant_id}: not tuned: {why}")
         return c.result
 

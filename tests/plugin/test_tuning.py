@@ -205,3 +205,10 @@ def test_winners_combine_greedily_and_the_winner_is_confirmed_on_each_class_of_w
     assert [t["class"] for t in data["winner"]["evidence"]] == [nine, seventeen]
     row = load_tiers(p.path / "tuned.toml")["rtx5090"]
     assert row.args[-2:] == ("--async-offload", "--disable-pinned-memory")
+
+
+def test_a_tuning_session_without_a_variant_says_nothing_was_tuned(wan22_project: Project) -> None:
+    p = wan22_project(SMALL)
+    result = p.runpytest("--wan22-tune", "-k", "no_such_test")
+    result.stdout.fnmatch_lines(["wan22: --wan22-tune: no test ran a variant through wan22_run, so nothing was tuned "
+                                 "and no tier row was written"])

@@ -151,3 +151,18 @@ def test_a_check_without_numbers_still_renders() -> None:
     v = Verdict("v", "insufficient", (Check("wall", "insufficient", note="(no data)"),))
     assert verdict_rows({"v": v}, verbose=True) == [["", "v", "wall", "not measured", "not measured", "-",
                                                       "not measured", "", "", "", "(no data)"]]
+
+
+def test_tuning_ranks_what_beat_the_tier_profile_and_lists_the_rest_in_order() -> None:
+    from pytest_wan22.report import tune_rows
+
+    def trial(candidate: str, status: str, speedup: float | None, incumbent: tuple[str, ...] = ()) -> dict:
+        return {"class": "v", "candidate": candidate, "incumbent": " + ".join(incumbent) or "the tier's profile",
+                "incumbent_options": list(incumbent), "status": status, "reason": "", "rounds": [3, 3],
+                "speedup": speedup, "speedup_low": None, "speedup_high": None, "psnr_db": None, "identical": True}
+
+    data = {"trials": [trial("a=1", "faster", 1.2), trial("b=1", "oom", None), trial("c=1", "faster", 1.5),
+                       trial("a=1 + c=1", "faster", 1.1, ("c=1",))]}
+    rows = tune_rows(data, "v")
+    assert [(r[0], r[1]) for r in rows] == [("1", "c=1"), ("2", "a=1"), ("-", "b=1"), ("-", "a=1 + c=1")]
+    assert rows[0][4] == "1.50x"

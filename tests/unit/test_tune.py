@@ -336,3 +336,12 @@ def test_a_tier_profile_that_does_not_run_fails_the_test(tmp_path: Path) -> None
     with pytest.raises(Fail, match="the rtx5090 tier's own profile does not run, so nothing can be tuned"):
         tuner.tune(BASE, test_id="t")
     assert [t.status for t in tuner.trials] == ["error"]
+
+
+def test_a_later_class_with_nothing_to_confirm_is_skipped_saying_why(tmp_path: Path) -> None:
+    tuner, _ = _tuner(tmp_path, _speeds({}), space=TuneSpace(attention=("sage",)))
+    tuner.tune(BASE, test_id="five")
+    assert [t.status for t in tuner.trials] == ["no gain"]
+    with pytest.raises(Skip, match="nothing to confirm on it, since no candidate beat the tier's profile on "
+                                   "high_low-5s-640p-lightx2v_4step"):
+        tuner.tune(BASE.duration(10), test_id="ten")
