@@ -139,3 +139,7 @@ class Skip(Wan22Error):
     def __init__(self, reason: str) -> None:
         self.reason = reason
         super().__init__(reason)
+
+
+class LayoutError(SynthError):
+    """A model file a workflow names has a layout the synthetic set cannot infer (pytest_wan22/synth_plan.py)."""

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import importlib.util
 import itertools
 import json
@@ -48,7 +49,7 @@ from pathlib import Path
 from typing import IO, Any, NamedTuple
 
 SYNTH_VERSION = 1
-DTYPE_BYTES: dict[str, int] = {"F32": 4, "F16": 2, "BF16": 2, "F8_E4M3": 1, "U8": 1}
+DTYPE_BYTES: dict[str, int] = {"F32": 4, "F16": 2, "BF16": 2, "F8_E4M3": 1, "F8_E5M2": 1, "U8": 1}
 FP8_MAX = 448.0
 FP8_SPREAD = FP8_MAX / 6.0  # stored fp8 values ~ N(0, FP8_SPREAD^2), clipped to +-448
 TEXT_ENCODERS = ("none", "stub", "full")
@@ -310,14 +311,22 @@ def _dense(name: str, shape: Shape, dtype: str = "BF16") -> TensorSpec:
     return TensorSpec(name, shape, dtype, "normal", 0.5 / math.sqrt(math.prod(shape[1:])))
 
 
-_DENSE_DTYPES = {"bf16": "BF16", "fp16": "F16", "fp8_scaled": "BF16"}
+#: Weight formats a file name can say, and the safetensors dtype of their dense tensors (and of every tensor but
+#: the Linear weights in an fp8 format).
+FORMAT_DTYPES: Mapping[str, str] = {"bf16": "BF16", "fp16": "F16", "fp32": "F32", "fp8_scaled": "BF16",
+                                    "fp8_e4m3fn": "BF16", "fp8_e5m2": "BF16"}
+_DENSE_DTYPES = FORMAT_DTYPES
+PLAIN_FP8: Mapping[str, str] = {"fp8_e4m3fn": "F8_E4M3", "fp8_e5m2": "F8_E5M2"}
 
 
 def _linear(name: str, shape: Shape, fmt: str) -> list[TensorSpec]:
-    """A Linear weight: dense, or fp8 values plus a float32 per-tensor scale (fp8_scaled)."""
+    """A Linear weight: dense, plain fp8 (fp8_e4m3fn, fp8_e5m2), or fp8 values plus a float32 per-tensor scale
+    (fp8_scaled)."""
+    std = 0.5 / math.sqrt(math.prod(shape[1:]))
+    if fmt in PLAIN_FP8:
+        return [TensorSpec(name, shape, PLAIN_FP8[fmt], "normal", std)]
     if fmt != "fp8_scaled":
         return [_dense(name, shape, _DENSE_DTYPES[fmt])]
-    std = 0.5 / math.sqrt(math.prod(shape[1:]))
     return [TensorSpec(name, shape, "F8_E4M3", "fp8"),
             TensorSpec(name[: -len(".weight")] + ".scale_weight", (), "F32", "const", std / FP8_SPREAD)]
 
@@ -410,28 +419,282 @@ def lora_specs(p: Preset, rank: int) -> list[TensorSpec]:
     return specs
 
 
-def text_encoder_specs(kind: str, tokenizer_bytes: int, fp8_matmul: str = "fast") -> list[TensorSpec]:
-    """UMT5-XXL: 'full' writes every weight (fp8_scaled); 'stub' only the tokenizer, norms, position
-    biases and the one tensor ComfyUI detects UMT5-XXL by (ComfyUI allocates the rest unloaded)."""
+def text_encoder_specs(kind: str, tokenizer_bytes: int, fp8_matmul: str = "fast",
+                       fmt: str = "fp8_scaled") -> list[TensorSpec]:
+    """UMT5-XXL: 'full' writes every weight (Linear weights in `fmt`: fp8_scaled, fp16, bf16, ...); 'stub' only
+    the tokenizer, norms, position biases and the one tensor ComfyUI detects UMT5-XXL by (ComfyUI allocates the
+    rest unloaded)."""
     specs = [TensorSpec("spiece_model", (tokenizer_bytes,), "U8", "blob")]
     shapes = umt5_shapes()
+    dense = FORMAT_DTYPES[fmt]
     if kind == "stub":
         detect = "encoder.block.23.layer.1.DenseReluDense.wi_1.weight"
         keep = [n for n in shapes if n.endswith(("layer_norm.weight", "relative_attention_bias.weight"))]
         shapes = {n: shapes[n] for n in keep}
         specs.append(TensorSpec(detect, umt5_shapes()[detect], "F8_E4M3", "zeros"))
     else:
-        specs += _marker("fp8_scaled", fp8_matmul)
+        specs += _marker(fmt, fp8_matmul)
     for name, shape in shapes.items():
         if name == "shared.weight":
-            specs.append(TensorSpec(name, shape, "BF16", "normal", 1.0))
+            specs.append(TensorSpec(name, shape, dense, "normal", 1.0))
         elif name.endswith("relative_attention_bias.weight"):
-            specs.append(TensorSpec(name, shape, "BF16", "normal", 0.1))
+            specs.append(TensorSpec(name, shape, dense, "normal", 0.1))
         elif len(shape) == 1:
-            specs.append(TensorSpec(name, shape, "BF16", "ones"))
+            specs.append(TensorSpec(name, shape, dense, "ones"))
         else:
-            specs += _linear(name, shape, "fp8_scaled")
+            specs += _linear(name, shape, fmt)
     return specs
+
+
+# ----------------------------------------------------------------------------- layouts by kind
+#
+# A layout is a small JSON-able dict that says which file to write: {"kind": ..., its sizes, "format": ...}.
+# The plugin infers one for every model file a workflow names (synth_plan.py), the writer turns it into tensors
+# here (layout_specs), and a file's stamp holds the digest of its layout, so a second session reuses it.
+
+#: Wan DiT sizes: tiny stand-ins for the CPU, and the real 14B, 5B and 1.3B models.
+DIT_SIZES: Mapping[str, tuple[int, int, int]] = {"tiny": (128, 256, 2), "14B": (5120, 13824, 40),
+                                                 "5B": (3072, 14336, 30), "1.3B": (1536, 8960, 30)}
+S2V_INJECT_LAYERS = 12  # WanModel_S2V's audio_inject_layers [0, 4, ..., 39]: one injector each
+S2V_AUDIO_DIM, S2V_AUDIO_LAYERS, S2V_AUDIO_TOKENS = 1024, 25, 4  # wav2vec2-large features, 24 layers + input
+CLIP_VISION_DIM = 1280  # the ViT-H/14 image features an i2v model's img_emb projects
+
+
+class TensorDef(NamedTuple):
+    """One tensor of a layout: name, shape, and what it is (linear: a Linear weight, fp8 in an fp8 format;
+    dense: anything else; ones: a scale that must start at 1; blur: a [1, 3, 3, 1] blur kernel)."""
+
+    name: str
+    shape: Shape
+    role: str = "dense"
+
+
+def _add(out: list[TensorDef], prefix: str, shape: Shape, role: str = "dense", bias: int | None = None) -> None:
+    """prefix.weight (and prefix.bias of `bias` elements)."""
+    out.append(TensorDef(prefix + ".weight", shape, role))
+    if bias is not None:
+        out.append(TensorDef(prefix + ".bias", (bias,)))
+
+
+def _wan_base(dim: int, ffn: int, layers: int, in_dim: int, out_dim: int, clip: bool) -> list[TensorDef]:
+    """WanModel: patch and text/time embeddings, the blocks, the head, and img_emb where the model takes CLIP
+    vision features (clip). Every 2-D weight here is a Linear."""
+    shapes = dit_shapes(dim, ffn, layers, in_dim=in_dim, out_dim=out_dim)
+    out: list[TensorDef] = []
+    for name, shape in shapes.items():
+        out.append(TensorDef(name, shape, "linear" if name.endswith(".weight") and len(shape) == 2 else "dense"))
+        if clip and name.endswith(".cross_attn.norm_k.weight"):
+            block = name[: -len(".norm_k.weight")]
+            _add(out, block + ".k_img", (dim, dim), "linear", dim)
+            _add(out, block + ".v_img", (dim, dim), "linear", dim)
+            out.append(TensorDef(block + ".norm_k_img.weight", (dim,)))
+    if clip:
+        c = CLIP_VISION_DIM
+        _add(out, "img_emb.proj.0", (c,), bias=c)
+        _add(out, "img_emb.proj.1", (c, c), "linear", c)
+        _add(out, "img_emb.proj.3", (dim, c), "linear", dim)
+        _add(out, "img_emb.proj.4", (dim,), bias=dim)
+    return out
+
+
+def _s2v_extras(dim: int) -> list[TensorDef]:
+    """WanModel_S2V's audio encoder, pose encoder, audio injectors and frame packer (ComfyUI's defaults)."""
+    out: list[TensorDef] = [TensorDef("trainable_cond_mask.weight", (3, dim)),
+                            TensorDef("casual_audio_encoder.weights", (1, S2V_AUDIO_LAYERS, 1, 1), "ones")]
+    enc, a, tokens = "casual_audio_encoder.encoder.", S2V_AUDIO_DIM, S2V_AUDIO_TOKENS
+    _add(out, enc + "conv1_local.conv", (dim // 4 * tokens, a, 3), bias=dim // 4 * tokens)
+    _add(out, enc + "conv1_global.conv", (dim // 4, a, 3), bias=dim // 4)
+    _add(out, enc + "conv2.conv", (dim // 2, dim // 4, 3), bias=dim // 2)
+    _add(out, enc + "conv3.conv", (dim, dim // 2, 3), bias=dim)
+    _add(out, enc + "final_linear", (dim, dim), "linear", dim)
+    out.append(TensorDef(enc + "padding_tokens", (1, 1, 1, dim)))
+    _add(out, "cond_encoder", (dim, 16, 1, 2, 2), bias=dim)
+    for i in range(S2V_INJECT_LAYERS):
+        p = f"audio_injector.injector.{i}."
+        for q in "qkvo":
+            _add(out, p + q, (dim, dim), "linear", dim)
+        out += [TensorDef(p + "norm_q.weight", (dim,)), TensorDef(p + "norm_k.weight", (dim,))]
+    for i in range(S2V_INJECT_LAYERS):
+        _add(out, f"audio_injector.injector_adain_layers.{i}.linear", (2 * dim, dim), "linear", 2 * dim)
+    for name, k in (("proj", (1, 2, 2)), ("proj_2x", (2, 4, 4)), ("proj_4x", (4, 8, 8))):
+        _add(out, f"frame_packer.{name}", (dim, 16, *k), bias=dim)
+    return out
+
+
+def _conv_layer(out: list[TensorDef], p: str, cin: int, cout: int, k: int, downsample: bool = False,
+                activate: bool = True) -> None:
+    """The animate motion encoder's StyleGAN ConvLayer: [Blur,] EqualConv2d[, FusedLeakyReLU]."""
+    i = 0
+    if downsample:
+        out.append(TensorDef(f"{p}.0.kernel", (4, 4), "blur"))
+        i = 1
+    out.append(TensorDef(f"{p}.{i}.weight", (cout, cin, k, k)))
+    if activate:
+        out.append(TensorDef(f"{p}.{i + 1}.bias", (1, cout, 1, 1)))
+
+
+def _animate_extras(dim: int, layers: int) -> list[TensorDef]:
+    """AnimateWanModel's pose embedding, motion encoder, face adapter (a block per 5 layers) and face encoder."""
+    out: list[TensorDef] = []
+    _add(out, "pose_patch_embedding", (dim, 16, 1, 2, 2), bias=dim)
+    net = "motion_encoder.enc.net_app.convs."
+    _conv_layer(out, net + "0", 3, 32, 1)
+    for i, (cin, cout) in enumerate(((32, 64), (64, 128), (128, 256), (256, 512), (512, 512), (512, 512),
+                                     (512, 512)), start=1):
+        _conv_layer(out, f"{net}{i}.conv1", cin, cin, 3)
+        _conv_layer(out, f"{net}{i}.conv2", cin, cout, 3, downsample=True)
+        _conv_layer(out, f"{net}{i}.skip", cin, cout, 1, downsample=True, activate=False)
+    out.append(TensorDef(net + "8.weight", (512, 512, 4, 4)))
+    for i, width in enumerate((512, 512, 512, 512, 20)):
+        _add(out, f"motion_encoder.enc.fc.{i}", (width, 512), bias=width)
+    out.append(TensorDef("motion_encoder.dec.direction.weight", (512, 20)))
+    head_dim = dim // max(1, dim // 128)
+    for i in range(layers // 5):
+        p = f"face_adapter.fuser_blocks.{i}."
+        _add(out, p + "linear1_kv", (2 * dim, dim), "linear", 2 * dim)
+        _add(out, p + "linear1_q", (dim, dim), "linear", dim)
+        _add(out, p + "linear2", (dim, dim), "linear", dim)
+        out += [TensorDef(p + "q_norm.weight", (head_dim,)), TensorDef(p + "k_norm.weight", (head_dim,))]
+    _add(out, "face_encoder.conv1_local.conv", (4096, 512, 3), bias=4096)
+    _add(out, "face_encoder.conv2.conv", (1024, 1024, 3), bias=1024)
+    _add(out, "face_encoder.conv3.conv", (1024, 1024, 3), bias=1024)
+    _add(out, "face_encoder.out_proj", (dim, 1024), "linear", dim)
+    out.append(TensorDef("face_encoder.padding_tokens", (1, 1, 1, dim)))
+    return out
+
+
+def wan_dit_tensors(layout: Mapping[str, Any]) -> list[TensorDef]:
+    """Every tensor of a Wan DiT layout: {dim, ffn_dim, layers, in_dim, out_dim, clip, ref_conv, cam_adapter,
+    extra ("", "s2v", "animate")}."""
+    dim, ffn, layers = int(layout["dim"]), int(layout["ffn_dim"]), int(layout["layers"])
+    out = _wan_base(dim, ffn, layers, int(layout["in_dim"]), int(layout["out_dim"]), bool(layout.get("clip")))
+    if layout.get("ref_conv"):
+        _add(out, "ref_conv", (dim, int(layout["ref_conv"]), 2, 2), bias=dim)
+    if layout.get("cam_adapter"):
+        _add(out, "control_adapter.conv", (dim, int(layout["cam_adapter"]) * 64, 2, 2), bias=dim)
+        for conv in ("conv1", "conv2"):
+            _add(out, f"control_adapter.residual_blocks.0.{conv}", (dim, dim, 3, 3), bias=dim)
+    extra = layout.get("extra") or ""
+    if extra == "s2v":
+        out += _s2v_extras(dim)
+    elif extra == "animate":
+        out += _animate_extras(dim, layers)
+    elif extra:
+        raise ValueError(f"unknown Wan DiT extra {extra!r}; known: s2v, animate")
+    return out
+
+
+def clip_vision_h_tensors() -> list[TensorDef]:
+    """OpenCLIP ViT-H/14 vision tower as ComfyUI's CLIPVisionModelProjection loads it (clip_vision_h)."""
+    d, ff, layers, patch, positions = 1280, 5120, 32, 14, 257
+    out = [TensorDef("vision_model.embeddings.class_embedding", (d,)),
+           TensorDef("vision_model.embeddings.patch_embedding.weight", (d, 3, patch, patch)),
+           TensorDef("vision_model.embeddings.position_embedding.weight", (positions, d))]
+    _add(out, "vision_model.pre_layrnorm", (d,), bias=d)
+    for i in range(layers):
+        p = f"vision_model.encoder.layers.{i}."
+        for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
+            _add(out, p + "self_attn." + proj, (d, d), "linear", d)
+        _add(out, p + "layer_norm1", (d,), bias=d)
+        _add(out, p + "mlp.fc1", (ff, d), "linear", ff)
+        _add(out, p + "mlp.fc2", (d, ff), "linear", d)
+        _add(out, p + "layer_norm2", (d,), bias=d)
+    _add(out, "vision_model.post_layernorm", (d,), bias=d)
+    out.append(TensorDef("visual_projection.weight", (1024, d), "linear"))
+    return out
+
+
+def wav2vec2_large_tensors() -> list[TensorDef]:
+    """wav2vec2-large (stable layer norm, conv bias) as ComfyUI's audio encoder loads it."""
+    d, conv, layers = 1024, 512, 24
+    out: list[TensorDef] = []
+    for i, (cin, k) in enumerate(((1, 10), (conv, 3), (conv, 3), (conv, 3), (conv, 3), (conv, 2), (conv, 2))):
+        p = f"feature_extractor.conv_layers.{i}."
+        _add(out, p + "conv", (conv, cin, k), bias=conv)
+        _add(out, p + "layer_norm", (conv,), bias=conv)
+    _add(out, "feature_projection.layer_norm", (conv,), bias=conv)
+    _add(out, "feature_projection.projection", (d, conv), "linear", d)
+    out.append(TensorDef("masked_spec_embed", (d,)))
+    p = "encoder.pos_conv_embed.conv."
+    out += [TensorDef(p + "bias", (d,)), TensorDef(p + "parametrizations.weight.original0", (1, 1, 128)),
+            TensorDef(p + "parametrizations.weight.original1", (d, d // 16, 128))]
+    for i in range(layers):
+        p = f"encoder.layers.{i}."
+        for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
+            _add(out, p + "attention." + proj, (d, d), "linear", d)
+        _add(out, p + "layer_norm", (d,), bias=d)
+        _add(out, p + "feed_forward.intermediate_dense", (4 * d, d), "linear", 4 * d)
+        _add(out, p + "feed_forward.output_dense", (d, 4 * d), "linear", d)
+        _add(out, p + "final_layer_norm", (d,), bias=d)
+    _add(out, "encoder.layer_norm", (d,), bias=d)
+    return out
+
+
+def lora_targets(target: Mapping[str, Any]) -> list[tuple[str, int, int]]:
+    """(layer, out, in) of the Linear layers a LightX2V-style LoRA patches: every block Linear of the model."""
+    found = []
+    for t in wan_dit_tensors(target):
+        if t.role == "linear" and t.name.startswith("blocks."):
+            found.append((t.name[: -len(".weight")], t.shape[0], t.shape[1]))
+    return found
+
+
+def _fill(t: TensorDef, dtype: str) -> TensorSpec:
+    if t.role == "ones":
+        return TensorSpec(t.name, t.shape, dtype, "ones")
+    if t.role == "blur":
+        return TensorSpec(t.name, t.shape, dtype, "blur")
+    return _dense(t.name, t.shape, dtype)
+
+
+def _tensor_specs(defs: Sequence[TensorDef], fmt: str, fp8_matmul: str) -> list[TensorSpec]:
+    """Tensors in a weight format: fp8_scaled Linear weights are fp8 with a per-tensor scale (and the file
+    gets the scaled_fp8 marker), fp8_e4m3fn/fp8_e5m2 ones plain fp8, every other tensor the dense dtype."""
+    if fmt not in FORMAT_DTYPES:
+        raise ValueError(f"unknown weight format {fmt!r}; known: {', '.join(FORMAT_DTYPES)}")
+    dense = FORMAT_DTYPES[fmt]
+    specs = _marker(fmt, fp8_matmul)
+    for t in defs:
+        specs += _linear(t.name, t.shape, fmt) if t.role == "linear" else [_fill(t, dense)]
+    return specs
+
+
+def layout_specs(layout: Mapping[str, Any], fp8_matmul: str = "fast", tokenizer_bytes: int = 0) -> list[TensorSpec]:
+    """The tensors of a layout, in write order."""
+    kind, fmt = layout.get("kind"), str(layout.get("format", "bf16"))
+    if kind == "wan_dit":
+        return _tensor_specs(wan_dit_tensors(layout), fmt, fp8_matmul)
+    if kind == "wan21_vae":
+        return [_dense(n, s, FORMAT_DTYPES[fmt]) for n, s in vae_shapes(int(layout["dim"])).items()]
+    if kind == "wan22_vae":
+        return [_dense(n, s, FORMAT_DTYPES[fmt]) for n, s in vae22_shapes().items()]
+    if kind == "clip_vision_h":
+        return _tensor_specs(clip_vision_h_tensors(), fmt, fp8_matmul)
+    if kind == "wav2vec2_large":
+        return _tensor_specs(wav2vec2_large_tensors(), fmt, fp8_matmul)
+    if kind == "umt5_xxl":
+        return text_encoder_specs("full", tokenizer_bytes, fp8_matmul, fmt)
+    if kind == "lora":
+        rank, dtype = int(layout["rank"]), FORMAT_DTYPES[fmt]
+        specs: list[TensorSpec] = []
+        for layer, out_f, in_f in lora_targets(layout["target"]):
+            key = "diffusion_model." + layer
+            specs += [TensorSpec(key + ".alpha", (), "F32", "const", float(rank)),
+                      TensorSpec(key + ".lora_down.weight", (rank, in_f), dtype, "normal", in_f ** -0.5),
+                      TensorSpec(key + ".lora_up.weight", (out_f, rank), dtype, "normal", 1e-3)]
+        return specs
+    raise ValueError(f"unknown layout kind {kind!r}")
+
+
+def layout_digest(layout: Mapping[str, Any], fp8_matmul: str = "fast") -> str:
+    """What a file's stamp holds: the generator version and the layout (its tensors follow from them)."""
+    body = json.dumps({"version": SYNTH_VERSION, "layout": layout, "fp8_matmul": fp8_matmul}, sort_keys=True)
+    return hashlib.sha256(body.encode()).hexdigest()[:32]
+
+
+def layout_bytes(layout: Mapping[str, Any], fp8_matmul: str = "fast", tokenizer_bytes: int = 0) -> int:
+    """The file size the layout writes (a text encoder's tokenizer blob aside)."""
+    return safetensors_size(layout_specs(layout, fp8_matmul, tokenizer_bytes))
 
 
 # ----------------------------------------------------------------------------- safetensors (stdlib)
@@ -698,6 +961,158 @@ def ensure_models(python: str, out: Path, preset: str = "tiny", *, device: str =
     return ms
 
 
+# ----------------------------------------------------------------------------- files by layout (plugin side)
+#
+# A model file a workflow names is written under its own name with the layout synth_plan infers. Its stamp,
+# <root>/.wan22-synth/files/<relpath>.json, holds the layout's digest and the file's size; the bytes live once per
+# layout in <root>/.wan22-synth/blobs/<digest>.safetensors, hard-linked to every name with that layout (the
+# high- and low-noise experts of one model share one), so a second session, or a second name, costs nothing.
+# Input media (images, videos, audio) go to <root>/input/<name>, with their spec in .wan22-synth/input/.
+
+STATE_DIR = ".wan22-synth"
+
+
+class FileJob(NamedTuple):
+    """A model file to have under the synthetic set's base folder: its relative path and its layout."""
+
+    relpath: str
+    layout: Mapping[str, Any]
+
+
+def file_stamp_path(root: Path | str, relpath: str) -> Path:
+    return Path(root) / STATE_DIR / "files" / f"{relpath}.json"
+
+
+def blob_path(root: Path | str, digest: str) -> Path:
+    return Path(root) / STATE_DIR / "blobs" / f"{digest}.safetensors"
+
+
+def file_is_current(root: Path | str, job: FileJob, fp8_matmul: str = "fast") -> bool:
+    """True when the file is there with the stamp of this layout and the stamped size."""
+    try:
+        st = json.loads(file_stamp_path(root, job.relpath).read_text())
+        size = (Path(root) / job.relpath).stat().st_size
+    except (OSError, ValueError):
+        return False
+    return isinstance(st, dict) and st.get("digest") == layout_digest(job.layout, fp8_matmul) and \
+        st.get("bytes") == size
+
+
+def foreign_file(root: Path | str, relpath: str) -> bool:
+    """True for a file at relpath that this generator did not write (no stamp): it is never replaced."""
+    return (Path(root) / relpath).is_file() and not file_stamp_path(root, relpath).is_file()
+
+
+def _link(blob: Path, target: Path) -> None:
+    """target becomes a hard link to blob (a copy where the file system has none), replaced atomically."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f"{target.name}.{os.getpid()}.part")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(blob, tmp)
+    except OSError:
+        shutil.copyfile(blob, tmp)
+    os.replace(tmp, target)
+
+
+def _write_file_stamp(root: Path, job: FileJob, fp8_matmul: str) -> None:
+    body = {"version": SYNTH_VERSION, "digest": layout_digest(job.layout, fp8_matmul),
+            "bytes": (root / job.relpath).stat().st_size, "layout": job.layout}
+    with _atomic(file_stamp_path(root, job.relpath)) as f:
+        f.write(json.dumps(body, indent=1, sort_keys=True).encode())
+
+
+def jobs_command(python: str, jobs_file: Path, *, device: str = "cpu") -> list[str]:
+    """The argv that writes the files and media a jobs file lists, in ComfyUI's interpreter `python`."""
+    return [str(python), str(script_path()), "--jobs", str(jobs_file), "--device", device]
+
+
+def ensure_files(python: str, root: Path | str, jobs: Sequence[FileJob], *, device: str = "cpu",
+                 timeout: float = 600, log_path: Path | None = None, seed: int = Options.seed,
+                 fp8_matmul: str = "fast") -> list[str]:
+    """Have every job's file under root: reuse a current one, link a layout written before, write the rest with
+    `python` (one run for all). A file this generator did not write is left alone. Returns the paths written or
+    linked now."""
+    from pytest_wan22.errors import SynthError
+
+    root = Path(root)
+    done: list[str] = []
+    with _lock(root / STATE_DIR / "files.lock"):
+        todo = [j for j in jobs if not file_is_current(root, j, fp8_matmul) and not foreign_file(root, j.relpath)]
+        if not todo:
+            return done
+        blobs = {layout_digest(j.layout, fp8_matmul): j.layout for j in todo}
+        missing = {d: layout for d, layout in blobs.items() if not blob_path(root, d).is_file()}  # atomic writes
+        if missing:
+            spec = {"files": [{"path": str(blob_path(root, d)), "layout": layout, "seed": seed}
+                              for d, layout in missing.items()], "fp8_matmul": fp8_matmul}
+            jobs_file = root / STATE_DIR / f"jobs-{os.getpid()}.json"
+            jobs_file.parent.mkdir(parents=True, exist_ok=True)
+            jobs_file.write_text(json.dumps(spec, indent=1))
+            cmd = jobs_command(python, jobs_file, device=device)
+            try:
+                tail = _run_writer(cmd, python, timeout, log_path, SynthError.failed, "the writer")
+            finally:
+                jobs_file.unlink(missing_ok=True)
+            absent = [d for d in missing if not blob_path(root, d).is_file()]
+            if absent:
+                raise SynthError.failed("the writer ended but did not write " + ", ".join(
+                    str(blob_path(root, d)) for d in absent), cmd, tail)
+        for j in todo:
+            _link(blob_path(root, layout_digest(j.layout, fp8_matmul)), root / j.relpath)
+            _write_file_stamp(root, j, fp8_matmul)
+            done.append(j.relpath)
+    return done
+
+
+def media_stamp_path(root: Path | str, name: str) -> Path:
+    return Path(root) / STATE_DIR / "input" / f"{name}.json"
+
+
+def media_note(root: Path | str, name: str) -> str | None:
+    """What the synthetic set wrote as input `name` (for the run record), or None where it wrote none."""
+    try:
+        st = json.loads(media_stamp_path(root, name).read_text())
+    except (OSError, ValueError):
+        return None
+    return str(st.get("describe")) if isinstance(st, dict) and st.get("describe") else None
+
+
+def ensure_media(python: str, root: Path | str, jobs: Sequence[Mapping[str, Any]], *, timeout: float = 300,
+                 log_path: Path | None = None) -> list[str]:
+    """Have every media job's file in <root>/input (name, kind, size, frames, fps, sample rate, seconds, and
+    `describe`, said in the run record); a file whose spec changed is written again. Returns the names written."""
+    from pytest_wan22.errors import SynthError
+
+    root = Path(root)
+    with _lock(root / STATE_DIR / "input.lock"):
+        todo = []
+        for job in jobs:
+            try:
+                st = json.loads(media_stamp_path(root, job["name"]).read_text())
+            except (OSError, ValueError):
+                st = None
+            if not (isinstance(st, dict) and st.get("spec") == dict(job) and (root / "input" / job["name"]).is_file()):
+                todo.append(dict(job, path=str(root / "input" / job["name"])))
+        if not todo:
+            return []
+        jobs_file = root / STATE_DIR / f"media-{os.getpid()}.json"
+        jobs_file.parent.mkdir(parents=True, exist_ok=True)
+        jobs_file.write_text(json.dumps({"media": todo}, indent=1))
+        cmd = jobs_command(python, jobs_file)
+        try:
+            tail = _run_writer(cmd, python, timeout, log_path, SynthError.failed, "the media writer")
+        finally:
+            jobs_file.unlink(missing_ok=True)
+        for job in todo:
+            if not Path(job["path"]).is_file():
+                raise SynthError.failed(f"the media writer ended but did not write {job['path']}", cmd, tail)
+            spec = {k: v for k, v in job.items() if k != "path"}
+            with _atomic(media_stamp_path(root, job["name"])) as f:
+                f.write(json.dumps({"spec": spec, "describe": job.get("describe", "")}, indent=1).encode())
+    return [job["name"] for job in todo]
+
+
 # ----------------------------------------------------------------------------- torch side
 
 CORPUS = """a cat walks slowly across a sunny garden while the camera pans left
@@ -732,12 +1147,15 @@ def _torch_maker(device: str, seed: int, blob: bytes) -> Callable[[TensorSpec], 
     gen = torch.Generator(device=dev)
     gen.manual_seed(seed)
     dtypes = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-              "F8_E4M3": torch.float8_e4m3fn, "U8": torch.uint8}
+              "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2, "U8": torch.uint8}
 
     def make(t: TensorSpec) -> Any:
         if t.init == "blob":
             return blob
-        if t.init in ("normal", "fp8"):
+        if t.init == "blur":  # a StyleGAN blur kernel: outer([1, 3, 3, 1]) normalised
+            k = torch.tensor([1.0, 3.0, 3.0, 1.0], device=dev)
+            x = torch.outer(k, k) / 64.0
+        elif t.init in ("normal", "fp8"):
             x = torch.randn(t.shape, generator=gen, device=dev)
             x = x.mul_(t.value) if t.init == "normal" else x.mul_(FP8_SPREAD).clamp_(-FP8_MAX, FP8_MAX)
         else:
@@ -802,6 +1220,104 @@ def generate(out: Path, preset: str, opts: Options, *, device: str = "cpu",
         timing_json.write_text(json.dumps(body, indent=1))
     write_stamp(out, ms, opts)
     return ms
+
+
+def write_jobs(spec: Mapping[str, Any], *, device: str = "cpu") -> None:
+    """Write what a jobs file lists (needs torch for model files, PyAV and Pillow for media): {"files": [{path,
+    layout, seed}], "media": [{path, kind, ...}], "fp8_matmul"}."""
+    fp8_matmul = str(spec.get("fp8_matmul", Options.fp8_matmul))
+    blob = b""
+    for f in spec.get("files", []):
+        t0 = time.perf_counter()
+        layout, path = f["layout"], Path(f["path"])
+        if layout.get("kind") == "umt5_xxl" and not blob:
+            blob = tokenizer_blob()
+        specs = layout_specs(layout, fp8_matmul, len(blob))
+        size = stream_safetensors(path, specs, _torch_maker(device, int(f.get("seed", Options.seed)), blob))
+        dt = time.perf_counter() - t0
+        print(f"{size:>16,d} B {dt:7.2f} s  {path} ({layout.get('kind')})", flush=True)
+    for m in spec.get("media", []):
+        t0 = time.perf_counter()
+        write_media(m)
+        print(f"{Path(m['path']).stat().st_size:>16,d} B {time.perf_counter() - t0:7.2f} s  {m['path']} "
+              f"({m['kind']})", flush=True)
+
+
+def _frame(width: int, height: int, i: int) -> Any:
+    """An RGB frame (numpy): colour ramps that move with the frame index, so every frame differs."""
+    import numpy as np  # type: ignore[import-not-found, unused-ignore]
+
+    x = np.linspace(0, 255, width, dtype=np.float32)[None, :]
+    y = np.linspace(0, 255, height, dtype=np.float32)[:, None]
+    r = (x + 8 * i) % 256 + 0 * y
+    g = (y + 4 * i) % 256 + 0 * x
+    b = np.full((height, width), (128 + 16 * i) % 256, dtype=np.float32)
+    return np.stack([r, g, b], axis=-1).astype(np.uint8)
+
+
+#: Containers and codecs by file extension (PyAV names).
+VIDEO_FORMATS: Mapping[str, tuple[str, str]] = {".mp4": ("mp4", "libx264"), ".m4v": ("mp4", "libx264"),
+                                                ".mov": ("mov", "libx264"), ".mkv": ("matroska", "libx264"),
+                                                ".webm": ("webm", "libvpx-vp9"), ".avi": ("avi", "mpeg4")}
+AUDIO_FORMATS: Mapping[str, tuple[str, str]] = {".mp3": ("mp3", "libmp3lame"), ".wav": ("wav", "pcm_s16le"),
+                                                ".flac": ("flac", "flac"), ".ogg": ("ogg", "libvorbis"),
+                                                ".opus": ("ogg", "libopus"), ".m4a": ("mp4", "aac"),
+                                                ".aac": ("adts", "aac")}
+
+
+def write_media(job: Mapping[str, Any]) -> Path:
+    """An image, video or audio file at job["path"], in the format its extension names (atomic)."""
+    path = Path(job["path"])
+    ext = path.suffix.lower()
+    kind = job["kind"]
+    width, height = int(job.get("width", 64)), int(job.get("height", 64))
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.part{path.suffix}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        if kind == "image":
+            from PIL import Image  # type: ignore[import-not-found, unused-ignore]
+
+            fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP", ".tif": "TIFF",
+                   ".tiff": "TIFF", ".gif": "GIF"}.get(ext, "PNG")
+            Image.fromarray(_frame(width, height, 0)).save(tmp, format=fmt)
+        elif kind == "video":
+            import av  # type: ignore[import-not-found, unused-ignore]
+
+            container_fmt, codec = VIDEO_FORMATS.get(ext, ("mp4", "libx264"))
+            fps = round(float(job.get("fps", 16)))
+            with av.open(str(tmp), mode="w", format=container_fmt) as out:
+                stream = out.add_stream(codec, rate=fps)
+                stream.width, stream.height, stream.pix_fmt = width - width % 2, height - height % 2, "yuv420p"
+                for i in range(int(job.get("frames", 1))):
+                    frame = av.VideoFrame.from_ndarray(_frame(stream.width, stream.height, i), format="rgb24")
+                    out.mux(stream.encode(frame))
+                out.mux(stream.encode())
+        elif kind == "audio":
+            import av  # type: ignore[import-not-found, unused-ignore]
+            import numpy as np  # type: ignore[import-not-found, unused-ignore]
+
+            container_fmt, codec = AUDIO_FORMATS.get(ext, ("wav", "pcm_s16le"))
+            rate, seconds = int(job.get("sample_rate", 16000)), float(job.get("seconds", 1.0))
+            t = np.arange(int(rate * seconds), dtype=np.float32) / rate
+            wave = (0.3 * np.sin(2 * np.pi * 220.0 * t) * (1 + 0.5 * np.sin(2 * np.pi * 2.0 * t))).astype(np.float32)
+            with av.open(str(tmp), mode="w", format=container_fmt) as out:
+                stream = out.add_stream(codec, rate=rate)
+                stream.layout = "mono"
+                fmt = stream.codec_context.codec.audio_formats[0].name if stream.codec_context.codec.audio_formats \
+                    else "s16"
+                frame = av.AudioFrame.from_ndarray(wave[None, :], format="flt", layout="mono")
+                frame.sample_rate = rate
+                resampler = av.AudioResampler(format=fmt, layout="mono", rate=rate)
+                for chunk in resampler.resample(frame):
+                    out.mux(stream.encode(chunk))
+                out.mux(stream.encode())
+        else:
+            raise ValueError(f"unknown media kind {kind!r}; known: image, video, audio")
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    return path
 
 
 # ----------------------------------------------------------------------------- RIFE (frame interpolation)
@@ -1061,6 +1577,9 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--rife-dir", type=Path, metavar="PACK_DIR",
                     help="also write a random-weight RIFE frame-interpolation checkpoint into PACK_DIR/ckpts/rife/, "
                          "PACK_DIR being a ComfyUI-Frame-Interpolation node pack, which would otherwise download one")
+    ap.add_argument("--jobs", type=Path, metavar="JOBS_JSON",
+                    help="write the model files (by layout) and input media a jobs file lists, as the plugin asks "
+                         "before a run: {\"files\": [{\"path\", \"layout\", \"seed\"}], \"media\": [...]}")
     ap.add_argument("--rife-ckpt", choices=sorted(RIFE_ARCH), default=DEFAULT_RIFE_CKPT,
                     help="the RIFE checkpoint name to write (default: %(default)s)")
     return ap
@@ -1084,12 +1603,22 @@ def _print_sizes(preset: str, opts: Options) -> None:
     print(f"{sum(sizes.values()):>16,d} B {sum(sizes.values()) / 2**30:8.2f} GiB  total")
 
 
+def _run_jobs(jobs: Path, python: str | None, device: str) -> int:
+    """--jobs: write the model files and media a jobs file lists (what the plugin asks for)."""
+    if python and os.path.abspath(shutil.which(python) or python) != os.path.abspath(sys.executable):
+        return subprocess.call(jobs_command(python, jobs, device=device))
+    write_jobs(json.loads(jobs.read_text(encoding="utf-8")), device=device)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """wan22-synth: write a synthetic Wan 2.2 i2v set (or print its sizes with --dry-run)."""
     ap = _parser()
     a = ap.parse_args(argv)
     if a.lora_rank < 0:
         ap.error("--lora-rank must be >= 0")
+    if a.jobs is not None:
+        return _run_jobs(a.jobs, a.python, a.device)
     if a.out is None and a.rife_dir is None:
         ap.error("give the base directory OUT, --rife-dir PACK_DIR, or both")
     opts = _options(a.preset, a.text_encoder, a.lora_rank, seed=a.seed, fp8_matmul=a.fp8_matmul)

@@ -1,0 +1,175 @@
+"""Judge synthetic layouts with ComfyUI's own loaders, in ComfyUI's interpreter (it has torch and comfy):
+
+    <comfyui-python> tests/real/comfy_judge.py COMFYUI_DIR LAYOUTS.json
+
+LAYOUTS.json is a list of {"id", "layout"[, "path"]} (the layouts synth.layout_specs writes). Each layout is
+turned into a state dict of zeros with the layout's names, shapes and dtypes (on the meta device where it is too
+big for this machine's memory), or read from the file at "path" as ComfyUI reads it, and handed to the loader
+ComfyUI uses for its kind: load_diffusion_model_state_dict (or, on the meta device, model detection and
+load_model_weights), VAE, load_clipvision_from_sd, load_audio_encoder_from_sd, the text encoder detection,
+load_lora against the model it patches; input media go through LoadImage's, LoadVideo's and LoadAudio's code.
+What ComfyUI detected and every warning it logged (missing, unexpected or not loaded keys) is printed as one
+JSON line per layout.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+META_BYTES = 3 * 2**30  # bigger state dicts are judged on the meta device
+
+
+class Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage()[:2000])
+
+
+def main() -> None:
+    comfyui, layouts_file = sys.argv[1], sys.argv[2]
+    sys.argv = [sys.argv[0], "--cpu"]
+    sys.path.insert(0, comfyui)
+    import comfy.options
+
+    comfy.options.enable_args_parsing()
+    import torch
+
+    spec = importlib.util.spec_from_file_location(
+        "wan22_synth", Path(__file__).resolve().parents[2] / "pytest_wan22" / "synth.py")
+    assert spec is not None
+    assert spec.loader is not None
+    synth = importlib.util.module_from_spec(spec)
+    sys.modules["wan22_synth"] = synth
+    spec.loader.exec_module(synth)
+
+    import comfy.clip_vision
+    import comfy.lora
+    import comfy.model_detection
+    import comfy.sd
+    import comfy.utils
+    from comfy.audio_encoders.audio_encoders import load_audio_encoder_from_sd
+
+    dtypes = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F8_E4M3": torch.float8_e4m3fn,
+              "F8_E5M2": torch.float8_e5m2, "U8": torch.uint8}
+    collect = Collect()
+    logging.getLogger().addHandler(collect)
+
+    def state_dict(layout: dict[str, Any], meta: bool) -> dict[str, Any]:
+        if path:  # a file the writer wrote, read as ComfyUI reads it
+            return dict(comfy.utils.load_torch_file(path))
+        specs = synth.layout_specs(layout, tokenizer_bytes=16)
+        return {t.name: torch.zeros(t.shape, dtype=dtypes[t.dtype], device="meta" if meta and t.shape else "cpu")
+                for t in specs}  # scalars (LoRA alphas, fp8 scales) are read with .item(): never on meta
+
+    def dit(layout: dict[str, Any]) -> tuple[Any, Any, dict[str, Any]]:
+        meta = synth.layout_bytes(layout) > META_BYTES and not path
+        sd = state_dict(layout, meta)
+        if not meta:
+            patcher = comfy.sd.load_diffusion_model_state_dict(sd)
+            if patcher is None:
+                return None, None, {"detected": None}
+            model = patcher.model
+        else:
+            sd, metadata = comfy.utils.convert_old_quants(sd, "", metadata={})
+            config = comfy.model_detection.model_config_from_unet(sd, "", metadata=metadata)
+            if config is None:
+                return None, None, {"detected": None}
+            config.set_inference_dtype(torch.bfloat16, None)
+            with torch.device("meta"):  # some modules make tensors without the device argument
+                model = config.get_model(sd, "", device=torch.device("meta"))
+            model.load_model_weights(sd, "")
+            patcher = None
+        unet = model.model_config.unet_config
+        return model, patcher, {"detected": type(model.model_config).__name__, "model": type(model).__name__,
+                         "net": type(model.diffusion_model).__name__, "meta": meta,
+                         **{k: unet.get(k) for k in ("model_type", "in_dim", "out_dim", "dim", "num_layers",
+                                                     "in_dim_ref_conv", "flf_pos_embed_token_number")}}
+
+    path = ""
+    for entry in json.loads(Path(layouts_file).read_text()):
+        layout, out = entry["layout"], {"id": entry["id"]}
+        path = entry.get("path", "")
+        collect.lines.clear()
+        try:
+            kind = layout["kind"]
+            if kind == "media":  # an input file, read by LoadImage's, LoadVideo's and LoadAudio's own code
+                if layout["media"] == "video":
+                    from comfy_api.input_impl import VideoFromFile
+
+                    images = VideoFromFile(path).get_components().images
+                    out.update(frames=images.shape[0], height=images.shape[1], width=images.shape[2])
+                elif layout["media"] == "audio":
+                    from comfy_extras.nodes_audio import load as load_audio
+
+                    waveform, rate = load_audio(path)
+                    out.update(sample_rate=rate, seconds=round(waveform.shape[-1] / rate, 2))
+                else:
+                    from PIL import Image
+
+                    with Image.open(path) as im:
+                        out.update(width=im.size[0], height=im.size[1], format=im.format)
+            elif kind == "wan_dit":
+                out.update(dit(layout)[2])
+            elif kind in ("wan21_vae", "wan22_vae"):
+                vae = comfy.sd.VAE(sd=state_dict(layout, False))
+                out.update(detected=type(vae.first_stage_model).__module__, latent_channels=vae.latent_channels)
+            elif kind == "clip_vision_h":
+                clip = comfy.clip_vision.load_clipvision_from_sd(state_dict(layout, False))
+                out.update(detected=None if clip is None else type(clip.model).__name__,
+                           layers=None if clip is None else len(clip.model.vision_model.encoder.layers))
+            elif kind == "wav2vec2_large":
+                enc = load_audio_encoder_from_sd(state_dict(layout, False))
+                out.update(detected=type(enc.model).__name__, layers=len(enc.model.encoder.layers),
+                           embed_dim=enc.model.encoder.layer_norm.weight.shape[0])
+            elif kind == "umt5_xxl":
+                sd = state_dict(layout, True)
+                out.update(detected=comfy.sd.detect_te_model(sd).name,
+                           t5=comfy.text_encoders.sd3_clip.t5_xxl_detect(sd, "").get("dtype_t5") is not None)
+                import comfy.text_encoders.wan as wan
+
+                with torch.device("meta"):
+                    te = wan.WanT5Model(device="meta", dtype=torch.bfloat16)
+                want = {k: tuple(v.shape) for k, v in te.umt5xxl.transformer.state_dict().items()}
+                have = {k: tuple(v.shape) for k, v in sd.items() if k in want or not k.endswith(
+                    ("scale_weight", "spiece_model", "scaled_fp8"))}
+                out.update(missing=sorted(set(want) - set(have))[:20], unexpected=sorted(set(have) - set(want))[:20],
+                           wrong_shape=sorted(k for k in set(want) & set(have) if want[k] != have[k])[:20])
+            elif kind == "lora":
+                lora_path, path = path, ""
+                model, patcher, found = dit(layout["target"])
+                path = lora_path
+                out["target"] = found
+                key_map = comfy.lora.model_lora_keys_unet(model, {})
+                meta = patcher is None
+                patches = comfy.lora.load_lora(state_dict(layout, meta), key_map)
+                out["patched"] = len(patches)
+                if meta:  # too big to patch here: every patch's up @ down must have its weight's shape
+                    weights = model.state_dict()
+                    out["wrong_shape"] = sorted(
+                        k for k, patch in patches.items()
+                        if (patch.weights[0].shape[0], patch.weights[1].shape[1]) != tuple(weights[k].shape))[:20]
+                else:
+                    patcher.add_patches(patches, 1.0)
+                    patcher.patch_model()
+            else:
+                out["error"] = f"unknown kind {kind}"
+        except Exception as exc:
+            out["error"] = f"{type(exc).__name__}: {exc}"[:2000]
+            out["traceback"] = traceback.format_exc()[-3000:]
+        out["warnings"] = list(collect.lines)
+        print(json.dumps(out), flush=True)
+
+
+if __name__ == "__main__":
+    if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
+        del sys.path[0]
+    main()
