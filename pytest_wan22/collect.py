@@ -35,7 +35,7 @@ import pytest
 from .errors import Wan22Error, WorkflowError
 from .stash import state_of
 from .workflows.convert import convert_ui, is_ui_format
-from .workflows.graph import Workflow, read_graph
+from .workflows.graph import FRONTEND_ONLY, Workflow, read_graph
 from .workflows.variant import DEFAULT_FPS, Variant
 
 if sys.version_info >= (3, 11):
@@ -260,6 +260,62 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
             config.hook.pytest_collectreport(report=pytest.CollectReport(nodeid, "passed", None, found))
 
 
+_CUDA = re.compile(r"^cuda(:\d+)?$")
+_SUBGRAPH_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+def _active_ui_nodes(data: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The nodes of a UI-format workflow and its subgraphs that run (neither muted nor bypassed)."""
+    nodes = list(data.get("nodes") or [])
+    for sub in (data.get("definitions") or {}).get("subgraphs") or []:
+        nodes += sub.get("nodes") or []
+    return [n for n in nodes if isinstance(n, Mapping) and n.get("mode", 0) == 0]
+
+
+def gpu_pinned(data: Any) -> list[tuple[str, str, str]]:
+    """(node id, class, value) of the active nodes of a workflow (API or UI format, subgraphs too) that pin
+    themselves to a GPU: an input or widget value 'cuda' or 'cuda:N'."""
+    found: list[tuple[str, str, str]] = []
+    if is_ui_format(data):
+        for node in _active_ui_nodes(data):
+            values = node.get("widgets_values")
+            values = list(values.values()) if isinstance(values, Mapping) else values or []
+            found += [(str(node.get("id")), str(node.get("type")), v) for v in values
+                      if isinstance(v, str) and _CUDA.match(v)]
+    elif isinstance(data, Mapping):
+        for node_id, node in data.items():
+            if isinstance(node, Mapping):
+                found += [(str(node_id), str(node.get("class_type")), v) for v in (node.get("inputs") or {}).values()
+                          if isinstance(v, str) and _CUDA.match(v)]
+    return found
+
+
+def node_classes(data: Any) -> set[str]:
+    """The node classes a workflow runs (a UI file's active nodes, subgraph instances and frontend-only nodes
+    left out)."""
+    if is_ui_format(data):
+        return {str(n.get("type")) for n in _active_ui_nodes(data)
+                if str(n.get("type")) not in FRONTEND_ONLY and not _SUBGRAPH_ID.match(str(n.get("type")))}
+    return {str(n.get("class_type")) for n in data.values() if isinstance(n, Mapping)} if isinstance(
+        data, Mapping) else set()
+
+
+def cpu_refusal(name: str, tier: str, pinned: list[tuple[str, str, str]], missing: list[str]) -> str:
+    """Why a workflow cannot run on a tier without a GPU: the nodes pinned to one, and the node packs missing."""
+    from .preflight import node_pack
+
+    nodes = "; ".join(f"node {i} {cls}{f' ({node_pack(cls)})' if node_pack(cls) else ''} is set to device {v!r}"
+                      for i, cls, v in pinned)
+    text = f"{name} cannot run on the {tier} tier, which has no GPU: {nodes}"
+    if missing:
+        packs: dict[str, list[str]] = {}
+        for cls in missing:
+            packs.setdefault(node_pack(cls) or "an unknown pack", []).append(cls)
+        text += (". It also needs node packs this ComfyUI lacks (they download their own weights at first use): "
+                 + "; ".join(f"{pack}: {', '.join(sorted(set(c)))}" for pack, c in sorted(packs.items())))
+    return text
+
+
 def load_case(case: WorkflowCase, object_info: Callable[[], Mapping[str, Any]]) -> Variant:
     """The case's Variant: API files as they are, UI files converted against the server's object_info.
 
@@ -286,9 +342,11 @@ def load_case(case: WorkflowCase, object_info: Callable[[], Mapping[str, Any]]) 
     return derive(variant, case.derived) if case.derived is not None else variant
 
 
-def run_workflow(request: pytest.FixtureRequest, wan22_run: Callable[..., Any], wan22_servers: Any) -> None:
+def run_workflow(request: pytest.FixtureRequest, wan22_run: Callable[..., Any], wan22_servers: Any,
+                 wan22_tier: Any) -> None:
     """Run one workflow file (or a variant its sidecar derives) through wan22_run, which checks the graph as the
-    file has it where the server lacks one of its nodes, then the graph as the tier runs it."""
+    file has it where the server lacks one of its nodes, then the graph as the tier runs it. On a tier without a
+    GPU, a file that pins a node to one is skipped, with the nodes and the node packs it needs."""
     from .client import ComfyClient
 
     case = request.node.stash[CASE_KEY]
@@ -300,6 +358,12 @@ def run_workflow(request: pytest.FixtureRequest, wan22_run: Callable[..., Any], 
                 server.object_info = client.object_info()
         return dict(server.object_info)
 
+    if not wan22_tier.is_gpu:
+        data = read_graph(case.path)
+        pinned = gpu_pinned(data)
+        if pinned:
+            missing = sorted(c for c in node_classes(data) if c not in object_info())
+            pytest.skip(cpu_refusal(case.name, wan22_tier.name, pinned, missing))
     try:
         variant = load_case(case, object_info)
         variant.build()  # a builder method that does not apply fails here, before any run

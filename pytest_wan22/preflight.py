@@ -87,6 +87,15 @@ _PACKS_EXACT: Mapping[str, str] = {
     "UnetLoaderGGUF": "city96/ComfyUI-GGUF",
     "CLIPLoaderGGUF": "city96/ComfyUI-GGUF",
     "Make Interpolation State List": "Fannovel16/ComfyUI-Frame-Interpolation",
+    # what ComfyUI's Wan 2.2 animate template preprocesses the driving video with
+    "PointsEditor": "kijai/ComfyUI-KJNodes",
+    "DrawMaskOnImage": "kijai/ComfyUI-KJNodes",
+    "BlockifyMask": "kijai/ComfyUI-KJNodes",
+    "GrowMaskWithBlur": "kijai/ComfyUI-KJNodes",
+    "DownloadAndLoadSAM2Model": "kijai/ComfyUI-segment-anything-2",
+    "Sam2Segmentation": "kijai/ComfyUI-segment-anything-2",
+    "DWPreprocessor": "Fannovel16/comfyui_controlnet_aux",
+    "PixelPerfectResolution": "Fannovel16/comfyui_controlnet_aux",
 }
 #: (prefix or suffix test, pack), checked in order.
 _PACKS_PATTERN: tuple[tuple[str, str, str], ...] = (

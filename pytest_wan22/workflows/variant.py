@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pytest_wan22.errors import WorkflowError
 
+from .frame_count import int_input, video_frames
 from .frozen import canonical, freeze, short_digest, thaw
 from .graph import Workflow, validate_graph
 from .nodes import Graph, describe_node, is_link, matches, select, title_of
@@ -359,8 +360,7 @@ class Variant:
         split = first.get("end_at_step") if len(passes) > 1 else None
         latent = latent_node(g)
         keys = LATENT_NODES[str(g[latent]["class_type"])] if latent else ("", "", "")
-        wan_in = g[latent]["inputs"] if latent else {}
-        width, height, length = (wan_in.get(k) if isinstance(wan_in.get(k), int) else None for k in keys)
+        width, height, length = (int_input(g, g[latent], k) if latent else None for k in keys)
         vfi_node, multiplier = frame_interpolation(g)
         videos = video_nodes(g)
         out_fps = g[videos[0]]["inputs"].get(VIDEO_NODES[str(g[videos[0]]["class_type"])]) if videos else None
@@ -372,8 +372,8 @@ class Variant:
         resolution = None
         if width and height:
             resolution = RESOLUTION_LABELS.get((width, height), f"{width}x{height}")
-        out_frames = None
-        if length is not None:
+        out_frames = video_frames(g, g[videos[0]]["inputs"].get("images")) if videos else None
+        if out_frames is None and length is not None:  # a node the count cannot be followed through: the latent's
             out_frames = (length - 1) * multiplier + 1 if vfi_node else length
         d: dict[str, Any] = {
             "workflow": self._workflow.name,
@@ -720,7 +720,7 @@ class _Builder:
             wan, names = self.latent("scaled")
             for key, name in zip(("width", "height", "frames"), names, strict=True):
                 if key in scale:
-                    self.g[wan]["inputs"][name] = scale[key]
+                    self.set_size(wan, name, scale[key])
         passes = self.passes()
         if "steps" in scale:
             for node_id in passes:
@@ -738,6 +738,17 @@ class _Builder:
             if "start_at_step" in first:
                 first["end_at_step"] = split
                 second["start_at_step"] = split
+
+    def set_size(self, node_id: str, name: str, value: int) -> None:
+        """Set a size input; one linked to a node that holds it (a primitive, WanCameraEmbedding's width, height
+        and length) is set there, so every node that node feeds gets the same size."""
+        link = self.g[node_id]["inputs"].get(name)
+        source = self.g.get(str(link[0]), {}).get("inputs", {}) if is_link(link) else {}
+        for key in (name, "value"):
+            if isinstance(source.get(key), int) and not isinstance(source.get(key), bool):
+                source[key] = value
+                return
+        self.g[node_id]["inputs"][name] = value
 
     def apply_seed(self, seed: int) -> None:
         done = 0
