@@ -141,8 +141,9 @@ def launched_places(comfyui_dir: Path, server_input: Path, synthetic: tuple[str,
         preset, root = synthetic
         models = root / "models"
         note = (f"; the server reads models from the synthetic set {preset!r} ({root}), which has no such file: "
-                "it stands in only for the experts, VAE, text encoder and LightX2V LoRAs of core loaders (a tier "
-                'with models = "user" runs such a graph on your own models)')
+                "it writes the files of core loaders (UNETLoader, LoraLoaderModelOnly, VAELoader, CLIPLoader, "
+                "CLIPVisionLoader, AudioEncoderLoader) before a run, not a node pack's (a tier with "
+                'models = "user" runs such a graph on your own models)')
     return Places(comfyui=str(comfyui_dir), models=str(models), models_note=note,
                   extra_paths=str(comfyui_dir / "extra_model_paths.yaml"),
                   input=str(comfyui_dir / "input"),

@@ -23,12 +23,11 @@ from .compare import MACHINE_SPREAD, Summary, Verdict, compare, more_rounds, sum
 from .errors import Fail, Skip, Wan22Error
 from .records import Environment, Neighbour, RunRecord, round_name
 from .runner import RunContext, ensure_inputs, fresh_seed, run_prompt
-from .servers import Server, ServerPool, SyntheticModels, launch_command, side_words, single_expert, ti2v_models
+from .servers import Server, ServerPool, SyntheticModels, launch_command, side_words, write_synthetic
 from .session import State
 from .settings import Settings
 from .tiers import Tier
 from .workflows import Variant
-from .workflows.roles import synthetic_roles
 
 # --------------------------------------------------------------------------- the plan and its stop rule
 
@@ -87,20 +86,16 @@ def warm_shape(graph: Mapping[str, Any]) -> str:
 # --------------------------------------------------------------------------- the variant as the tier runs it
 
 def adapt(variant: Variant, tier: Tier, models: SyntheticModels | None) -> Variant:
-    """The variant as this tier runs it: synthetic model files swapped in, the tier's scale applied, and through
-    torch.compile where the row says so (`torch_compile`)."""
-    if models is not None:
-        if single_expert(variant):
-            models = ti2v_models(models)
-        roles = synthetic_roles(variant.workflow.graph, models.files)
-        variant = variant.models({k: models.set.name(k) for k in models.files if k in roles})
-        if "conditioning" in models.files and "text_encoder" not in models.files:
-            candidate = variant.precomputed_conditioning(models.set.name("conditioning"))
-            try:
-                candidate.build()
-                variant = candidate
-            except Wan22Error:
-                pass  # no core text-encoder path to replace: the preflight names the encoder the graph needs
+    """The variant as this tier runs it: on a tiny synthetic set the text encoder replaced by precomputed
+    conditioning where the graph allows it, the tier's scale applied, and through torch.compile where the row says
+    so (`torch_compile`); the synthetic set writes every model file the graph then names, under its name."""
+    if models is not None and "conditioning" in models.files and "text_encoder" not in models.files:
+        candidate = variant.precomputed_conditioning(models.set.name("conditioning"))
+        try:
+            candidate.build()
+            variant = candidate
+        except Wan22Error:
+            pass  # no core text-encoder path to replace: the synthetic set says why it cannot write the encoder
     if tier.scale:
         variant = variant.scaled(**tier.scale)
     if tier.torch_compile:
@@ -261,7 +256,8 @@ class SideRunner:
             monitor=state.progress.track(_vram_monitor(state, server, s.vram_interval)),
             gpu_state=_gpu_state(state), on_event=state.progress.on_event,
             input_dir=server.launcher.spec.input_dir if server.launcher else None,
-            user_input_dir=server.launcher.spec.comfyui_dir / "input" if server.launcher else None)
+            user_input_dir=server.launcher.spec.comfyui_dir / "input" if server.launcher else None,
+            synthetic_input_dir=gate.models.root / "input" if gate.models is not None else None)
         self.records: list[RunRecord] = []
         self.graph = variant.seed(0).build()
         self.shape = warm_shape(self.graph)
@@ -355,16 +351,15 @@ def _check_as_written(gate: Gate, variant: Variant, missing: str) -> None:
 
 
 def as_run(gate: Gate, variant: Variant) -> Variant:
-    """The variant as the tier runs it; one whose builder methods do not apply fails here, before any run. A
-    single-expert graph's synthetic set is generated now, so the servers list their models anew."""
-    if gate.models is not None and single_expert(variant):
-        for server in gate.pool.servers.values():
-            server.object_info = {}
+    """The variant as the tier runs it; one whose builder methods do not apply fails here, before any run. On a
+    synthetic set, the model files and inputs its graph names are written now."""
     try:
         v = adapt(variant, gate.tier, gate.models)
         v.build()
     except Wan22Error as exc:
         raise Fail(str(exc)) from None
+    if gate.models is not None:
+        write_synthetic(gate.models, v, gate.pool)
     return v
 
 

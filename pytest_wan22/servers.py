@@ -25,7 +25,6 @@ from .launcher import ComfyServer, ServerHandle, ServerSpec, public_argv
 from .records import Environment
 from .settings import Settings, Side
 from .tiers import Profile, Tier, merge_args
-from .workflows.roles import expert_loaders
 
 if TYPE_CHECKING:
     from .gpu import DeviceInfo
@@ -57,45 +56,48 @@ class SyntheticModels:
         """role -> path under root."""
         return self.set.files
 
+    @property
+    def size(self) -> str:
+        """tiny (CPU stand-ins) or full (the real models' sizes)."""
+        return "tiny" if self.preset.endswith("tiny") else "full"
+
 
 def synthetic_models(settings: Settings, tier: Tier) -> SyntheticModels | None:
-    """The synthetic model set a session runs on, generated once and kept (None: the user's models)."""
+    """The synthetic model set a session runs on (None: the user's models): a tiny preset's precomputed
+    conditioning is generated once and kept; every model file a graph names is written before its first run
+    (write_synthetic)."""
     preset = settings.synthetic or tier.synthetic
     if preset is None:
         return None
-    from .synth import ensure_models, model_set
+    from .synth import ModelSet, ensure_models, model_set
 
     root = (settings.models_dir or Path.home() / ".cache" / "pytest-wan22" / "models") / preset
-    gpu = tier.is_gpu
-    if settings.attach:  # the attached server must have the set already: the preflight names what is missing
-        return SyntheticModels(root, model_set(preset, lora_rank=64 if preset == "a14b" else 0))
-    try:
-        models = ensure_models(settings.python, root, preset, device="cuda" if gpu else "cpu",
-                               lora_rank=64 if preset == "a14b" else 0, timeout=1800 if gpu else 600,
-                               log_path=root / "generate.log")
+    device = "cuda" if tier.is_gpu else "cpu"
+    if not preset.endswith("tiny"):
+        return SyntheticModels(root, ModelSet(preset, {}), settings.python, device)
+    if settings.attach:  # the attached server must have the set already
+        return SyntheticModels(root, model_set("tiny"), settings.python, device)
+    try:  # the conditioning that stands in for the text encoder (and the small files of the tiny preset)
+        models = ensure_models(settings.python, root, "tiny", device=device, log_path=root / "generate.log")
     except Wan22Error as exc:
         raise Fail(str(exc)) from None
-    return SyntheticModels(root, models, settings.python, "cuda" if gpu else "cpu")
+    return SyntheticModels(root, models, settings.python, device)
 
 
-def single_expert(variant: Variant) -> bool:
-    """True for a graph with one diffusion model (TI2V 5B), which runs on the 5B synthetic set."""
-    return len(expert_loaders(variant.workflow.graph)) == 1
+def write_synthetic(models: SyntheticModels, variant: Variant, pool: ServerPool) -> None:
+    """Write the model files and inputs the variant's graph names that the synthetic set lacks, before its first
+    run (synth_plan.ensure_for: layouts from the file names and the graph); the servers list them anew."""
+    from .synth_plan import ensure_for
 
-
-def ti2v_models(models: SyntheticModels) -> SyntheticModels:
-    """The 5B set matching the session's set, generated beside it so that the launched server (whose base
-    directory is that root) lists it."""
-    from .synth import TI2V_PRESETS, ensure_models
-
-    preset = TI2V_PRESETS[models.preset]
-    gpu = models.device != "cpu"
     try:
-        ms = ensure_models(models.python, models.root, preset, device=models.device, timeout=1800 if gpu else 600,
-                           log_path=models.root / f"generate-{preset}.log")
+        written = ensure_for(variant.build(), models.root, size=models.size, python=models.python,
+                             device=models.device, clip=variant.describe(),
+                             timeout=1800 if models.device != "cpu" else 600, log_dir=models.root)
     except Wan22Error as exc:
         raise Fail(str(exc)) from None
-    return SyntheticModels(models.root, ms, models.python, models.device)
+    if written:
+        for server in pool.servers.values():
+            server.object_info = {}
 
 
 def synthetic_rife(custom_nodes: Path, python: str, work: Path) -> None:

@@ -125,9 +125,6 @@ PRESETS: dict[str, Preset] = {
         "conditioning": "output/wan22_ti2v5b_cond",
     }, family="ti2v_5b"),
 }
-#: The TI2V 5B preset that goes with a session's A14B preset (same device class).
-TI2V_PRESETS: Mapping[str, str] = {"tiny": "ti2v5b_tiny", "a14b": "ti2v5b", "ti2v5b_tiny": "ti2v5b_tiny",
-                                   "ti2v5b": "ti2v5b"}
 
 
 @dataclass(frozen=True)

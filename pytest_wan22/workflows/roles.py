@@ -29,7 +29,6 @@ __all__ = [
     "role_files",
     "role_nodes",
     "sampler_nodes",
-    "synthetic_roles",
     "video_nodes",
 ]
 
@@ -208,21 +207,6 @@ def role_nodes(g: Mapping[str, Mapping[str, Any]], role: str) -> list[tuple[str,
     """(node id, file input) of the nodes that load a role's file: text_encoder, vae, image."""
     table = {"text_encoder": TEXT_ENCODER_LOADERS, "vae": VAE_LOADERS, "image": IMAGE_LOADERS}[role]
     return [(i, table[str(g[i]["class_type"])]) for i in nodes_of(g, table)]
-
-
-def synthetic_roles(g: Mapping[str, Mapping[str, Any]], roles: Iterable[str]) -> set[str]:
-    """The roles of a synthetic model set a graph can take: those whose core loader it has (a node pack's
-    loader keeps the file the graph names, and the preflight says what is missing)."""
-    experts = expert_loaders(g)
-    core = bool(experts) and all(g[e].get("class_type") == "UNETLoader" for e in experts)
-    allowed = {"lora_high", "lora_low"}  # applied only where the builder's titled LoRA nodes exist
-    if core:
-        allowed |= {"high", "low"} if len(experts) == 2 else {"model"} if len(experts) == 1 else set()
-    if len(nodes_of(g, ["VAELoader"])) == 1:
-        allowed.add("vae")
-    if len(nodes_of(g, ["CLIPLoader"])) == 1:
-        allowed.add("text_encoder")
-    return allowed & set(roles)
 
 
 def role_files(g: Mapping[str, Mapping[str, Any]], original: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:

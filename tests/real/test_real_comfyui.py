@@ -56,23 +56,23 @@ def test_cpu_run_records_node_times_and_seconds_per_step(project: pytest.Pyteste
     assert not procs_mentioning("main.py", str(project.path / "logs"))
 
 
-def test_missing_model_fails_before_sampling(project: pytest.Pytester) -> None:
+def test_a_model_the_synthetic_set_cannot_write_fails_before_sampling(project: pytest.Pytester) -> None:
     project.makepyfile(HEADER + textwrap.dedent("""
         def test_i2v(wan22_run, wan22_models):
-            wan22_run(BASE)  # warm: the server is up and the real models load
+            wan22_run(BASE)  # warm: the server is up and the synthetic models load
 
         def test_missing(wan22_run, monkeypatch):
             from pytest_wan22 import rounds
             real = rounds.adapt
             monkeypatch.setattr(rounds, "adapt", lambda v, t, m: real(v, t, m).models(
-                {"low": "wan2.2_i2v_low_noise_14B_fp16.safetensors"}))
+                {"low": "wan2.1_i2v_480p_14B_fp16.safetensors"}))
             wan22_run(BASE.pass_order("low_high"))
     """))
     result = project.runpytest_subprocess()
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines([
-        "*low_high-5s-640p-default cannot run on this server:*",
-        "*model file 'wan2.2_i2v_low_noise_14B_fp16.safetensors' not in models/diffusion_models*"])
+        "*cannot tell the layout of 'wan2.1_i2v_480p_14B_fp16.safetensors', which UNETLoader*loads: the name "
+        "says Wan 2.1*"])
     records = list((project.path / "logs/main/records").glob("low_high*.json"))
     assert records == []  # nothing was submitted
 

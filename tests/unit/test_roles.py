@@ -147,17 +147,6 @@ def test_model_chain_followed_through_a_switch_node() -> None:
     assert expert_loaders(graph) == ("37",)
 
 
-def test_synthetic_roles_only_where_the_graph_has_core_loaders() -> None:
-    from pytest_wan22.workflows.roles import synthetic_roles
-
-    everything = ("high", "low", "model", "vae", "text_encoder", "lora_high", "lora_low")
-    assert synthetic_roles(TI2V_5B, everything) == {"model", "vae", "text_encoder", "lora_high", "lora_low"}
-    graph = copy.deepcopy(TI2V_5B)
-    graph["37"]["class_type"] = "WanVideoModelLoader"
-    graph["39"]["class_type"] = "WanVideoVAELoader"
-    assert synthetic_roles(graph, everything) == {"text_encoder", "lora_high", "lora_low"}
-
-
 def test_model_chain_followed_through_both_branches_of_a_switch() -> None:
     graph = copy.deepcopy(TI2V_5B)
     graph["92"] = {"class_type": "LoraLoaderModelOnly",
