@@ -627,10 +627,12 @@ def wav2vec2_large_tensors() -> list[TensorDef]:
     return out
 
 
-def lora_targets(target: Mapping[str, Any]) -> list[tuple[str, int, int]]:
-    """(layer, out, in) of the Linear layers a LightX2V-style LoRA patches: every block Linear of the model."""
+def lora_targets(blocks: Mapping[str, Any]) -> list[tuple[str, int, int]]:
+    """(layer, out, in) of the Linear layers a LightX2V-style LoRA patches: every block Linear of a model whose
+    blocks are {dim, ffn_dim, layers, clip} (what else the model has does not change them)."""
     found = []
-    for t in wan_dit_tensors(target):
+    model = {"kind": "wan_dit", "in_dim": 16, "out_dim": 16, **blocks}
+    for t in wan_dit_tensors(model):
         if t.role == "linear" and t.name.startswith("blocks."):
             found.append((t.name[: -len(".weight")], t.shape[0], t.shape[1]))
     return found
@@ -674,7 +676,7 @@ def layout_specs(layout: Mapping[str, Any], fp8_matmul: str = "fast", tokenizer_
     if kind == "lora":
         rank, dtype = int(layout["rank"]), FORMAT_DTYPES[fmt]
         specs: list[TensorSpec] = []
-        for layer, out_f, in_f in lora_targets(layout["target"]):
+        for layer, out_f, in_f in lora_targets(layout["blocks"]):
             key = "diffusion_model." + layer
             specs += [TensorSpec(key + ".alpha", (), "F32", "const", float(rank)),
                       TensorSpec(key + ".lora_down.weight", (rank, in_f), dtype, "normal", in_f ** -0.5),

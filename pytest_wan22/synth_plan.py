@@ -91,6 +91,7 @@ class ModelNeed:
     node: str
     loader: str
     what: str
+    patches: Mapping[str, Any] | None = None  # a LoRA's: the layout of the model it patches
 
     @property
     def relpath(self) -> str:
@@ -215,6 +216,7 @@ class _Planner:
     def __init__(self, g: Graph, size: str) -> None:
         self.g, self.size = g, size
         self.dits: dict[str, tuple[dict[str, Any], str]] = {}
+        self.patched: dict[str, dict[str, Any]] = {}  # LoRA node -> the layout of the model it patches
 
     def fail(self, node_id: str, name: str, missing: str) -> LayoutError:
         return LayoutError(f"cannot tell the layout of {name!r}, which {_describe(self.g, node_id)} loads: "
@@ -294,7 +296,10 @@ class _Planner:
         if self.size == "tiny":
             rank = min(rank, TINY_LORA_RANK)
         fmt = weight_format(name, "bf16")
-        layout = {"kind": "lora", "rank": rank, "format": fmt, "target": target}
+        blocks = {"dim": target["dim"], "ffn_dim": target["ffn_dim"], "layers": target["layers"],
+                  "clip": bool(target.get("clip"))}  # all a LoRA of the blocks depends on: one file for all
+        layout = {"kind": "lora", "rank": rank, "format": fmt, "blocks": blocks}
+        self.patched[node_id] = target
         return layout, f"LoRA of rank {rank} ({fmt}) for the {what.split(' (')[0]} of {_describe(self.g, loader)}"
 
     def vae(self, node_id: str, name: str) -> tuple[dict[str, Any], str]:
@@ -362,7 +367,7 @@ def model_needs(g: Graph, size: str) -> list[ModelNeed]:
         if not isinstance(name, str) or not name:
             continue  # linked or empty: the preflight names it
         layout, what = kinds[cls](node_id, name)
-        need = ModelNeed(folder, name, layout, node_id, cls, what)
+        need = ModelNeed(folder, name, layout, node_id, cls, what, planner.patched.get(node_id))
         previous = needs.get(need.relpath)
         if previous is not None and previous.layout != layout:
             raise LayoutError(f"{name!r} is loaded by {_describe(g, previous.node)} as {previous.what} and by "

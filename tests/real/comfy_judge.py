@@ -2,14 +2,14 @@
 
     <comfyui-python> tests/real/comfy_judge.py COMFYUI_DIR LAYOUTS.json
 
-LAYOUTS.json is a list of {"id", "layout"[, "path"]} (the layouts synth.layout_specs writes). Each layout is
+LAYOUTS.json is a list of {"id", "layout"[, "path"][, "target"]} (the layouts synth.layout_specs writes). Each layout is
 turned into a state dict of zeros with the layout's names, shapes and dtypes (on the meta device where it is too
 big for this machine's memory), or read from the file at "path" as ComfyUI reads it, and handed to the loader
 ComfyUI uses for its kind: load_diffusion_model_state_dict (or, on the meta device, model detection and
 load_model_weights), VAE, load_clipvision_from_sd, load_audio_encoder_from_sd, the text encoder detection,
-load_lora against the model it patches; input media go through LoadImage's, LoadVideo's and LoadAudio's code.
-What ComfyUI detected and every warning it logged (missing, unexpected or not loaded keys) is printed as one
-JSON line per layout.
+load_lora against the model it patches ("target", a DiT layout); input media go through LoadImage's,
+LoadVideo's and LoadAudio's code. What ComfyUI detected and every warning it logged (missing, unexpected or not
+loaded keys) is printed as one JSON line per layout.
 """
 
 from __future__ import annotations
@@ -145,7 +145,9 @@ def main() -> None:
                            wrong_shape=sorted(k for k in set(want) & set(have) if want[k] != have[k])[:20])
             elif kind == "lora":
                 lora_path, path = path, ""
-                model, patcher, found = dit(layout["target"])
+                target = entry.get("target") or {"kind": "wan_dit", "in_dim": 16, "out_dim": 16,
+                                                 "format": "bf16", **layout["blocks"]}
+                model, patcher, found = dit(target)
                 path = lora_path
                 out["target"] = found
                 key_map = comfy.lora.model_lora_keys_unet(model, {})

@@ -68,10 +68,14 @@ OTHERS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
                       {"detected": "T5_XXL", "missing": [], "unexpected": [], "wrong_shape": []}),
 }
 LORAS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
-    f"LoRA for the {name}": ({"kind": "lora", "rank": 16, "format": "bf16", "target": layout},
-                             {"target": {**want, "meta": False}})
+    f"LoRA for the {name}": ({"kind": "lora", "rank": 16, "format": "bf16",
+                              "blocks": {k: layout[k] for k in ("dim", "ffn_dim", "layers")} | {
+                                  "clip": bool(layout.get("clip"))}},
+                             {"target": {**want, "meta": False}, "patched": layout["layers"] * (
+                                 12 if layout.get("clip") else 10)})
     for name, (layout, want) in DITS.items() if name.endswith("tiny")
 }
+TARGETS = {f"LoRA for the {name}": layout for name, (layout, _) in DITS.items()}
 EVERY = {**DITS, **OTHERS, **LORAS}
 
 
@@ -106,7 +110,7 @@ def _agrees(verdict: Mapping[str, Any], want: Mapping[str, Any]) -> list[str]:
 
 @pytest.fixture(scope="module")
 def verdicts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
-    return judge([{"id": k, "layout": layout} for k, (layout, _) in EVERY.items()],
+    return judge([{"id": k, "layout": layout, "target": TARGETS.get(k)} for k, (layout, _) in EVERY.items()],
                  tmp_path_factory.mktemp("judge"))
 
 
@@ -155,7 +159,8 @@ def test_the_layouts_inferred_for_every_template_are_the_real_models(size: str, 
         if size == "tiny":  # as the cpu tier runs it: the text encoder replaced by precomputed conditioning
             prompt = Variant(Workflow(prompt, name=template)).precomputed_conditioning("cond").build()
         for need in model_needs(prompt, size):
-            entries[f"{template}: {need.name}"] = {"id": f"{template}: {need.name}", "layout": need.layout}
+            entries[f"{template}: {need.name}"] = {"id": f"{template}: {need.name}", "layout": need.layout,
+                                                   "target": need.patches}
     verdicts = judge(entries.values(), tmp_path)
     wrong = []
     for key, verdict in verdicts.items():
@@ -172,7 +177,8 @@ def test_files_the_writer_wrote_load_in_comfyui(tmp_path: Path) -> None:
     layouts = {"s2v": {**TINY, "in_dim": 16, "extra": "s2v", "format": "fp8_scaled"},
                "control5": {**TINY, "out_dim": 48, "in_dim": 148, "ref_conv": 48, "format": "bf16"},
                "vae": {"kind": "wan21_vae", "dim": 8, "format": "bf16"}}
-    lora = {"kind": "lora", "rank": 8, "format": "bf16", "target": layouts["s2v"]}
+    lora = {"kind": "lora", "rank": 8, "format": "bf16", "blocks": {"dim": 128, "ffn_dim": 256, "layers": 2,
+                                                                    "clip": False}}
     jobs = [synth.FileJob(f"models/x/{k}.safetensors", v) for k, v in {**layouts, "lora": lora}.items()]
     synth.ensure_files(PYTHON, root, jobs, timeout=600, log_path=tmp_path / "w.log")
     media = media_needs({"1": {"class_type": "LoadVideo", "inputs": {"file": "c.mp4"}},
@@ -180,7 +186,8 @@ def test_files_the_writer_wrote_load_in_comfyui(tmp_path: Path) -> None:
                          "3": {"class_type": "LoadImage", "inputs": {"image": "i.jpg"}}}, 64, 48, 9, 16.0)
     synth.ensure_media(PYTHON, root, [dict(m.job(), describe=m.describe()) for m in media],
                        log_path=tmp_path / "m.log")
-    entries = [{"id": j.relpath, "layout": j.layout, "path": str(root / j.relpath)} for j in jobs]
+    entries = [{"id": j.relpath, "layout": j.layout, "path": str(root / j.relpath), "target": layouts["s2v"]}
+               for j in jobs]
     entries += [{"id": m.name, "layout": {"kind": "media", "media": m.kind}, "path": str(root / "input" / m.name)}
                 for m in media]
     verdicts = judge(entries, tmp_path)

@@ -16,22 +16,24 @@ from pytest_wan22.synth_plan import media_needs, model_needs, weight_format
 DIT_14B = {"kind": "wan_dit", "dim": 5120, "ffn_dim": 13824, "layers": 40, "out_dim": 16, "format": "fp8_scaled"}
 DIT_5B = {"kind": "wan_dit", "dim": 3072, "ffn_dim": 14336, "layers": 30, "out_dim": 48}
 
-# Sizes of the real files (Comfy-Org's Wan 2.2 repackaged, as downloaded); the safetensors headers differ by a few
-# KiB (key order, offsets, metadata), the tensors not at all.
+# Sizes of the real files (Comfy-Org's Wan 2.2 repackaged, as downloaded) and how far the whole file may differ: the
+# tensors not at all, the safetensors header by its padding where the real one has the same keys, and by a few KiB
+# where it differs (the fp8 files' key order and offsets, the Wan 2.1 VAE's metadata).
 REAL_BYTES = {
-    "wan2.2_i2v_high_noise_14B_fp8_scaled": ({**DIT_14B, "in_dim": 36}, 14_294_742_832),
-    "wan2.2_s2v_14B_fp8_scaled": ({**DIT_14B, "in_dim": 16, "extra": "s2v"}, 16_394_821_672),
-    "wan2.2_ti2v_5B_fp16": ({**DIT_5B, "in_dim": 48, "format": "fp16"}, 9_999_658_848),
-    "wan2.2_fun_control_5B_bf16": ({**DIT_5B, "in_dim": 148, "ref_conv": 48, "format": "bf16"}, 10_003_303_280),
-    "wan_2.1_vae": ({"kind": "wan21_vae", "dim": 96, "format": "bf16"}, 253_815_318),
-    "wan2.2_vae": ({"kind": "wan22_vae", "format": "bf16"}, 1_409_400_960),
+    "wan2.2_i2v_high_noise_14B_fp8_scaled": ({**DIT_14B, "in_dim": 36}, 14_294_742_832, 32 * 1024),
+    "wan2.2_s2v_14B_fp8_scaled": ({**DIT_14B, "in_dim": 16, "extra": "s2v"}, 16_394_821_672, 32 * 1024),
+    "wan2.2_ti2v_5B_fp16": ({**DIT_5B, "in_dim": 48, "format": "fp16"}, 9_999_658_848, 64),
+    "wan2.2_fun_control_5B_bf16": ({**DIT_5B, "in_dim": 148, "ref_conv": 48, "format": "bf16"}, 10_003_303_280,
+                                   64),
+    "wan_2.1_vae": ({"kind": "wan21_vae", "dim": 96, "format": "bf16"}, 253_815_318, 16 * 1024),
+    "wan2.2_vae": ({"kind": "wan22_vae", "format": "bf16"}, 1_409_400_960, 64),
 }
 
 
 @pytest.mark.parametrize("name", sorted(REAL_BYTES))
 def test_full_size_layouts_have_the_real_files_bytes(name: str) -> None:
-    layout, real = REAL_BYTES[name]
-    assert abs(synth.layout_bytes(layout) - real) <= 32 * 1024, (name, synth.layout_bytes(layout) - real)
+    layout, real, header = REAL_BYTES[name]
+    assert abs(synth.layout_bytes(layout) - real) <= header, (name, synth.layout_bytes(layout) - real)
 
 
 def test_full_size_text_encoder_is_the_real_one_but_for_its_tokenizer() -> None:
@@ -182,7 +184,8 @@ def test_loras_are_shaped_for_the_model_they_patch() -> None:
                       "lightx2v_I2V_14B_480p_cfg_step_distill_rank32_bf16.safetensors"))
     loras = {n.name: n for n in model_needs(g, "full") if n.folder == "loras"}
     first = loras["wan2.2_t2v_lightx2v_4steps_lora_v1.1_high_noise.safetensors"]
-    assert first.layout["target"] == {**DIT_14B, "in_dim": 16, "extra": "s2v"}
+    assert first.patches == {**DIT_14B, "in_dim": 16, "extra": "s2v"}
+    assert first.layout["blocks"] == {"dim": 5120, "ffn_dim": 13824, "layers": 40, "clip": False}
     assert first.layout["rank"] == 64
     assert loras["lightx2v_I2V_14B_480p_cfg_step_distill_rank32_bf16.safetensors"].layout["rank"] == 32
     specs = {t.name: t.shape for t in synth.layout_specs(first.layout)}
