@@ -1524,8 +1524,9 @@ are those of the real models (a14b, ti2v5b) or of small stand-ins that run on a 
 ti2v5b_tiny).
 
 OUT becomes a ComfyUI base directory (models/, input/, output/): start ComfyUI with --base-directory OUT, or
-let pytest-wan22 generate and use a set by itself (--wan22-synthetic, and the cpu tier always). Generating
-needs torch: run it with ComfyUI's interpreter (--python).
+let pytest-wan22 generate and use a set by itself (--wan22-synthetic, and the cpu tier always): it writes every
+model file a workflow names, under that name and with the layout the name and the graph imply, before the
+workflow's first run (through --jobs). Generating needs torch: run it with ComfyUI's interpreter (--python).
 
 presets:
   tiny         CPU stand-ins, about 6 MB: two small DiTs (high and low noise), a small Wan 2.1 VAE, a start
