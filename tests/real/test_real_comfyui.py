@@ -134,7 +134,8 @@ def test_attach_mode_saves_records_and_reads_the_video_of_a_server_it_did_not_st
             def test_i2v(wan22_run):
                 assert wan22_run(BASE).summary.rounds == 2
         """))
-        result = project.runpytest_subprocess(f"--wan22-url={handle.url}")
+        # the set the plugin writes the graph's files into is the attached server's base directory
+        result = project.runpytest_subprocess(f"--wan22-url={handle.url}", f"--wan22-models-dir={models.parent}")
         result.assert_outcomes(passed=1)
         result.stdout.fnmatch_lines(["wan22: attached: no server log*"])
         records = sorted((project.path / "logs/main/records").glob("*.json"))
