@@ -97,7 +97,8 @@ def from_json(data: dict[str, Any]) -> FrameDiff:
 # ----------------------------------------------------------------------------- script side (numpy, PyAV)
 
 
-def _boxes(data: bytes, start: int, end: int) -> Iterator[tuple[bytes, int, int]]:
+def mp4_boxes(data: bytes, start: int, end: int) -> Iterator[tuple[bytes, int, int]]:
+    """The MP4 boxes between `start` and `end`: each box's type and where its content starts and ends."""
     pos = start
     while pos + 8 <= end:
         size, kind = struct.unpack(">I4s", data[pos:pos + 8])
@@ -114,7 +115,7 @@ def _boxes(data: bytes, start: int, end: int) -> Iterator[tuple[bytes, int, int]
 
 
 def _child(data: bytes, start: int, end: int, path: Sequence[bytes]) -> tuple[int, int] | None:
-    for kind, s, e in _boxes(data, start, end):
+    for kind, s, e in mp4_boxes(data, start, end):
         if kind == path[0]:
             return (s, e) if len(path) == 1 else _child(data, s, e, path[1:])
     return None
@@ -128,7 +129,7 @@ def raw_frames(path: Path) -> Iterator[Any]:
     moov = _child(data, 0, len(data), [b"moov"])
     if moov is None:
         raise ValueError("no moov box")
-    for kind, s, e in _boxes(data, *moov):
+    for kind, s, e in mp4_boxes(data, *moov):
         if kind != b"trak":
             continue
         stbl = _child(data, s, e, [b"mdia", b"minf", b"stbl"])

@@ -6,6 +6,8 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+from .frames import mp4_boxes
+
 _CONTAINERS = {b"moov", b"trak", b"mdia", b"minf", b"stbl"}
 
 
@@ -19,27 +21,9 @@ class VideoInfo:
     fps: float | None
 
 
-def _boxes(data: bytes, start: int, end: int) -> list[tuple[bytes, int, int]]:
-    out = []
-    pos = start
-    while pos + 8 <= end:
-        size, kind = struct.unpack(">I4s", data[pos:pos + 8])
-        header = 8
-        if size == 1:
-            size = struct.unpack(">Q", data[pos + 8:pos + 16])[0]
-            header = 16
-        elif size == 0:
-            size = end - pos
-        if size < header:
-            break
-        out.append((kind, pos + header, min(pos + size, end)))
-        pos += size
-    return out
-
-
 def _find(data: bytes, start: int, end: int, path: list[bytes]) -> list[tuple[int, int]]:
     hits = []
-    for kind, s, e in _boxes(data, start, end):
+    for kind, s, e in mp4_boxes(data, start, end):
         if kind != path[0]:
             continue
         if len(path) == 1:
