@@ -484,7 +484,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
             "the graph and vram are judged. Set judge_timings = true in your tier table (--wan22-tiers-file) "
             "to judge them")
     if state.records:
-        for line in cost(state.records, state.server_start_s, state.skipped_warmups):
+        for line in cost(state.records, state.server_start_s, state.skipped_warmups, state.synth_notes):
             terminalreporter.write_line(line)
     scales = sorted({r.environment.scale for r in state.records if r.environment.scale})
     if scales:

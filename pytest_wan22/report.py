@@ -306,8 +306,10 @@ def render(records: Sequence[RunRecord], verdicts: Mapping[Any, Any], verbosity:
     return "\n".join(out)
 
 
-def cost(records: Sequence[RunRecord], server_start_s: float, skipped_warmups: Sequence[str]) -> list[str]:
-    """What the session spent of the GPU: run time in timed and warm-up rounds, server starts, warm-ups saved."""
+def cost(records: Sequence[RunRecord], server_start_s: float, skipped_warmups: Sequence[str],
+         synth_notes: Sequence[str] = ()) -> list[str]:
+    """What the session spent of the GPU: run time in timed and warm-up rounds, server starts, warm-ups saved,
+    and the synthetic files written before first runs."""
     timed = sum(r.wall_s or 0.0 for r in records if not r.warmup)
     warm = sum(r.wall_s or 0.0 for r in records if r.warmup)
     lines = [f"wan22: GPU time {timed + warm + server_start_s:.1f} s: {timed:.1f} s in "
@@ -316,6 +318,7 @@ def cost(records: Sequence[RunRecord], server_start_s: float, skipped_warmups: S
     if skipped_warmups:
         lines.append(f"wan22: warm-up skipped (the server had just run the same models and shape): "
                      f"{', '.join(skipped_warmups)}")
+    lines += [f"wan22: {n}" for n in synth_notes]
     return lines
 
 

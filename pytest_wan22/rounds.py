@@ -359,7 +359,9 @@ def as_run(gate: Gate, variant: Variant) -> Variant:
     except Wan22Error as exc:
         raise Fail(str(exc)) from None
     if gate.models is not None:
-        write_synthetic(gate.models, v, gate.pool)
+        note = write_synthetic(gate.models, v, gate.pool)
+        if note:
+            gate.state.synth_notes.append(note)
     return v
 
 

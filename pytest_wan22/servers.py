@@ -84,20 +84,39 @@ def synthetic_models(settings: Settings, tier: Tier) -> SyntheticModels | None:
     return SyntheticModels(root, models, settings.python, device)
 
 
-def write_synthetic(models: SyntheticModels, variant: Variant, pool: ServerPool) -> None:
+def write_synthetic(models: SyntheticModels, variant: Variant, pool: ServerPool) -> str | None:
     """Write the model files and inputs the variant's graph names that the synthetic set lacks, before its first
-    run (synth_plan.ensure_for: layouts from the file names and the graph); the servers list them anew."""
+    run (synth_plan.ensure_for: layouts from the file names and the graph); the servers list them anew. Returns
+    what was written and how long it took, for the session's notes (None: the set had it all)."""
     from .synth_plan import ensure_for
 
+    t0 = time.perf_counter()
     try:
         written = ensure_for(variant.build(), models.root, size=models.size, python=models.python,
                              device=models.device, clip=variant.describe(),
                              timeout=1800 if models.device != "cpu" else 600, log_dir=models.root)
     except Wan22Error as exc:
         raise Fail(str(exc)) from None
-    if written:
-        for server in pool.servers.values():
-            server.object_info = {}
+    if not written:
+        return None
+    for server in pool.servers.values():
+        server.object_info = {}
+    return written_note(models.root, variant.variant_id, written, time.perf_counter() - t0)
+
+
+def written_note(root: Path, variant_id: str, written: list[str], seconds: float) -> str:
+    """One line on what a variant's first run had written into the synthetic set: files, new bytes, time."""
+    inodes: dict[int, int] = {}
+    for rel in written:
+        try:
+            st = (root / rel).stat()
+        except OSError:
+            continue
+        inodes[st.st_ino] = st.st_size  # a layout written once and linked to several names counts once
+    gb = sum(inodes.values()) / 1e9
+    return (f"{variant_id}: {len(written)} synthetic files written in {seconds:.1f} s ({gb:.2f} GB, "
+            f"{len(inodes)} distinct): {', '.join(Path(r).name for r in written)} (writer log: "
+            f"{root / 'synth-files.log'})")
 
 
 def synthetic_rife(custom_nodes: Path, python: str, work: Path) -> None:

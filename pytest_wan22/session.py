@@ -41,6 +41,7 @@ class State:
     server: Any = None
     server_start_s: float = 0.0
     skipped_warmups: list[str] = field(default_factory=list)
+    synth_notes: list[str] = field(default_factory=list)  # what the synthetic set wrote, and how long it took
     baseline_notes: list[str] = field(default_factory=list)  # files set aside at session start
     written_notes: list[str] = field(default_factory=list)  # ... and when baselines were written
     progress: Progress = field(default_factory=lambda: Progress(None))
@@ -66,7 +67,8 @@ def worker_output(state: State) -> str:
         "summaries": [[k[0], to_jsonable(v)] for k, v in state.summaries.items()],
         "verdicts": [[k[0], to_jsonable(v)] for k, v in state.verdicts.items()],
         "machine": to_jsonable(state.machine) if state.machine else None,
-        "server_start_s": state.server_start_s, "skipped_warmups": state.skipped_warmups})
+        "server_start_s": state.server_start_s, "skipped_warmups": state.skipped_warmups,
+        "synth_notes": state.synth_notes})
 
 
 def merge_worker_output(state: State, payload: str) -> None:
@@ -81,6 +83,7 @@ def merge_worker_output(state: State, payload: str) -> None:
         state.verdicts[(workflow, verdict.variant_id)] = verdict
     state.server_start_s += data.get("server_start_s", 0.0)
     state.skipped_warmups.extend(data.get("skipped_warmups", []))
+    state.synth_notes.extend(data.get("synth_notes", []))
     if data["machine"] and state.machine is None:
         state.machine = from_jsonable(Environment, data["machine"])
 

@@ -146,3 +146,20 @@ def test_ensure_for_writes_what_a_graph_names(tmp_path: Path, fake: tuple[str, P
     assert synth.media_note(root, "ref.png") == "image 64x48"
     assert ensure_for(g, root, size="tiny", python=python, clip=clip) == []
     assert len(_runs(counter)) == 2  # the files, then the media; nothing the second time
+
+
+def test_the_session_is_told_what_a_first_run_had_written_and_how_long_it_took(tmp_path: Path,
+                                                                                fake: tuple[str, Path]) -> None:
+    from pytest_wan22.report import cost
+    from pytest_wan22.servers import written_note
+
+    python, _ = fake
+    root = tmp_path / "set"
+    written = synth.ensure_files(python, root, [synth.FileJob(HIGH, TINY_I2V), synth.FileJob(LOW, TINY_I2V)])
+    size = (root / HIGH).stat().st_size
+    note = written_note(root, "high_low-5s", written, 12.34)
+    assert note.startswith("high_low-5s: 2 synthetic files written in 12.3 s")
+    assert f"({size / 1e9:.2f} GB, 1 distinct)" in note  # two names linked to one layout count once
+    assert "wan2.2_i2v_high_noise_14B_fp8_scaled.safetensors, wan2.2_i2v_low_noise" in note
+    assert str(root / "synth-files.log") in note
+    assert cost([], 0.0, [], [note])[-1] == f"wan22: {note}"
