@@ -19,7 +19,7 @@ from typing import Any
 from pytest_wan22.client import Release
 from pytest_wan22.errors import ServerStartError
 from pytest_wan22.launcher import ServerHandle, ServerSpec
-from pytest_wan22.records import OutputFile, RunRecord, VramReport
+from pytest_wan22.records import Neighbour, OutputFile, RunRecord, VramReport
 from pytest_wan22.runner import RunContext
 from tests.fake_comfyui.catalog import MODEL_COMBOS, Catalog
 
@@ -36,7 +36,10 @@ class FakeBox:
     torch: str = "2.9.1+cu128"
     wall: Callable[[int], float] = lambda i: 10.0  # seconds of its i-th run (0-based, warm-ups included)
     outcome: Callable[[int], tuple[str, str]] = lambda i: ("success", "")
-    peak_mib: float = 6000.0
+    peak_mib: float | None = 6000.0  # None: a run whose VRAM the monitor could not read
+    neighbours: tuple[Neighbour, ...] = ()  # other compute processes the VRAM monitor sees during each run
+    warnings: tuple[str, ...] = ()  # what each run's log showed ('offload: ...')
+    frames: int | None = None  # the frame count of the video each run saves (None: not read)
     runs: int = 0
 
     @property
@@ -55,6 +58,11 @@ class FakeWorld:
     timeline: list[tuple[str, bool]] = field(default_factory=list)  # (box name, warm-up) per run
     events: list[str] = field(default_factory=list)  # launches, frees, restarts, stops
     restart_fails: bool = False
+    pid: int | None = None  # the PID each launched server's handle carries (None: not known)
+    queue: dict[str, list[Any]] = field(default_factory=lambda: {"queue_running": [], "queue_pending": []})
+    contexts: list[RunContext] = field(default_factory=list)  # the RunContext of every run
+    prompts: list[dict[str, Any]] = field(default_factory=list)  # what every run was given, as keywords
+    clock: Callable[[], float] = time.time  # each run's start time
     refuse: Callable[[ServerSpec], ServerStartError | None] = lambda spec: None  # a start that fails
     script: Callable[[FakeBox], None] = lambda box: None  # sets up each box as it is launched
 
@@ -87,13 +95,18 @@ class FakeWorld:
         i = box.runs
         box.runs += 1
         self.timeline.append((box.name, warmup))
+        self.contexts.append(ctx)
+        self.prompts.append({"prompt": prompt, "variant_id": variant_id, "workflow": workflow, "seed": seed,
+                             "round_index": round_index})
         outcome, message = box.outcome(i)
         if outcome == "server_died":
             box.alive = False
         return RunRecord(variant_id, workflow, ctx.tier, outcome, message, seed=seed,  # type: ignore[arg-type]
-                         round=round_index, warmup=warmup, started_at=time.time(), wall_s=box.wall(i),
-                         outputs=(OutputFile("wan22_00001_.mp4", "", "output", "9", bytes=1000),),
-                         vram=VramReport(True, peak_process_mib=box.peak_mib), environment=ctx.environment)
+                         round=round_index, warmup=warmup, started_at=self.clock(), wall_s=box.wall(i),
+                         outputs=(OutputFile("wan22_00001_.mp4", "", "output", "9", bytes=1000, frames=box.frames),),
+                         vram=VramReport(box.peak_mib is not None, peak_process_mib=box.peak_mib,
+                                         neighbours=box.neighbours),
+                         warnings=box.warnings, environment=ctx.environment)
 
 
 class FakeLauncher:
@@ -109,7 +122,7 @@ class FakeLauncher:
         error = self.world.refuse(self.spec)
         if error is not None:
             raise error
-        self.handle = ServerHandle(url=f"http://fake-{len(self.world.boxes)}")
+        self.handle = ServerHandle(url=f"http://fake-{len(self.world.boxes)}", pid=self.world.pid)
         self.fake = FakeBox(self.spec, self.handle.url)
         self.world.script(self.fake)
         self.world.boxes.append(self.fake)
@@ -129,6 +142,7 @@ class FakeLauncher:
             raise ServerStartError.exited(1, ["python", "main.py"], "Traceback: CUDA error")
         self.fake.alive = True
         self.fake.starts += 1
+        self.handle = ServerHandle(url=self.fake.url, pid=self.world.pid)  # a new process
         self.world.events.append(f"restart {self.fake.name}")
         return True
 
@@ -163,13 +177,15 @@ class FakeClient:
         return {node_class: self.catalog.info(node_class)} if node_class in self.catalog else {}
 
     def queue(self) -> dict[str, Any]:
-        return {"queue_running": [], "queue_pending": []}
+        return {k: list(v) for k, v in self.world.queue.items()}
 
     def clear_queue(self) -> None:
-        return None
+        self.world.events.append("clear queue")
+        self.world.queue["queue_pending"] = []
 
     def interrupt(self, prompt_id: str | None = None) -> None:
-        return None
+        self.world.events.append("interrupt")
+        self.world.queue["queue_running"] = []
 
     def upload_image_bytes(self, name: str, data: bytes, *, overwrite: bool = True) -> str:
         self.world.inputs.add(name)
