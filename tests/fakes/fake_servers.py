@@ -172,6 +172,7 @@ class FakeClient:
                 "devices": [{"name": "cuda:0 NVIDIA GeForce RTX 5090 : cudaMallocAsync"}]}
 
     def object_info(self, node_class: str | None = None) -> dict[str, Any]:
+        self.world.by_url(self.url)  # a server that was launched
         if node_class is None:
             return self.catalog.all_info()
         return {node_class: self.catalog.info(node_class)} if node_class in self.catalog else {}

@@ -508,6 +508,11 @@ def test_a_workflow_file_whose_nodes_the_server_lacks_fails_naming_the_file_as_w
                     as_written=True)
     assert failed.value.message.startswith(f"{BASE.variant_id}+cache-none cannot run on this server:\n")
 
+    world = FakeWorld()  # --wan22-missing=skip skips a file the server cannot run
+    gate = _gate(tmp_path / "skip", world, rounds=1, min_rounds=1, missing="skip")
+    with pytest.raises(Skip, match=rf"^{variant.variant_id} cannot run on this server:\n"):
+        run_variant(gate, variant, RoundPlan.of(gate.state.settings), as_written=True)
+
 
 def test_a_synthetic_set_and_a_tiers_scale_are_swapped_into_the_graph(tmp_path: Path) -> None:
     models = SyntheticModels(tmp_path, model_set("tiny"))
@@ -640,11 +645,15 @@ def test_a_process_seen_during_the_rounds_is_named_in_the_records_and_the_verdic
     assert ran.verdict.notes[-1] == ("other compute processes shared the GPU during these rounds: PID 4242 "
                                      "train.py (7.0 GiB); their work slows this run's, so a change may be theirs")
 
-    world = FakeWorld(script=lambda box: setattr(box, "neighbours", (TRAINER,)))
+    world = FakeWorld(script=lambda box: setattr(box, "neighbours", (TRAINER, Neighbour(77, "render", None))))
     gate = _gate(tmp_path / "record", world, rounds=1, min_rounds=1, update_baselines=True)
-    with pytest.raises(Fail, match=rf"^{BASE.variant_id}: not recording a baseline beside other compute processes "
-                                   r"on the GPU: PID 4242 train.py \(7.0 GiB\)\. "):
+    with pytest.raises(Fail) as failed:
         _run(gate, world)
+    assert failed.value.message == (
+        f"{BASE.variant_id}: not recording a baseline beside other compute processes on the GPU: PID 77 render, "
+        "PID 4242 train.py (7.0 GiB). Their work slows this one's and every later comparison would inherit it; stop "
+        "them, or pass --wan22-allow-neighbours (ini wan22_allow_neighbours) to record anyway (the records name "
+        "them)")
     assert gate.state.summaries == {}
     world = FakeWorld(script=lambda box: setattr(box, "neighbours", (TRAINER,)))
     gate = _gate(tmp_path / "allowed", world, rounds=1, min_rounds=1, update_baselines=True, allow_neighbours=True)
@@ -789,3 +798,13 @@ def test_ab_with_missing_models_skips_when_told_to(tmp_path: Path) -> None:
     gate = _gate(tmp_path, world, ab=True, missing="skip")
     with pytest.raises(Skip, match="cannot run on this server"):
         run_variant(gate, BASE, RoundPlan.of(gate.state.settings))
+
+
+def test_the_spread_of_recorded_sessions_widens_the_intervals(tmp_path: Path) -> None:
+    world = FakeWorld()
+    gate = _gate(tmp_path, world, rounds=3, min_rounds=3)
+    for wall in (10.0, 10.6, 9.8, 10.5, 9.9, 10.0):
+        _store(gate, [wall] * 3)
+    ran = _run(gate, world)
+    assert any(n.startswith("intervals include the session-to-session spread the recorded sessions show")
+               for n in ran.verdict.notes)
