@@ -24,7 +24,6 @@ from pytest_wan22.servers import (
     launch_command,
     synthetic_models,
     synthetic_rife,
-    ti2v_models,
 )
 from pytest_wan22.settings import Settings, Side
 from pytest_wan22.synth import model_set
@@ -258,20 +257,19 @@ def test_the_synthetic_set_a_session_runs_on(tmp_path: Path, monkeypatch: pytest
     assert (models.root, models.preset, models.python, models.device) == (tmp_path / "m" / "tiny", "tiny", "py",
                                                                           "cuda")
     assert generated == [("py", tmp_path / "m" / "tiny", "tiny", {
-        "device": "cuda", "lora_rank": 0, "timeout": 1800, "log_path": tmp_path / "m" / "tiny" / "generate.log"})]
+        "device": "cuda", "log_path": tmp_path / "m" / "tiny" / "generate.log"})]
 
     cpu = TIERS["cpu"]
     models = synthetic_models(replace(settings, synthetic="a14b"), cpu)
     assert models is not None
-    assert models.device == "cpu"
-    assert generated[-1][3] == {"device": "cpu", "lora_rank": 64, "timeout": 600,
-                                "log_path": tmp_path / "m" / "a14b" / "generate.log"}
+    assert (models.device, models.size, models.files) == ("cpu", "full", {})
+    assert len(generated) == 1  # a full-size set writes nothing up front: each graph's files before its first run
 
     count = len(generated)  # attached: the server must have the set already
     models = synthetic_models(replace(settings, synthetic="a14b", url="http://127.0.0.1:8188"), TIER)
     assert models is not None
     assert len(generated) == count
-    assert (models.root, models.set) == (tmp_path / "m" / "a14b", model_set("a14b", lora_rank=64))
+    assert (models.root, models.files) == (tmp_path / "m" / "a14b", {})
     models = synthetic_models(replace(settings, synthetic="tiny", url="http://127.0.0.1:8188"), TIER)
     assert models is not None
     assert models.set == model_set("tiny")
@@ -287,28 +285,6 @@ def test_the_synthetic_set_a_session_runs_on(tmp_path: Path, monkeypatch: pytest
     monkeypatch.setattr(synth, "ensure_models", broken)
     with pytest.raises(Fail, match=r"^generation failed: see generate\.log$"):
         synthetic_models(replace(settings, synthetic="tiny"), TIER)
-
-
-def test_the_ti2v_set_is_generated_beside_the_sessions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    generated: list[tuple[Any, ...]] = []
-
-    def ensure_models(python: str, out: Path, preset: str, **kw: Any) -> Any:
-        generated.append((python, out, preset, kw))
-        return model_set(preset)
-
-    monkeypatch.setattr(synth, "ensure_models", ensure_models)
-    for device, timeout in (("cuda", 1800), ("cpu", 600)):
-        ti2v = ti2v_models(SyntheticModels(tmp_path, model_set("tiny"), "py", device))
-        assert (ti2v.root, ti2v.preset, ti2v.python, ti2v.device) == (tmp_path, "ti2v5b_tiny", "py", device)
-        assert generated[-1] == ("py", tmp_path, "ti2v5b_tiny", {
-            "device": device, "timeout": timeout, "log_path": tmp_path / "generate-ti2v5b_tiny.log"})
-
-    def broken(*args: Any, **kw: Any) -> Any:
-        raise SynthError("no 5B set")
-
-    monkeypatch.setattr(synth, "ensure_models", broken)
-    with pytest.raises(Fail, match=r"^no 5B set$"):
-        ti2v_models(SyntheticModels(tmp_path, model_set("tiny")))
 
 
 def test_a_synthetic_rife_checkpoint_goes_where_no_real_one_lies(tmp_path: Path,
