@@ -49,6 +49,7 @@ CLASS_INPUT_FOLDERS: Mapping[tuple[str, str], str] = {
     ("UpscaleModelLoader", "model_name"): "upscale_models",
     ("FrameInterpolationModelLoader", "model_name"): "frame_interpolation",
     ("UnetLoaderGGUF", "unet_name"): "diffusion_models",
+    ("UnetLoaderGGUFAdvanced", "unet_name"): "diffusion_models",
     ("CLIPLoaderGGUF", "clip_name"): "text_encoders",
     # kijai/ComfyUI-WanVideoWrapper loaders
     ("WanVideoModelLoader", "model"): "diffusion_models",
@@ -85,7 +86,9 @@ _PACKS_EXACT: Mapping[str, str] = {
     "mxSlider2D": "Smirnov75/ComfyUI-mxToolkit",
     "Textbox": "chibiace/ComfyUI-Chibi-Nodes",
     "UnetLoaderGGUF": "city96/ComfyUI-GGUF",
+    "UnetLoaderGGUFAdvanced": "city96/ComfyUI-GGUF",
     "CLIPLoaderGGUF": "city96/ComfyUI-GGUF",
+    "DualCLIPLoaderGGUF": "city96/ComfyUI-GGUF",
     "Make Interpolation State List": "Fannovel16/ComfyUI-Frame-Interpolation",
     # what ComfyUI's Wan 2.2 animate template preprocesses the driving video with
     "PointsEditor": "kijai/ComfyUI-KJNodes",
@@ -110,6 +113,8 @@ _PACKS_PATTERN: tuple[tuple[str, str, str], ...] = (
     ("suffix", "|pysssss", "pythongosssss/ComfyUI-Custom-Scripts"),
     ("prefix", "CRT_", "plugcrypt/CRT-Nodes"),
 )
+#: Python packages a node pack needs in the server's interpreter (its requirements.txt), said in the fix.
+PACK_REQUIREMENTS: Mapping[str, str] = {"city96/ComfyUI-GGUF": "gguf"}
 #: Core classes that ComfyUI 0.8.0 lacks (added later); updating ComfyUI is the fix.
 NEWER_CORE: frozenset[str] = frozenset({"FrameInterpolate", "FrameInterpolationModelLoader",
                                         "ComfyMathExpression"})
@@ -142,7 +147,8 @@ def launched_places(comfyui_dir: Path, server_input: Path, synthetic: tuple[str,
         models = root / "models"
         note = (f"; the server reads models from the synthetic set {preset!r} ({root}), which has no such file: "
                 "it writes the files of core loaders (UNETLoader, LoraLoaderModelOnly, VAELoader, CLIPLoader, "
-                "CLIPVisionLoader, AudioEncoderLoader) before a run, not a node pack's (a tier with "
+                "CLIPVisionLoader, AudioEncoderLoader) and of ComfyUI-GGUF's UnetLoaderGGUF before a run, not "
+                "another node pack's (a tier with "
                 'models = "user" runs such a graph on your own models)')
     return Places(comfyui=str(comfyui_dir), models=str(models), models_note=note,
                   extra_paths=str(comfyui_dir / "extra_model_paths.yaml"),
@@ -275,6 +281,9 @@ class _Checker:
         elif pack:
             fix = (f"install {pack} into {self.places.comfyui}/custom_nodes/ (git clone "
                    f"https://github.com/{pack}) and restart the server")
+            if pack in PACK_REQUIREMENTS:
+                fix += (f"; it needs the Python package {PACK_REQUIREMENTS[pack]} in the server's interpreter "
+                        f"(<comfyui-python> -m pip install -r custom_nodes/{pack.split('/')[1]}/requirements.txt)")
         else:
             fix = ("install the custom node pack that provides it (ComfyUI-Manager finds packs by class "
                    "name) and restart the server, or remove the node")

@@ -35,7 +35,8 @@ from .workflows import SAMPLER_CLASSES, node_titles
 # Node classes grouped into the phases a report shows side by side.
 PHASES: Mapping[str, frozenset[str]] = {
     "load": frozenset({"UNETLoader", "CLIPLoader", "VAELoader", "LoraLoaderModelOnly", "LoraLoader", "LoadImage",
-                       "CheckpointLoaderSimple", "CLIPVisionLoader", "LoadTrainingDataset", "ModelSamplingSD3"}),
+                       "CheckpointLoaderSimple", "CLIPVisionLoader", "LoadTrainingDataset", "ModelSamplingSD3",
+                       "UnetLoaderGGUF", "UnetLoaderGGUFAdvanced", "CLIPLoaderGGUF"}),
     "text": frozenset({"CLIPTextEncode", "ConditioningZeroOut", "CLIPVisionEncode"}),
     "encode": frozenset({"WanImageToVideo", "WanFirstLastFrameToVideo"}),
     "compile": frozenset({"TorchCompileModel"}),

@@ -659,7 +659,9 @@ def _tensor_specs(defs: Sequence[TensorDef], fmt: str, fp8_matmul: str) -> list[
 
 
 def layout_specs(layout: Mapping[str, Any], fp8_matmul: str = "fast", tokenizer_bytes: int = 0) -> list[TensorSpec]:
-    """The tensors of a layout, in write order."""
+    """The tensors of a layout, in write order (a GGUF layout's are gguf_specs)."""
+    if is_gguf(layout):
+        raise ValueError("a GGUF layout is not a safetensors file; its tensors are gguf_specs(layout)")
     kind, fmt = layout.get("kind"), str(layout.get("format", "bf16"))
     if kind == "wan_dit":
         return _tensor_specs(wan_dit_tensors(layout), fmt, fp8_matmul)
@@ -693,7 +695,119 @@ def layout_digest(layout: Mapping[str, Any], fp8_matmul: str = "fast") -> str:
 
 def layout_bytes(layout: Mapping[str, Any], fp8_matmul: str = "fast", tokenizer_bytes: int = 0) -> int:
     """The file size the layout writes (a text encoder's tokenizer blob aside)."""
+    if is_gguf(layout):
+        return gguf_size(gguf_specs(layout), str(layout["format"]))
     return safetensors_size(layout_specs(layout, fp8_matmul, tokenizer_bytes))
+
+
+# ----------------------------------------------------------------------------- GGUF (city96/ComfyUI-GGUF)
+#
+# A Wan DiT layout with "container": "gguf" is written as ComfyUI-GGUF's UnetLoaderGGUF reads the QuantStack and
+# city96 files: architecture "wan", the tensors of the safetensors layout under the same names, each in the GGML
+# type the file's type gives it the way their tools do (ComfyUI-GGUF's tools/convert.py, then llama-quantize with
+# its lcpp.patch): 1-D tensors, the modulations, small tensors and the 5-D patch embedding in F32; the embeddings,
+# the head and img_emb unquantized (F16, BF16 in a BF16 file); the block Linear weights in the file's type, with
+# the attention values and the second feed-forward Linear a step higher in the mixed K types (Q4_K_M: Q6_K), and
+# F16 where a row does not fill whole blocks. The pure parts below need only the stdlib; the writer needs numpy and
+# the gguf package (ComfyUI-GGUF's own requirement), in ComfyUI's interpreter.
+
+#: GGML tensor types: (elements per block, bytes per block), as gguf.GGML_QUANT_SIZES has them.
+GGML_BLOCKS: Mapping[str, tuple[int, int]] = {
+    "F32": (1, 4), "F16": (1, 2), "BF16": (1, 2), "Q4_0": (32, 18), "Q4_1": (32, 20), "Q5_0": (32, 22),
+    "Q5_1": (32, 24), "Q8_0": (32, 34), "Q2_K": (256, 84), "Q3_K": (256, 110), "Q4_K": (256, 144),
+    "Q5_K": (256, 176), "Q6_K": (256, 210)}
+#: A GGUF file's type, as its name says it -> (the GGML type of its block weights, gguf.LlamaFileType value).
+GGUF_FILE_TYPES: Mapping[str, tuple[str, int]] = {
+    "F32": ("F32", 0), "F16": ("F16", 1), "Q4_0": ("Q4_0", 2), "Q4_1": ("Q4_1", 3), "Q8_0": ("Q8_0", 7),
+    "Q5_0": ("Q5_0", 8), "Q5_1": ("Q5_1", 9), "Q2_K": ("Q2_K", 10), "Q3_K_S": ("Q3_K", 11), "Q3_K_M": ("Q3_K", 12),
+    "Q3_K_L": ("Q3_K", 13), "Q4_K_S": ("Q4_K", 14), "Q4_K_M": ("Q4_K", 15), "Q5_K_S": ("Q5_K", 16),
+    "Q5_K_M": ("Q5_K", 17), "Q6_K": ("Q6_K", 18), "BF16": ("BF16", 32)}
+#: Types gguf.quants quantizes (the K types it only reads: their blocks are built here).
+GGUF_QUANTIZABLE = frozenset({"F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0"})
+#: Tensors llama-quantize leaves unquantized in a Wan model (ComfyUI-GGUF's lcpp.patch).
+GGUF_UNQUANTIZED = ("modulation", "patch_embedding.", "text_embedding.", "time_projection.", "time_embedding.",
+                    "img_emb.", "head.")
+GGUF_ALIGNMENT = 32
+GGUF_TINY_DIT = (256, 512, 2)  # the smallest width whose every block Linear row holds whole K-type blocks
+
+
+class GGUFSpec(NamedTuple):
+    """One tensor of a GGUF file: name, shape (PyTorch order), GGML type, and how to fill it (as TensorSpec)."""
+
+    name: str
+    shape: Shape
+    qtype: str
+    init: str
+    value: float = 0.0
+
+    @property
+    def nbytes(self) -> int:
+        block, size = GGML_BLOCKS[self.qtype]
+        return math.prod(self.shape) // block * size
+
+
+def is_gguf(layout: Mapping[str, Any]) -> bool:
+    """True for a layout written as a GGUF file."""
+    return layout.get("container") == "gguf"
+
+
+def _gguf_weight_type(name: str, file_type: str, values_seen: int) -> str:
+    """The GGML type llama-quantize gives a block Linear weight of a Wan model (lcpp.patch's img_tensor_get_type)."""
+    main = GGUF_FILE_TYPES[file_type][0]
+    if name.endswith(".v.weight"):  # attention values
+        return {"Q2_K": "Q3_K", "Q3_K_M": "Q5_K" if values_seen < 2 else "Q4_K", "Q3_K_L": "Q5_K",
+                "Q4_K_M": "Q6_K", "Q5_K_M": "Q6_K",
+                "Q4_K_S": "Q5_K" if values_seen < 4 else "Q4_K"}.get(file_type, main)
+    if name.endswith(".ffn.2.weight"):  # the feed-forward's second Linear
+        return {"Q3_K_M": "Q4_K", "Q3_K_L": "Q5_K", "Q4_K_S": "Q5_K", "Q4_K_M": "Q6_K", "Q5_K_M": "Q6_K",
+                "Q4_0": "Q4_1", "Q5_0": "Q5_1"}.get(file_type, main)
+    return main
+
+
+def gguf_specs(layout: Mapping[str, Any]) -> list[GGUFSpec]:
+    """The tensors of a GGUF Wan DiT layout, in write order, each with its GGML type."""
+    if layout.get("kind") != "wan_dit":
+        raise ValueError(f"the GGUF writer writes Wan DiTs; not {layout.get('kind')!r}")
+    file_type = str(layout.get("format"))
+    if file_type not in GGUF_FILE_TYPES:
+        raise ValueError(f"unknown GGUF file type {file_type!r}; known: {', '.join(GGUF_FILE_TYPES)}")
+    base = {"BF16": "BF16", "F32": "F32"}.get(file_type, "F16")
+    out: list[GGUFSpec] = []
+    values_seen = 0
+    for t in wan_dit_tensors(layout):
+        filled = _fill(t, "F32")
+        n = math.prod(t.shape)
+        if len(t.shape) <= 1 or len(t.shape) > 4 or n <= 1024 or "modulation" in t.name:
+            qtype = "F32"
+        elif t.role == "linear" and not any(k in t.name for k in GGUF_UNQUANTIZED):
+            qtype = _gguf_weight_type(t.name, file_type, values_seen)
+            values_seen += t.name.endswith(".v.weight")
+            if t.shape[-1] % GGML_BLOCKS[qtype][0]:
+                qtype = base  # llama-quantize's fallback for a row that does not fill whole blocks
+        else:
+            qtype = base
+        out.append(GGUFSpec(t.name, t.shape, qtype, filled.init, filled.value))
+    return out
+
+
+def _gguf_string(text: str) -> int:
+    return 8 + len(text.encode())
+
+
+def _gguf_kv(file_type: str) -> dict[str, str | int]:
+    """The metadata ComfyUI-GGUF reads (general.architecture) and the file type, as their tools write them."""
+    return {"general.architecture": "wan", "general.quantization_version": 2,
+            "general.file_type": GGUF_FILE_TYPES[file_type][1]}
+
+
+def gguf_size(specs: Sequence[GGUFSpec], file_type: str) -> int:
+    """Exact byte size of the GGUF v3 file write_gguf writes for specs."""
+    size = 24  # magic, version, tensor count, key-value count
+    for key, value in _gguf_kv(file_type).items():
+        size += _gguf_string(key) + 4 + (_gguf_string(value) if isinstance(value, str) else 4)
+    size += sum(_gguf_string(t.name) + 4 + 8 * len(t.shape) + 4 + 8 for t in specs)
+    pad = -size % GGUF_ALIGNMENT
+    return size + pad + sum(t.nbytes + -t.nbytes % GGUF_ALIGNMENT for t in specs)
 
 
 # ----------------------------------------------------------------------------- safetensors (stdlib)
@@ -982,8 +1096,10 @@ def file_stamp_path(root: Path | str, relpath: str) -> Path:
     return Path(root) / STATE_DIR / "files" / f"{relpath}.json"
 
 
-def blob_path(root: Path | str, digest: str) -> Path:
-    return Path(root) / STATE_DIR / "blobs" / f"{digest}.safetensors"
+def blob_path(root: Path | str, digest: str, layout: Mapping[str, Any] | None = None) -> Path:
+    """Where the bytes of a layout live once (.gguf for a GGUF layout, else .safetensors)."""
+    suffix = ".gguf" if layout is not None and is_gguf(layout) else ".safetensors"
+    return Path(root) / STATE_DIR / "blobs" / f"{digest}{suffix}"
 
 
 def file_is_current(root: Path | str, job: FileJob, fp8_matmul: str = "fast") -> bool:
@@ -1041,9 +1157,9 @@ def ensure_files(python: str, root: Path | str, jobs: Sequence[FileJob], *, devi
         if not todo:
             return done
         blobs = {layout_digest(j.layout, fp8_matmul): j.layout for j in todo}
-        missing = {d: layout for d, layout in blobs.items() if not blob_path(root, d).is_file()}  # atomic writes
+        missing = {d: layout for d, layout in blobs.items() if not blob_path(root, d, layout).is_file()}  # atomic
         if missing:
-            spec = {"files": [{"path": str(blob_path(root, d)), "layout": layout, "seed": seed}
+            spec = {"files": [{"path": str(blob_path(root, d, layout)), "layout": layout, "seed": seed}
                               for d, layout in missing.items()], "fp8_matmul": fp8_matmul}
             jobs_file = root / STATE_DIR / f"jobs-{os.getpid()}.json"
             jobs_file.parent.mkdir(parents=True, exist_ok=True)
@@ -1053,12 +1169,12 @@ def ensure_files(python: str, root: Path | str, jobs: Sequence[FileJob], *, devi
                 tail = _run_writer(cmd, python, timeout, log_path, SynthError.failed, "the writer")
             finally:
                 jobs_file.unlink(missing_ok=True)
-            absent = [d for d in missing if not blob_path(root, d).is_file()]
+            absent = [d for d, layout in missing.items() if not blob_path(root, d, layout).is_file()]
             if absent:
                 raise SynthError.failed("the writer ended but did not write " + ", ".join(
-                    str(blob_path(root, d)) for d in absent), cmd, tail)
+                    str(blob_path(root, d, missing[d])) for d in absent), cmd, tail)
         for j in todo:
-            _link(blob_path(root, layout_digest(j.layout, fp8_matmul)), root / j.relpath)
+            _link(blob_path(root, layout_digest(j.layout, fp8_matmul), j.layout), root / j.relpath)
             _write_file_stamp(root, j, fp8_matmul)
             done.append(j.relpath)
     return done
@@ -1164,6 +1280,103 @@ def _torch_maker(device: str, seed: int, blob: bytes) -> Callable[[TensorSpec], 
     return make
 
 
+#: K-type blocks built from random bytes: the scale bytes set (offset -> bytes), the spread of the stored integer q
+#: times its scale, in units of d, and dmin as a multiple of d, so that d * scale * q - dmin * min has mean 0.
+_K_BLOCKS: Mapping[str, tuple[Mapping[int, bytes], float, float]] = {
+    # 16 scale bytes (low nibble scale 2, high nibble min 3), q 0..3: 2q - 3 (dmin = d)
+    "Q2_K": ({0: b"\x32" * 16}, 2 * 1.118, 1.0),
+    # 16 signed 6-bit scales, +1 and -1 in turn (low nibbles 1 / 15, high bits 0b10 / 0b01), q -4..3
+    "Q3_K": ({96: b"\x11\xff" * 4 + b"\xaa\x55" * 2}, 2.291, 0.0),
+    # 8 scales and 8 mins of 6 bits, all 1, q 0..15: q - 7.5 (q 0..31: q - 15.5)
+    "Q4_K": ({4: b"\x01" * 8 + b"\x11" * 4}, 4.610, 7.5),
+    "Q5_K": ({4: b"\x01" * 8 + b"\x11" * 4}, 9.233, 15.5),
+    # 16 signed 8-bit scales, all 1, q -32..31
+    "Q6_K": ({192: b"\x01" * 16}, 18.473, 0.0),
+}
+_K_SCALE_AT: Mapping[str, tuple[int, int | None]] = {  # byte offsets of d and dmin (float16)
+    "Q2_K": (80, 82), "Q3_K": (108, None), "Q4_K": (0, 2), "Q5_K": (0, 2), "Q6_K": (208, None)}
+
+
+def k_blocks(qtype: str, n_blocks: int, std: float, rng: Any) -> Any:
+    """n_blocks valid blocks of a K type whose values have mean 0 and about `std` spread: random quants, fixed
+    scales, a finite float16 d (gguf.quants cannot quantize the K types)."""
+    import numpy as np  # type: ignore[import-not-found, unused-ignore]
+
+    sets, spread, dmin_per_d = _K_BLOCKS[qtype]
+    blocks = rng.integers(0, 256, size=(n_blocks, GGML_BLOCKS[qtype][1]), dtype=np.uint8)
+    for at, values in sets.items():
+        blocks[:, at:at + len(values)] = np.frombuffer(values, np.uint8)
+    d = np.float16(max(std, 1e-6) / spread)
+    at, at_min = _K_SCALE_AT[qtype]
+    blocks[:, at:at + 2] = np.frombuffer(d.tobytes(), np.uint8)
+    if at_min is not None:
+        blocks[:, at_min:at_min + 2] = np.frombuffer(np.float16(float(d) * dmin_per_d).tobytes(), np.uint8)
+    return blocks
+
+
+def _gguf_data(t: GGUFSpec, rng: Any) -> Any:
+    """The tensor's bytes in its GGML type: random normal values quantized by gguf.quants, K-type blocks built."""
+    import gguf  # type: ignore[import-not-found, unused-ignore]
+    import numpy as np  # type: ignore[import-not-found, unused-ignore]
+
+    if t.qtype in _K_BLOCKS:
+        data = k_blocks(t.qtype, t.nbytes // GGML_BLOCKS[t.qtype][1], t.value, rng)
+        return data.reshape(-1)
+    if t.init == "normal":
+        x = rng.standard_normal(t.shape, dtype=np.float32) * np.float32(t.value)
+    elif t.init == "blur":
+        k = np.array([1.0, 3.0, 3.0, 1.0], dtype=np.float32)
+        x = np.outer(k, k).reshape(t.shape) / np.float32(64.0)
+    else:
+        x = np.full(t.shape, {"ones": 1.0, "zeros": 0.0}.get(t.init, t.value), dtype=np.float32)
+    qtype = gguf.GGMLQuantizationType[t.qtype]
+    rows = x.reshape(-1, t.shape[-1]) if t.shape else x.reshape(1, 1)
+    step = max(1, (1 << 24) // max(1, rows.shape[1]))  # quantize 16M values at a time
+    parts = [gguf.quants.quantize(rows[i:i + step], qtype).view(np.uint8).reshape(-1)
+             for i in range(0, rows.shape[0], step)]
+    return np.concatenate(parts) if len(parts) > 1 else parts[0]
+
+
+def write_gguf(path: Path, layout: Mapping[str, Any], seed: int = 0) -> int:
+    """Write a GGUF layout to path (atomically), tensor by tensor; returns the file size. Needs numpy and gguf."""
+    try:
+        import gguf  # type: ignore[import-not-found, unused-ignore]
+        import numpy as np  # type: ignore[import-not-found, unused-ignore]
+    except ImportError as exc:
+        raise RuntimeError(f"writing {path.name} needs the gguf package in {sys.executable} (ComfyUI-GGUF's "
+                           f"requirement): {sys.executable} -m pip install gguf ({exc})") from exc
+    specs = gguf_specs(layout)
+    file_type = str(layout["format"])
+    rng = np.random.default_rng(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.part")
+    try:
+        writer = gguf.GGUFWriter(path=None, arch="wan")
+        kv = _gguf_kv(file_type)
+        writer.add_quantization_version(int(kv["general.quantization_version"]))
+        writer.add_file_type(int(kv["general.file_type"]))
+        for t in specs:
+            writer.add_tensor_info(t.name, t.shape, np.dtype(np.float32), t.nbytes,
+                                   raw_dtype=gguf.GGMLQuantizationType[t.qtype])
+        writer.write_header_to_file(path=tmp)
+        writer.write_kv_data_to_file()
+        writer.write_ti_data_to_file()
+        for t in specs:
+            data = _gguf_data(t, rng)
+            if data.nbytes != t.nbytes:
+                raise ValueError(f"{t.name}: made {data.nbytes} bytes of {t.qtype}, declared {t.nbytes}")
+            writer.write_tensor_data(data)
+        writer.close()
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    size = path.stat().st_size
+    if size != gguf_size(specs, file_type):
+        raise RuntimeError(f"{path}: wrote {size} bytes, expected {gguf_size(specs, file_type)}")
+    return size
+
+
 def _write_conditioning(folder: Path, tokens: int = 32, text_dim: int = 4096) -> None:
     """A one-sample dataset for LoadTrainingDataset: a zero text embedding (and an unused latent)."""
     import torch  # type: ignore[import-not-found, unused-ignore]
@@ -1229,6 +1442,11 @@ def write_jobs(spec: Mapping[str, Any], *, device: str = "cpu") -> None:
     for f in spec.get("files", []):
         t0 = time.perf_counter()
         layout, path = f["layout"], Path(f["path"])
+        if is_gguf(layout):
+            size = write_gguf(path, layout, int(f.get("seed", Options.seed)))
+            print(f"{size:>16,d} B {time.perf_counter() - t0:7.2f} s  {path} (GGUF {layout.get('format')})",
+                  flush=True)
+            continue
         if layout.get("kind") == "umt5_xxl" and not blob:
             blob = tokenizer_blob()
         specs = layout_specs(layout, fp8_matmul, len(blob))

@@ -22,6 +22,8 @@ from .errors import LayoutError
 from .preflight import INPUT_MEDIA
 from .synth import (
     DIT_SIZES,
+    GGUF_FILE_TYPES,
+    GGUF_TINY_DIT,
     RIFE_ARCH,
     RIFE_MARKER,
     FileJob,
@@ -39,6 +41,8 @@ Graph = Mapping[str, Mapping[str, Any]]
 #: Core loaders whose file the synthetic set can write: class -> (input naming the file, models/ folder).
 LOADERS: Mapping[str, tuple[str, str]] = {
     "UNETLoader": ("unet_name", "diffusion_models"),
+    "UnetLoaderGGUF": ("unet_name", "diffusion_models"),  # city96/ComfyUI-GGUF
+    "UnetLoaderGGUFAdvanced": ("unet_name", "diffusion_models"),
     "LoraLoaderModelOnly": ("lora_name", "loras"),
     "LoraLoader": ("lora_name", "loras"),
     "VAELoader": ("vae_name", "vae"),
@@ -47,6 +51,9 @@ LOADERS: Mapping[str, tuple[str, str]] = {
     "AudioEncoderLoader": ("audio_encoder_name", "audio_encoders"),
 }
 SAMPLERS = frozenset({"KSampler", "KSamplerAdvanced", "SamplerCustom", "SamplerCustomAdvanced"})
+#: Loaders of a diffusion model: core UNETLoader (safetensors) and ComfyUI-GGUF's (.gguf files).
+DIT_LOADERS = frozenset({"UNETLoader", "UnetLoaderGGUF", "UnetLoaderGGUFAdvanced"})
+GGUF_LOADERS = frozenset({"UnetLoaderGGUF", "UnetLoaderGGUFAdvanced"})
 #: The Wan 2.2 models, by the conditioning or latent node that feeds their samplers.
 CONDITIONING_FAMILIES: Mapping[str, str] = {
     "WanImageToVideo": "i2v", "WanFirstLastFrameToVideo": "i2v", "WanFunInpaintToVideo": "inpaint",
@@ -150,14 +157,15 @@ def _upstream(g: Graph, start: str) -> set[str]:
 
 
 def _model_loader(g: Graph, node_id: str, via: str = "model") -> str | None:
-    """The UNETLoader a node's `model` input leads to (through LoRAs, model patches, shift nodes)."""
+    """The diffusion model loader (UNETLoader, UnetLoaderGGUF) a node's `model` input leads to (through LoRAs,
+    model patches, shift nodes)."""
     seen: set[str] = set()
     link: Any = (g.get(node_id, {}).get("inputs") or {}).get(via)
     while _is_link(link) and str(link[0]) not in seen:
         current = str(link[0])
         seen.add(current)
         node = g.get(current, {})
-        if node.get("class_type") == "UNETLoader":
+        if node.get("class_type") in DIT_LOADERS:
             return current
         link = (node.get("inputs") or {}).get("model")
     return None
@@ -186,6 +194,13 @@ def weight_format(name: str, default: str) -> str:
         if fmt in words:
             return fmt
     return default
+
+
+def gguf_file_type(name: str) -> str | None:
+    """The GGUF file type a name says, as QuantStack and city96 name their files (Q4_K_M, Q8_0, Q6_K, F16,
+    BF16, ...), or None."""
+    found = re.findall(r"(?<![a-z0-9])(q[2-8]_k_[sml]|q[2-8]_k|q[4-8]_[01]|bf16|f16|f32)(?![a-z0-9])", name.lower())
+    return found[-1].upper() if found else None
 
 
 def _name_size(name: str) -> str | None:
@@ -244,9 +259,29 @@ class _Planner:
             return 16
         return None
 
+    def gguf_format(self, node_id: str, name: str) -> str | None:
+        """The GGUF file type of a diffusion model file, None for a safetensors one; the loader must fit."""
+        loader = str(self.g[node_id].get("class_type"))
+        if not name.lower().endswith(".gguf"):
+            if loader in GGUF_LOADERS:
+                raise self.fail(node_id, name, f"{loader} (city96/ComfyUI-GGUF) loads .gguf files only; name a "
+                                               "GGUF file (e.g. Wan2.2-I2V-A14B-HighNoise-Q4_K_M.gguf) or load it "
+                                               "with UNETLoader")
+            return None
+        if loader not in GGUF_LOADERS:
+            raise self.fail(node_id, name, f"{loader} does not load GGUF files; load it with UnetLoaderGGUF "
+                                           "(city96/ComfyUI-GGUF)")
+        file_type = gguf_file_type(name)
+        if file_type not in GGUF_FILE_TYPES:
+            raise self.fail(node_id, name, "the name says none of the GGUF types the synthetic set writes ("
+                                           f"{', '.join(GGUF_FILE_TYPES)}); name the file after its type, as "
+                                           "QuantStack and city96 do (e.g. Wan2.2-I2V-A14B-HighNoise-Q4_K_M.gguf)")
+        return file_type
+
     def dit(self, node_id: str, name: str) -> tuple[dict[str, Any], str]:
         if node_id in self.dits:
             return self.dits[node_id]
+        gguf = self.gguf_format(node_id, name)
         version = _wan_version(name)
         if version == "2.1" or _name_size(name) == "1.3B":
             raise self.fail(node_id, name, "the name says Wan 2.1; the synthetic set writes the Wan 2.2 models "
@@ -273,23 +308,26 @@ class _Planner:
             raise self.fail(node_id, name, f"there is no {model_size} {FAMILY_WORDS[family]} model in Wan 2.2 "
                                            f"as ComfyUI 0.8.0 loads it (known: {known})")
         dim, ffn, layers = DIT_SIZES["tiny" if self.size == "tiny" else model_size]
+        if self.size == "tiny" and gguf is not None:
+            dim, ffn, layers = GGUF_TINY_DIT  # wide enough for every block Linear to hold K-type blocks
         if self.size == "tiny" and spec.get("extra") == "animate":
             layers = 5  # one face adapter block per 5 layers: ComfyUI detects animate by the first one
-        fmt = weight_format(name, "bf16")
+        fmt = gguf or weight_format(name, "bf16")
         layout = {"kind": "wan_dit", "dim": dim, "ffn_dim": ffn, "layers": layers,
-                  "out_dim": 48 if model_size == "5B" else 16, **spec, "format": fmt}
+                  "out_dim": 48 if model_size == "5B" else 16, **spec, "format": fmt,
+                  **({"container": "gguf"} if gguf else {})}
         extras = [f"{k} {v}" for k, v in spec.items() if k in ("ref_conv", "cam_adapter")]
         what = (f"Wan 2.2 {model_size} {FAMILY_WORDS[family]} model (in_dim {spec['in_dim']}"
                 + "".join(f", {e}" for e in extras) + (", CLIP image input" if spec.get("clip") else "")
-                + f"), {fmt}" + (", tiny" if self.size == "tiny" else ""))
+                + f"), {'GGUF ' if gguf else ''}{fmt}" + (", tiny" if self.size == "tiny" else ""))
         self.dits[node_id] = (layout, what)
         return layout, what
 
     def lora(self, node_id: str, name: str) -> tuple[dict[str, Any], str]:
         loader = _model_loader(self.g, node_id)
         if loader is None:
-            raise self.fail(node_id, name, "its model input does not lead to a UNETLoader, so the model it "
-                                           "patches (and so its shapes) is unknown")
+            raise self.fail(node_id, name, "its model input does not lead to a UNETLoader or UnetLoaderGGUF, so "
+                                           "the model it patches (and so its shapes) is unknown")
         target, what = self.dit(loader, str(self.g[loader]["inputs"].get("unet_name")))
         m = re.search(r"(?:rank|_r)[_-]?(\d+)", name.lower())
         rank = int(m.group(1)) if m else DEFAULT_LORA_RANK
@@ -353,7 +391,8 @@ def model_needs(g: Graph, size: str) -> list[ModelNeed]:
     """Every model file the prompt's core loaders name, with the layout to write at `size` (tiny or full):
     diffusion models first (LoRAs and VAEs follow from them), then the rest, each file once."""
     planner = _Planner(g, size)
-    kinds = {"UNETLoader": planner.dit, "LoraLoaderModelOnly": planner.lora, "LoraLoader": planner.lora,
+    kinds = {"UNETLoader": planner.dit, "UnetLoaderGGUF": planner.dit, "UnetLoaderGGUFAdvanced": planner.dit,
+             "LoraLoaderModelOnly": planner.lora, "LoraLoader": planner.lora,
              "VAELoader": planner.vae, "CLIPLoader": planner.text_encoder,
              "CLIPVisionLoader": planner.clip_vision, "AudioEncoderLoader": planner.audio_encoder}
     order = list(kinds)

@@ -22,7 +22,8 @@ __all__ = ["build_report", "main", "model_location"]
 
 #: The model input of a loader, for UI-format files (their widget values carry no input names).
 _LOADER_INPUTS = {
-    "UNETLoader": "unet_name", "UnetLoaderGGUF": "unet_name", "CLIPLoader": "clip_name",
+    "UNETLoader": "unet_name", "UnetLoaderGGUF": "unet_name", "UnetLoaderGGUFAdvanced": "unet_name",
+    "CLIPLoader": "clip_name",
     "CLIPLoaderGGUF": "clip_name", "CLIPVisionLoader": "clip_name", "VAELoader": "vae_name",
     "LoraLoader": "lora_name", "LoraLoaderModelOnly": "lora_name", "CheckpointLoaderSimple": "ckpt_name",
     "UpscaleModelLoader": "model_name",

@@ -103,7 +103,8 @@ VIDEO_NODES: Mapping[str, str] = MappingProxyType({
 DECODE_CLASSES: frozenset[str] = frozenset({"VAEDecode", "VAEDecodeTiled", "WanVideoDecode"})
 #: Model loaders by role: class -> the input naming its file.
 EXPERT_LOADERS: Mapping[str, str] = MappingProxyType({
-    "UNETLoader": "unet_name", "UnetLoaderGGUF": "unet_name", "WanVideoModelLoader": "model",
+    "UNETLoader": "unet_name", "UnetLoaderGGUF": "unet_name", "UnetLoaderGGUFAdvanced": "unet_name",
+    "WanVideoModelLoader": "model",
     "CheckpointLoaderSimple": "ckpt_name"})
 TEXT_ENCODER_LOADERS: Mapping[str, str] = MappingProxyType({
     "CLIPLoader": "clip_name", "CLIPLoaderGGUF": "clip_name", "LoadWanVideoT5TextEncoder": "model_name"})

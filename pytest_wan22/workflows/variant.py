@@ -590,7 +590,7 @@ class _Builder:
                                 "or two passes")
         if lora and experts is not None:
             for loader in experts:
-                if self.g[loader]["class_type"] not in ("UNETLoader", "UnetLoaderGGUF"):
+                if self.g[loader]["class_type"] not in ("UNETLoader", "UnetLoaderGGUF", "UnetLoaderGGUFAdvanced"):
                     raise WorkflowError(f"{self.where}: schedule() inserts LoraLoaderModelOnly after UNETLoader "
                                         f"experts; the graph loads them with {describe_node(self.g, loader)}")
             for role, loader in (("high", experts[0]), ("low", experts[1])):

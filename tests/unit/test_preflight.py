@@ -455,3 +455,13 @@ def test_a_launched_servers_hints_name_the_folders_it_reads(tmp_path: Path) -> N
                                      f"at it; the server reads models from the synthetic set 'tiny' ({root}), "
                                      "which has no such file")
     assert synthetic["1"] == user["1"]  # inputs come from the user's folder on every tier
+
+
+def test_a_gguf_graph_without_comfyui_gguf_names_the_pack_and_its_requirement(full: dict[str, Any]) -> None:
+    graph = load_workflow(REPO / "workflows" / "wan22_i2v_a14b_gguf.json").graph
+    problems = [p for p in find_problems(graph, full) if p.kind == "node"]
+    assert [(p.node_id, p.class_type) for p in problems] == [("1", "UnetLoaderGGUF"), ("2", "UnetLoaderGGUF")]
+    for p in problems:
+        assert "install city96/ComfyUI-GGUF into <comfyui>/custom_nodes/" in p.fix
+        assert "git clone https://github.com/city96/ComfyUI-GGUF" in p.fix
+        assert "pip install -r custom_nodes/ComfyUI-GGUF/requirements.txt" in p.fix
