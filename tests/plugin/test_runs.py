@@ -427,8 +427,8 @@ def test_workflow_library_fixture_loads_by_name_and_names_the_known_ones(wan22_p
     """, ini=f"wan22_workflows_dir = {Path(__file__).resolve().parents[2] / 'workflows'}")
     result = p.runpytest()
     result.assert_outcomes(passed=1, failed=1)
-    result.stdout.fnmatch_lines(["*workflow */wan23_i2v.json does not exist (known: wan22_i2v_a14b, wan22_i2v_a14b_gguf); fix the name or "
-                                 "--wan22-workflows-dir*"])
+    result.stdout.fnmatch_lines(["*workflow */wan23_i2v.json does not exist (known: wan22_i2v_a14b, "
+                                 "wan22_i2v_a14b_gguf); fix the name or --wan22-workflows-dir*"])
 
 
 def test_sessions_sharing_a_log_folder_keep_every_record(wan22_project: Project) -> None:

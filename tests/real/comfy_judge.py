@@ -7,18 +7,24 @@ turned into a state dict of zeros with the layout's names, shapes and dtypes (on
 big for this machine's memory), or read from the file at "path" as ComfyUI reads it, and handed to the loader
 ComfyUI uses for its kind: load_diffusion_model_state_dict (or, on the meta device, model detection and
 load_model_weights), VAE, load_clipvision_from_sd, load_audio_encoder_from_sd, the text encoder detection,
-load_lora against the model it patches ("target", a DiT layout); input media go through LoadImage's,
+load_lora against the model it patches ("target", a DiT layout); a GGUF DiT (container "gguf") is read by
+city96/ComfyUI-GGUF's own loader (gguf_sd_loader) and loaded with its GGMLOps as UnetLoaderGGUF does, then run once
+on random inputs to see its output finite (a full-size one is judged by detection and keys on the meta device;
+without the pack in COMFYUI_DIR/custom_nodes it is reported as skipped); input media go through LoadImage's,
 LoadVideo's and LoadAudio's code. What ComfyUI detected and every warning it logged (missing, unexpected or not
 loaded keys) is printed as one JSON line per layout.
 """
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import json
 import logging
 import sys
+import tempfile
 import traceback
+import types
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +100,72 @@ def main() -> None:
                          **{k: unet.get(k) for k in ("model_type", "in_dim", "out_dim", "dim", "num_layers",
                                                      "in_dim_ref_conv", "flf_pos_embed_token_number")}}
 
+    def gguf_pack() -> tuple[Any, Any, Any] | None:
+        """ComfyUI-GGUF's loader, ops and nodes modules (imported as a package of another name)."""
+        folder = Path(comfyui) / "custom_nodes" / "ComfyUI-GGUF"
+        if not (folder / "loader.py").is_file():
+            return None
+        if "wan22_comfyui_gguf" not in sys.modules:
+            package = types.ModuleType("wan22_comfyui_gguf")
+            package.__path__ = [str(folder)]
+            sys.modules["wan22_comfyui_gguf"] = package
+        return (importlib.import_module("wan22_comfyui_gguf.loader"),
+                importlib.import_module("wan22_comfyui_gguf.ops"),
+                importlib.import_module("wan22_comfyui_gguf.nodes"))
+
+    def run_once(net: Any, in_dim: int) -> dict[str, Any]:
+        """One forward pass on random inputs: is the output finite?"""
+        gen = torch.Generator().manual_seed(0)
+        x = torch.randn((1, in_dim, 2, 8, 8), generator=gen)
+        context = torch.randn((1, 16, 4096), generator=gen)
+        with torch.no_grad():
+            y = net(x, torch.tensor([500.0]), context)
+        return {"finite": bool(torch.isfinite(y).all()), "output_std": round(float(y.float().std()), 4)}
+
+    def gguf_dit(layout: dict[str, Any]) -> tuple[Any, Any, dict[str, Any]]:
+        pack = gguf_pack()
+        if pack is None:
+            return None, None, {
+                "skipped": f"city96/ComfyUI-GGUF is not installed in {comfyui}/custom_nodes (git clone "
+                           "https://github.com/city96/ComfyUI-GGUF there and pip install gguf into ComfyUI's "
+                           "interpreter)"}
+        loader, ops, nodes = pack
+        if not path and synth.layout_bytes(layout) > META_BYTES:  # detection and keys of the same tensors
+            sd = {t.name: torch.empty(t.shape, dtype=torch.bfloat16, device="meta") for t in synth.gguf_specs(layout)}
+            return None, None, dit_from(sd)
+        with tempfile.TemporaryDirectory() as tmp:
+            file = path or str(Path(tmp) / "model.gguf")
+            if not path:
+                synth.write_gguf(Path(file), layout, seed=1)
+            sd = loader.gguf_sd_loader(file)
+            types_found = sorted({getattr(v, "tensor_type", None).name for v in sd.values()
+                                  if getattr(v, "tensor_type", None) is not None})
+            patcher = comfy.sd.load_diffusion_model_state_dict(sd, model_options={"custom_operations": ops.GGMLOps()})
+            if patcher is None:
+                return None, None, {"detected": None}
+            patcher = nodes.GGUFModelPatcher.clone(patcher)  # as UnetLoaderGGUF hands it on
+            model = patcher.model
+            unet = model.model_config.unet_config
+            return model, patcher, {
+                "detected": type(model.model_config).__name__, "model": type(model).__name__,
+                "net": type(model.diffusion_model).__name__, "meta": False, "gguf_types": types_found,
+                **run_once(model.diffusion_model, unet["in_dim"]),
+                **{k: unet.get(k) for k in ("model_type", "in_dim", "out_dim", "dim", "num_layers")}}
+
+    def dit_from(sd: dict[str, Any]) -> dict[str, Any]:
+        sd, metadata = comfy.utils.convert_old_quants(sd, "", metadata={})
+        config = comfy.model_detection.model_config_from_unet(sd, "", metadata=metadata)
+        if config is None:
+            return {"detected": None}
+        config.set_inference_dtype(torch.bfloat16, None)
+        with torch.device("meta"):
+            model = config.get_model(sd, "", device=torch.device("meta"))
+        model.load_model_weights(sd, "")
+        unet = model.model_config.unet_config
+        return {"detected": type(model.model_config).__name__, "model": type(model).__name__,
+                "net": type(model.diffusion_model).__name__, "meta": True,
+                **{k: unet.get(k) for k in ("model_type", "in_dim", "out_dim", "dim", "num_layers")}}
+
     path = ""
     for entry in json.loads(Path(layouts_file).read_text()):
         layout, out = entry["layout"], {"id": entry["id"]}
@@ -117,6 +189,8 @@ def main() -> None:
 
                     with Image.open(path) as im:
                         out.update(width=im.size[0], height=im.size[1], format=im.format)
+            elif kind == "wan_dit" and synth.is_gguf(layout):
+                out.update(gguf_dit(layout)[2])
             elif kind == "wan_dit":
                 out.update(dit(layout)[2])
             elif kind in ("wan21_vae", "wan22_vae"):
@@ -147,21 +221,28 @@ def main() -> None:
                 lora_path, path = path, ""
                 target = entry.get("target") or {"kind": "wan_dit", "in_dim": 16, "out_dim": 16,
                                                  "format": "bf16", **layout["blocks"]}
-                model, patcher, found = dit(target)
+                if synth.is_gguf(target) and synth.layout_bytes(target) > META_BYTES:  # its keys, on meta
+                    target = {**{k: v for k, v in target.items() if k != "container"}, "format": "bf16"}
+                model, patcher, found = gguf_dit(target) if synth.is_gguf(target) else dit(target)
                 path = lora_path
                 out["target"] = found
-                key_map = comfy.lora.model_lora_keys_unet(model, {})
-                meta = patcher is None
-                patches = comfy.lora.load_lora(state_dict(layout, meta), key_map)
-                out["patched"] = len(patches)
-                if meta:  # too big to patch here: every patch's up @ down must have its weight's shape
-                    weights = model.state_dict()
-                    out["wrong_shape"] = sorted(
-                        k for k, patch in patches.items()
-                        if (patch.weights[0].shape[0], patch.weights[1].shape[1]) != tuple(weights[k].shape))[:20]
+                if "skipped" in found:
+                    out["skipped"] = found["skipped"]
                 else:
-                    patcher.add_patches(patches, 1.0)
-                    patcher.patch_model()
+                    key_map = comfy.lora.model_lora_keys_unet(model, {})
+                    meta = patcher is None
+                    patches = comfy.lora.load_lora(state_dict(layout, meta), key_map)
+                    out["patched"] = len(patches)
+                    if meta:  # too big to patch here: every patch's up @ down must have its weight's shape
+                        weights = model.state_dict()
+                        out["wrong_shape"] = sorted(
+                            k for k, patch in patches.items()
+                            if (patch.weights[0].shape[0], patch.weights[1].shape[1]) != tuple(weights[k].shape))[:20]
+                    else:
+                        patcher.add_patches(patches, 1.0)
+                        patcher.patch_model()
+                        if synth.is_gguf(target):  # ComfyUI-GGUF applies the patches as it dequantizes
+                            out["patched_run"] = run_once(model.diffusion_model, target["in_dim"])
             else:
                 out["error"] = f"unknown kind {kind}"
         except Exception as exc:

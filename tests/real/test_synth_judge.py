@@ -17,7 +17,7 @@ import pytest
 from pytest_wan22 import synth
 from pytest_wan22.collect import template_dirs
 from pytest_wan22.synth_plan import media_needs, model_needs
-from pytest_wan22.workflows import Variant, Workflow
+from pytest_wan22.workflows import Variant, Workflow, load_workflow
 from pytest_wan22.workflows.convert import convert_ui
 from tests.real.conftest import COMFYUI, PYTHON, REPO
 
@@ -199,3 +199,82 @@ def test_files_the_writer_wrote_load_in_comfyui(tmp_path: Path) -> None:
     assert _agrees(verdicts["a.MP3"], {"sample_rate": 16000}) == []
     assert verdicts["a.MP3"]["seconds"] >= 2.0
     assert _agrees(verdicts["i.jpg"], {"width": 64, "height": 48, "format": "JPEG"}) == []
+
+
+# GGUF experts (city96/ComfyUI-GGUF), as QuantStack and city96 name them: read by the pack's own loader, loaded with
+# its GGMLOps and run once (tiny), or detected with their keys checked on the meta device (full size).
+GGUF_TINY = {"kind": "wan_dit", "dim": 256, "ffn_dim": 512, "layers": 2, "container": "gguf"}
+GGUF_FULL_14B = {**FULL_14B, "container": "gguf"}
+GGUF_DITS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
+for size, base, five in (("tiny", {**GGUF_TINY, "out_dim": 16}, {**GGUF_TINY, "out_dim": 48}),
+                         ("full", GGUF_FULL_14B, {**FULL_5B, "container": "gguf"})):
+    ran = {"finite": True} if size == "tiny" else {"meta": True}
+    GGUF_DITS.update({
+        f"GGUF 14B i2v Q4_K_M {size}": ({**base, "in_dim": 36, "format": "Q4_K_M"},
+                                        {"detected": "WAN21_T2V", "in_dim": 36, **ran}),
+        f"GGUF 14B i2v Q8_0 {size}": ({**base, "in_dim": 36, "format": "Q8_0"},
+                                      {"detected": "WAN21_T2V", "in_dim": 36, **ran}),
+        f"GGUF 14B t2v Q5_K_M {size}": ({**base, "in_dim": 16, "format": "Q5_K_M"},
+                                        {"detected": "WAN21_T2V", "in_dim": 16, **ran}),
+        f"GGUF 14B t2v Q3_K_S {size}": ({**base, "in_dim": 16, "format": "Q3_K_S"},
+                                        {"detected": "WAN21_T2V", "in_dim": 16, **ran}),
+        f"GGUF 14B i2v Q2_K {size}": ({**base, "in_dim": 36, "format": "Q2_K"},
+                                      {"detected": "WAN21_T2V", "in_dim": 36, **ran}),
+        f"GGUF 14B i2v Q4_0 {size}": ({**base, "in_dim": 36, "format": "Q4_0"},
+                                      {"detected": "WAN21_T2V", "in_dim": 36, **ran}),
+        f"GGUF 14B fun control Q6_K {size}": ({**base, "in_dim": 52, "ref_conv": 16, "format": "Q6_K"},
+                                              {"detected": "WAN21_T2V", "in_dim": 52, **ran}),
+        f"GGUF 5B ti2v Q8_0 {size}": ({**five, "in_dim": 48, "format": "Q8_0"},
+                                      {"detected": "WAN22_T2V", "in_dim": 48, "out_dim": 48, **ran}),
+        f"GGUF 5B ti2v BF16 {size}": ({**five, "in_dim": 48, "format": "BF16"},
+                                      {"detected": "WAN22_T2V", "in_dim": 48, "out_dim": 48, **ran}),
+    })
+GGUF_WORKFLOW = REPO / "workflows" / "wan22_i2v_a14b_gguf.json"
+
+
+def _unless_skipped(verdicts: Mapping[str, Mapping[str, Any]]) -> None:
+    reasons = {str(v["skipped"]) for v in verdicts.values() if "skipped" in v}
+    if reasons:
+        pytest.skip(reasons.pop())
+
+
+@pytest.fixture(scope="module")
+def gguf_verdicts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
+    return judge([{"id": k, "layout": layout} for k, (layout, _) in GGUF_DITS.items()],
+                 tmp_path_factory.mktemp("judge-gguf"))
+
+
+@pytest.mark.parametrize("name", list(GGUF_DITS))
+def test_every_gguf_layout_loads_through_comfyui_gguf_as_the_model_it_stands_for(
+        name: str, gguf_verdicts: dict[str, dict[str, Any]]) -> None:
+    _unless_skipped({name: gguf_verdicts[name]})
+    assert _agrees(gguf_verdicts[name], GGUF_DITS[name][1]) == []
+
+
+@pytest.mark.parametrize("size", ["tiny", "full"])
+def test_the_gguf_workflows_files_are_what_comfyui_gguf_loads(size: str, tmp_path: Path) -> None:
+    prompt = load_workflow(GGUF_WORKFLOW).graph
+    if size == "tiny":
+        prompt = Variant(Workflow(prompt, name="gguf")).precomputed_conditioning("cond").build()
+    needs = [n for n in model_needs(prompt, size) if n.loader != "CLIPLoader"]
+    verdicts = judge([{"id": n.name, "layout": n.layout, "target": n.patches} for n in needs], tmp_path)
+    _unless_skipped(verdicts)
+    expert = {"detected": "WAN21_T2V", "in_dim": 36, **({"finite": True} if size == "tiny" else {})}
+    for name in ("Wan2.2-I2V-A14B-HighNoise-Q4_K_M.gguf", "Wan2.2-I2V-A14B-LowNoise-Q4_K_M.gguf"):
+        assert _agrees(verdicts[name], expert) == []
+    if size == "tiny":  # a LoRA is judged against the model it patches, loaded from safetensors of its layout
+        lora = verdicts["wan2.2_i2v_lightx2v_4steps_lora_v1_high_noise.safetensors"]
+        assert _agrees(lora, {"patched": 20}) == []  # no shape mismatch warned as the patches are applied
+        assert lora.get("patched_run", {}).get("finite") is True, lora  # ComfyUI-GGUF applies them as it dequantizes
+
+
+def test_gguf_files_the_writer_wrote_load_in_comfyui_gguf(tmp_path: Path) -> None:
+    assert PYTHON
+    root = tmp_path / "set"
+    layout = {**GGUF_TINY, "out_dim": 16, "in_dim": 36, "format": "Q4_K_M"}
+    job = synth.FileJob("models/diffusion_models/Wan2.2-I2V-A14B-HighNoise-Q4_K_M.gguf", layout)
+    synth.ensure_files(PYTHON, root, [job], timeout=600, log_path=tmp_path / "w.log")
+    verdicts = judge([{"id": job.relpath, "layout": layout, "path": str(root / job.relpath)}], tmp_path)
+    _unless_skipped(verdicts)
+    assert _agrees(verdicts[job.relpath], {"detected": "WAN21_T2V", "in_dim": 36, "finite": True,
+                                           "gguf_types": ["F16", "F32", "Q4_K", "Q6_K"]}) == []
