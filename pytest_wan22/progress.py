@@ -209,10 +209,10 @@ class Progress:
                     r.node, r.step, r.steps, r.step_times = node, 0, 0, ()
             elif event.type == "progress":
                 node = str(data.get("node", r.node))
-                if node != r.node:
+                step, steps = int(data.get("value", 0) or 0), int(data.get("max", 0) or 0)
+                if node != r.node or steps != r.steps or step < r.step:  # another node, or a new bar of it
                     r.node, r.step_times = node, ()
-                r.step = int(data.get("value", 0) or 0)
-                r.steps = int(data.get("max", 0) or 0)
+                r.step, r.steps = step, steps
                 r.step_times = (*r.step_times, event.t)
             else:
                 return

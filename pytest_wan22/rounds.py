@@ -96,6 +96,8 @@ def adapt(variant: Variant, tier: Tier, models: SyntheticModels | None) -> Varia
             variant = candidate
         except Wan22Error:
             pass  # no core text-encoder path to replace: the synthetic set says why it cannot write the encoder
+    if not tier.is_gpu:
+        variant = variant.on_cpu()
     if tier.scale:
         variant = variant.scaled(**tier.scale)
     if tier.torch_compile:

@@ -36,14 +36,18 @@ from .workflows import SAMPLER_CLASSES, node_titles
 PHASES: Mapping[str, frozenset[str]] = {
     "load": frozenset({"UNETLoader", "CLIPLoader", "VAELoader", "LoraLoaderModelOnly", "LoraLoader", "LoadImage",
                        "CheckpointLoaderSimple", "CLIPVisionLoader", "LoadTrainingDataset", "ModelSamplingSD3",
-                       "UnetLoaderGGUF", "UnetLoaderGGUFAdvanced", "CLIPLoaderGGUF"}),
-    "text": frozenset({"CLIPTextEncode", "ConditioningZeroOut", "CLIPVisionEncode"}),
-    "encode": frozenset({"WanImageToVideo", "WanFirstLastFrameToVideo"}),
+                       "UnetLoaderGGUF", "UnetLoaderGGUFAdvanced", "CLIPLoaderGGUF",
+                       # WanVideoWrapper (which loads an expert's weights inside its sampler's node)
+                       "WanVideoModelLoader", "WanVideoVAELoader", "LoadWanVideoT5TextEncoder",
+                       "WanVideoLoraSelect", "WanVideoSetLoRAs", "WanVideoSetBlockSwap"}),
+    "text": frozenset({"CLIPTextEncode", "ConditioningZeroOut", "CLIPVisionEncode", "WanVideoTextEncode",
+                       "WanVideoTextEmbedBridge"}),
+    "encode": frozenset({"WanImageToVideo", "WanFirstLastFrameToVideo", "WanVideoImageToVideoEncode"}),
     "compile": frozenset({"TorchCompileModel"}),
     "sampling": SAMPLER_CLASSES,
-    "decode": frozenset({"VAEDecode", "VAEDecodeTiled"}),
+    "decode": frozenset({"VAEDecode", "VAEDecodeTiled", "WanVideoDecode"}),
     "interpolation": frozenset({"RIFE VFI", "FILM VFI", "FrameInterpolate"}),
-    "save": frozenset({"CreateVideo", "SaveVideo", "SaveWEBM", "SaveAnimatedWEBP", "SaveImage"}),
+    "save": frozenset({"CreateVideo", "SaveVideo", "SaveWEBM", "SaveAnimatedWEBP", "SaveImage", "VHS_VideoCombine"}),
 }
 
 _ANNOTATED = re.compile(r"\s\[(input|output|temp)\]$")  # ComfyUI's folder annotation of a file name
@@ -116,9 +120,27 @@ def sampler_passes(events: Sequence[Event], nodes: Sequence[NodeTiming]) -> list
         if n.class_type not in SAMPLER_CLASSES or n.cached:
             continue
         frames = [e for e in events if e.type == "progress" and str(e.data.get("node")) == n.node_id]
+        frames, before = last_bar(frames)
         steps = int(frames[-1].data.get("max", len(frames))) if frames else 0
-        passes.append(SamplerPass(n.node_id, n.title, steps, tuple(e.t for e in frames), n.seconds))
+        seconds = n.seconds
+        start = next((e.t for e in events if e.type == "executing" and str(e.data.get("node")) == n.node_id), None)
+        if before is not None and start is not None:  # the pass starts where the node's earlier bar ended
+            seconds = max(0.0, start + n.seconds - before)
+        passes.append(SamplerPass(n.node_id, n.title, steps, tuple(e.t for e in frames), seconds))
     return passes
+
+
+def last_bar(frames: Sequence[Event]) -> tuple[list[Event], float | None]:
+    """A node's last progress bar (its sampling steps), and when the bar before it ended (None without one).
+
+    A bar starts over where `max` changes or `value` falls: WanVideoWrapper's sampler first reports loading the
+    model's weights (one frame per parameter) and then its steps, on the same node."""
+    start = 0
+    for i in range(1, len(frames)):
+        a, b = frames[i - 1].data, frames[i].data
+        if b.get("max") != a.get("max") or int(b.get("value") or 0) < int(a.get("value") or 0):
+            start = i
+    return list(frames[start:]), (frames[start - 1].t if start else None)
 
 
 def phases(nodes: Sequence[NodeTiming]) -> dict[str, float]:
@@ -139,9 +161,15 @@ def outputs(history: Mapping[str, Any] | None, output_dir: Path | None) -> list[
                 if not isinstance(item, dict) or "filename" not in item:
                     continue
                 f = OutputFile(item["filename"], item.get("subfolder", ""), item.get("type", "output"), node_id)
-                if output_dir is not None and f.type == "output":
-                    path = output_dir / f.subfolder / f.filename
-                    if path.is_file():
+                # a temp file (a preview, VHS_VideoCombine with save_output off) is in ComfyUI's temp folder: a
+                # launched server's --temp-directory beside its output folder (which gets a temp/ of its own), or
+                # the base directory's temp/
+                folders: list[Path] = []
+                if output_dir is not None:
+                    folders = [output_dir] if f.type == "output" else [
+                        output_dir.parent / "temp" / "temp", output_dir.parent / "temp"] if f.type == "temp" else []
+                path = next((p for d in folders if (p := d / f.subfolder / f.filename).is_file()), None)
+                if path is not None:
                         f = replace(f, path=str(path), bytes=path.stat().st_size)
                         info = mp4_info(path) if path.suffix.lower() in (".mp4", ".mov", ".m4v") else None
                         if info:

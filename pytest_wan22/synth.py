@@ -297,6 +297,21 @@ def umt5_shapes() -> dict[str, Shape]:
     return s
 
 
+def wanvideo_t5_shapes() -> dict[str, Shape]:
+    """UMT5-XXL's encoder in WanVideoWrapper's own layout (umt5-xxl-enc-bf16.safetensors): token_embedding,
+    blocks.N.{norm1, attn.q/k/v/o, norm2, ffn.gate.0, ffn.fc1, ffn.fc2, pos_embedding.embedding}, norm."""
+    c = UMT5_XXL
+    d, f = c["d_model"], c["d_ff"]
+    s: dict[str, Shape] = {"token_embedding.weight": (c["vocab"], d)}
+    for i in range(c["layers"]):
+        b = f"blocks.{i}."
+        s.update({f"{b}norm1.weight": (d,), **{f"{b}attn.{p}.weight": (d, d) for p in "qkvo"},
+                  f"{b}norm2.weight": (d,), f"{b}ffn.gate.0.weight": (f, d), f"{b}ffn.fc1.weight": (f, d),
+                  f"{b}ffn.fc2.weight": (d, f), f"{b}pos_embedding.embedding.weight": (c["buckets"], c["heads"])})
+    s["norm.weight"] = (d,)
+    return s
+
+
 def _dense(name: str, shape: Shape, dtype: str = "BF16") -> TensorSpec:
     """Init rule for dense tensors: modulation N(0, 1/dim), bias 0, norms 1, weights 0.5/sqrt(fan_in)."""
     if name.endswith("modulation"):
@@ -675,6 +690,11 @@ def layout_specs(layout: Mapping[str, Any], fp8_matmul: str = "fast", tokenizer_
         return _tensor_specs(wav2vec2_large_tensors(), fmt, fp8_matmul)
     if kind == "umt5_xxl":
         return text_encoder_specs("full", tokenizer_bytes, fp8_matmul, fmt)
+    if kind == "wanvideo_t5":
+        dtype = FORMAT_DTYPES[fmt]
+        return [TensorSpec(n, sh, dtype, "normal", 1.0) if n == "token_embedding.weight" else
+                TensorSpec(n, sh, dtype, "normal", 0.1) if ".pos_embedding." in n else _dense(n, sh, dtype)
+                for n, sh in wanvideo_t5_shapes().items()]
     if kind == "lora":
         rank, dtype = int(layout["rank"]), FORMAT_DTYPES[fmt]
         specs: list[TensorSpec] = []

@@ -49,17 +49,23 @@ LOADERS: Mapping[str, tuple[str, str]] = {
     "CLIPLoader": ("clip_name", "text_encoders"),
     "CLIPVisionLoader": ("clip_name", "clip_vision"),
     "AudioEncoderLoader": ("audio_encoder_name", "audio_encoders"),
+    # kijai/ComfyUI-WanVideoWrapper's loaders read the same folders
+    "WanVideoModelLoader": ("model", "diffusion_models"),
+    "WanVideoLoraSelect": ("lora", "loras"),
+    "WanVideoVAELoader": ("model_name", "vae"),
+    "LoadWanVideoT5TextEncoder": ("model_name", "text_encoders"),
 }
-SAMPLERS = frozenset({"KSampler", "KSamplerAdvanced", "SamplerCustom", "SamplerCustomAdvanced"})
-#: Loaders of a diffusion model: core UNETLoader (safetensors) and ComfyUI-GGUF's (.gguf files).
-DIT_LOADERS = frozenset({"UNETLoader", "UnetLoaderGGUF", "UnetLoaderGGUFAdvanced"})
+SAMPLERS = frozenset({"KSampler", "KSamplerAdvanced", "SamplerCustom", "SamplerCustomAdvanced", "WanVideoSampler"})
+#: Loaders of a diffusion model: core UNETLoader (safetensors), ComfyUI-GGUF's (.gguf files) and WanVideoWrapper's
+#: WanVideoModelLoader; the walks up a sampler's `model` input stop at them.
+DIT_LOADERS = frozenset({"UNETLoader", "UnetLoaderGGUF", "UnetLoaderGGUFAdvanced", "WanVideoModelLoader"})
 GGUF_LOADERS = frozenset({"UnetLoaderGGUF", "UnetLoaderGGUFAdvanced"})
 #: The Wan 2.2 models, by the conditioning or latent node that feeds their samplers.
 CONDITIONING_FAMILIES: Mapping[str, str] = {
     "WanImageToVideo": "i2v", "WanFirstLastFrameToVideo": "i2v", "WanFunInpaintToVideo": "inpaint",
     "Wan22FunControlToVideo": "control", "WanCameraImageToVideo": "camera", "WanSoundImageToVideo": "s2v",
     "WanSoundImageToVideoExtend": "s2v", "WanAnimateToVideo": "animate", "Wan22ImageToVideoLatent": "ti2v",
-    "EmptyHunyuanLatentVideo": "t2v",
+    "EmptyHunyuanLatentVideo": "t2v", "WanVideoImageToVideoEncode": "i2v",
 }
 #: Words of a file name that say which model it is (checked in this order, whole words only).
 NAME_FAMILIES: tuple[tuple[str, str], ...] = (
@@ -85,6 +91,10 @@ DIT_FAMILIES: Mapping[tuple[str, str], dict[str, Any]] = {
     ("control", "5B"): {"in_dim": 148, "ref_conv": 48},
 }
 TINY_LORA_RANK = 16
+#: The tiny DiT for WanVideoWrapper, which reads the width from the file but takes 12 heads and 30 layers for any
+#: width it does not know (5120, 3072, 4096): width 96 (head width 8), 30 layers.
+WRAPPER_TINY_DIT = (96, 192, 30)
+WRAPPER_VAE_DIM = 96  # WanVideoVAELoader builds the Wan 2.1 VAE at its full width whatever the file holds
 DEFAULT_LORA_RANK = 64  # LightX2V's
 
 
@@ -157,8 +167,8 @@ def _upstream(g: Graph, start: str) -> set[str]:
 
 
 def _model_loader(g: Graph, node_id: str, via: str = "model") -> str | None:
-    """The diffusion model loader (UNETLoader, UnetLoaderGGUF) a node's `model` input leads to (through LoRAs,
-    model patches, shift nodes)."""
+    """The diffusion model loader (UNETLoader, UnetLoaderGGUF, WanVideoModelLoader) a node's `model` input leads
+    to (through LoRAs, model patches, shift and block-swap nodes)."""
     seen: set[str] = set()
     link: Any = (g.get(node_id, {}).get("inputs") or {}).get(via)
     while _is_link(link) and str(link[0]) not in seen:
@@ -169,6 +179,29 @@ def _model_loader(g: Graph, node_id: str, via: str = "model") -> str | None:
             return current
         link = (node.get("inputs") or {}).get("model")
     return None
+
+
+def _wrapper_lora_target(g: Graph, node_id: str) -> str | None:
+    """The WanVideoModelLoader a WanVideoLoraSelect patches: through the `prev_lora` chain to a WanVideoSetLoRAs
+    (then up its `model` input) or to the loader's own `lora` input; None unless that is one loader."""
+    found: set[str] = set()
+    todo, seen = [node_id], {node_id}
+    while todo:
+        current = todo.pop()
+        for consumer, node in g.items():
+            for name, value in (node.get("inputs") or {}).items():
+                if not (_is_link(value) and str(value[0]) == current) or consumer in seen:
+                    continue
+                cls = node.get("class_type")
+                if cls == "WanVideoLoraSelect" and name == "prev_lora":
+                    seen.add(consumer)
+                    todo.append(consumer)
+                elif cls == "WanVideoModelLoader" and name == "lora":
+                    found.add(consumer)
+                elif cls == "WanVideoSetLoRAs" and name == "lora":
+                    loader = _model_loader(g, consumer)
+                    found.add(loader or "?")
+    return next(iter(found)) if len(found) == 1 and "?" not in found else None
 
 
 def _describe(g: Graph, node_id: str) -> str:
@@ -310,6 +343,8 @@ class _Planner:
         dim, ffn, layers = DIT_SIZES["tiny" if self.size == "tiny" else model_size]
         if self.size == "tiny" and gguf is not None:
             dim, ffn, layers = GGUF_TINY_DIT  # wide enough for every block Linear to hold K-type blocks
+        if self.size == "tiny" and self.g[node_id].get("class_type") == "WanVideoModelLoader":
+            dim, ffn, layers = WRAPPER_TINY_DIT
         if self.size == "tiny" and spec.get("extra") == "animate":
             layers = 5  # one face adapter block per 5 layers: ComfyUI detects animate by the first one
         fmt = gguf or weight_format(name, "bf16")
@@ -324,18 +359,30 @@ class _Planner:
         return layout, what
 
     def lora(self, node_id: str, name: str) -> tuple[dict[str, Any], str]:
-        loader = _model_loader(self.g, node_id)
-        if loader is None:
-            raise self.fail(node_id, name, "its model input does not lead to a UNETLoader or UnetLoaderGGUF, so "
-                                           "the model it patches (and so its shapes) is unknown")
-        target, what = self.dit(loader, str(self.g[loader]["inputs"].get("unet_name")))
+        if self.g[node_id].get("class_type") == "WanVideoLoraSelect":
+            loader = _wrapper_lora_target(self.g, node_id)
+            if loader is None:
+                raise self.fail(node_id, name, "it feeds no WanVideoSetLoRAs or WanVideoModelLoader that leads to "
+                                               "one model loader, so the model it patches (and so its shapes) is "
+                                               "unknown")
+        else:
+            loader = _model_loader(self.g, node_id)
+            if loader is None:
+                raise self.fail(node_id, name, "its model input does not lead to a UNETLoader or UnetLoaderGGUF, "
+                                               "so the model it patches (and so its shapes) is unknown")
+        key = LOADERS[str(self.g[loader]["class_type"])][0]
+        target, what = self.dit(loader, str(self.g[loader]["inputs"].get(key)))
         m = re.search(r"(?:rank|_r)[_-]?(\d+)", name.lower())
         rank = int(m.group(1)) if m else DEFAULT_LORA_RANK
         if self.size == "tiny":
             rank = min(rank, TINY_LORA_RANK)
         fmt = weight_format(name, "bf16")
+        # LightX2V's Wan 2.1 image-to-video LoRAs (named for 480p or 720p) also patch the CLIP image projections
+        # of the 2.1 model, which a Wan 2.2 model lacks (its loader skips those keys)
+        words = set(_words(name))
+        wan21_i2v = _name_family(name) == "i2v" and bool(words & {"480p", "720p"})
         blocks = {"dim": target["dim"], "ffn_dim": target["ffn_dim"], "layers": target["layers"],
-                  "clip": bool(target.get("clip"))}  # all a LoRA of the blocks depends on: one file for all
+                  "clip": bool(target.get("clip")) or wan21_i2v}  # all a LoRA of the blocks depends on
         layout = {"kind": "lora", "rank": rank, "format": fmt, "blocks": blocks}
         self.patched[node_id] = target
         return layout, f"LoRA of rank {rank} ({fmt}) for the {what.split(' (')[0]} of {_describe(self.g, loader)}"
@@ -353,7 +400,7 @@ class _Planner:
             fmt = "bf16"
         if version == "2.2":  # ComfyUI builds the Wan 2.2 VAE at its full size whatever the file holds
             return {"kind": "wan22_vae", "format": fmt}, f"Wan 2.2 VAE (48 latent channels), {fmt}"
-        dim = 8 if self.size == "tiny" else 96
+        dim = 8 if self.size == "tiny" and self.g[node_id].get("class_type") == "VAELoader" else WRAPPER_VAE_DIM
         return ({"kind": "wan21_vae", "dim": dim, "format": fmt},
                 f"Wan 2.1 VAE (16 latent channels, base width {dim}), {fmt}")
 
@@ -369,6 +416,19 @@ class _Planner:
                                            "share this one loader and the loader to feed nothing else")
         fmt = weight_format(name, "fp8_scaled")
         return {"kind": "umt5_xxl", "format": fmt}, f"UMT5-XXL text encoder, {fmt}"
+
+    def wrapper_t5(self, node_id: str, name: str) -> tuple[dict[str, Any], str]:
+        if self.size == "tiny":
+            raise self.fail(node_id, name, "WanVideoWrapper builds UMT5-XXL at its full 5.7B parameters whatever "
+                                           "the file holds, too big for a CPU; the tiny set replaces the text path "
+                                           "with precomputed conditioning through WanVideoTextEmbedBridge, which "
+                                           "needs the WanVideoTextEncode nodes to share this one loader")
+        fmt = weight_format(name, "bf16")
+        if fmt not in ("bf16", "fp16", "fp32"):
+            raise self.fail(node_id, name, f"the name says {fmt}; LoadWanVideoT5TextEncoder reads bf16, fp16 or "
+                                           "fp32 weights (it refuses scaled fp8)")
+        return ({"kind": "wanvideo_t5", "format": fmt},
+                f"UMT5-XXL text encoder in WanVideoWrapper's layout, {fmt}")
 
     def clip_vision(self, node_id: str, name: str) -> tuple[dict[str, Any], str]:
         words = set(_words(name))
@@ -394,8 +454,10 @@ def model_needs(g: Graph, size: str) -> list[ModelNeed]:
     kinds = {"UNETLoader": planner.dit, "UnetLoaderGGUF": planner.dit, "UnetLoaderGGUFAdvanced": planner.dit,
              "LoraLoaderModelOnly": planner.lora, "LoraLoader": planner.lora,
              "VAELoader": planner.vae, "CLIPLoader": planner.text_encoder,
-             "CLIPVisionLoader": planner.clip_vision, "AudioEncoderLoader": planner.audio_encoder}
-    order = list(kinds)
+             "CLIPVisionLoader": planner.clip_vision, "AudioEncoderLoader": planner.audio_encoder,
+             "WanVideoModelLoader": planner.dit, "WanVideoLoraSelect": planner.lora,
+             "WanVideoVAELoader": planner.vae, "LoadWanVideoT5TextEncoder": planner.wrapper_t5}
+    order = [*(k for k in kinds if k in DIT_LOADERS), *(k for k in kinds if k not in DIT_LOADERS)]
     nodes = sorted((i for i, n in g.items() if n.get("class_type") in kinds),
                    key=lambda i: (order.index(str(g[i]["class_type"])), i))
     needs: dict[str, ModelNeed] = {}

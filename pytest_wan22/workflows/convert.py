@@ -458,6 +458,12 @@ class _Converter:
             pos += 1
             if not _fits(value, kind):
                 rest = [n for n, _k, _e in specs[specs.index((name, kind, extra)) + 1:]]
+                if value in ("", None) and pos == len(values) and not rest:
+                    # the last stored value is empty where the node's last widget is: the editor saved no value
+                    # for an input it did not know yet; the server's default stands, nothing after it is shifted
+                    self.dropped.append(f"{node.id} {node.type} input {name!r} (stored value {value!r} is not a "
+                                        f"{kind}; the server's default applies)")
+                    return out
                 self.misaligned.add(node.id)
                 self.issue(node, name, f"stored widget value {value!r} (position {pos - 1}) is not a {kind}: the "
                            "file's widget order differs from this server's /object_info (another version of the "

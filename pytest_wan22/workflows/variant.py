@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -88,6 +89,7 @@ class _State:
     seed: int | None = None
     labels: tuple[str, ...] = ()
     scale: tuple[tuple[str, int], ...] = ()
+    cpu: bool = False
 
 
 def _fmt_num(value: float) -> str:
@@ -251,6 +253,15 @@ class Variant:
             raise WorkflowError("precomputed_conditioning() needs the dataset folder name under output/")
         return self._with(conditioning_folder=folder)
 
+    def on_cpu(self) -> Variant:
+        """Run on a server without a GPU: WanVideoWrapper options that need CUDA take their CPU equivalent.
+
+        SageAttention (or another CUDA attention) becomes sdpa, fp16_fast (CUDA fp16 accumulation) fp16, fp8
+        `_fast` quantization (fp8 matmuls) plain fp8, and torch.compile settings and block swapping are unlinked
+        (a CPU has no Triton and nothing to swap to); part of digest, not of variant_id.
+        """
+        return self._with(cpu=True)
+
     def label(self, text: str) -> Variant:
         """Add a free part to variant_id (letters, digits, '_', '.', '+')."""
         if not isinstance(text, str) or not _LABEL_RE.match(text):
@@ -355,9 +366,11 @@ class Variant:
         g = self.build()
         passes = sampler_nodes(g)
         first = g[passes[0]]["inputs"] if passes else {}
-        steps = first.get("steps") if isinstance(first.get("steps"), int) else None
+        steps = int_input(g, g[passes[0]], "steps") if passes else None
         cfg = first.get("cfg") if isinstance(first.get("cfg"), (int, float)) else None
-        split = first.get("end_at_step") if len(passes) > 1 else None
+        split = None
+        if len(passes) > 1:  # KSamplerAdvanced's end_at_step, WanVideoSampler's end_step (or the primitive's)
+            split = int_input(g, g[passes[0]], "end_at_step" if "end_at_step" in first else "end_step")
         latent = latent_node(g)
         keys = LATENT_NODES[str(g[latent]["class_type"])] if latent else ("", "", "")
         width, height, length = (int_input(g, g[latent], k) if latent else None for k in keys)
@@ -366,9 +379,11 @@ class Variant:
         out_fps = g[videos[0]]["inputs"].get(VIDEO_NODES[str(g[videos[0]]["class_type"])]) if videos else None
         out_fps = float(out_fps) if isinstance(out_fps, (int, float)) and out_fps is not True else None
         base_fps = out_fps / multiplier if out_fps else None
-        loras = [g[i]["inputs"].get("lora_name") for i in matches(g, "class:LoraLoaderModelOnly")]
+        loras = [g[i]["inputs"].get("lora_name") for i in matches(g, "class:LoraLoaderModelOnly")] + [
+            g[i]["inputs"].get("lora") for i in matches(g, "class:WanVideoLoraSelect")]
         compiles = sorted({str(g[i]["inputs"].get("backend"))
-                           for i in matches(g, "class:TorchCompileModel")})
+                           for i in matches(g, "class:TorchCompileModel") + matches(
+                               g, "class:WanVideoTorchCompileSettings")})
         resolution = None
         if width and height:
             resolution = RESOLUTION_LABELS.get((width, height), f"{width}x{height}")
@@ -422,6 +437,19 @@ class Variant:
         frames, fps = d["output_frames"], d["output_fps"]
         seconds = (frames - 1) / fps if frames and fps else None
         return ExpectedOutput(frames=frames, fps=fps, width=d["width"], height=d["height"], seconds=seconds)
+
+
+_MODEL_FILE = re.compile(r"\.(safetensors|sft|ckpt|pt|pt2|pth|bin|gguf)$", re.IGNORECASE)
+
+
+def native_model_paths(g: Graph, sep: str = os.sep) -> None:
+    """Model file names with sub-folders in the separator of the server's platform: a workflow saved on Windows
+    names `WanVideo\\2_2\\model.safetensors`, which ComfyUI on Linux lists as `WanVideo/2_2/model.safetensors`."""
+    other = "\\" if sep == "/" else "/"
+    for node in g.values():
+        for name, value in node["inputs"].items():
+            if isinstance(value, str) and other in value and _MODEL_FILE.search(value):
+                node["inputs"][name] = value.replace(other, sep)
 
 
 def _schedule_label(steps: int, cfg: float | None, split: int | None, lora: bool) -> str:
@@ -482,6 +510,8 @@ class _Builder:
         experts = self.experts() if self.needs_experts() else None
         if s.conditioning_folder is not None:
             self.precomputed_conditioning(s.conditioning_folder)
+        if s.cpu:
+            self.cpu_equivalents()
         if s.schedule is not None:
             self.schedule(*s.schedule[1:], experts=experts)
         self.models(experts)
@@ -508,6 +538,7 @@ class _Builder:
             self.apply_scale(dict(s.scale))
         if s.seed is not None:
             self.apply_seed(s.seed)
+        native_model_paths(self.g)
         validate_graph(self.g, f"variant of {self.where}")
         return self.g
 
@@ -545,6 +576,9 @@ class _Builder:
 
     def precomputed_conditioning(self, folder: str) -> None:
         encoders = matches(self.g, "class:CLIPTextEncode")
+        if not encoders and matches(self.g, "class:WanVideoTextEncode"):
+            self.wrapper_conditioning(folder)
+            return
         if not encoders:
             raise WorkflowError(f"{self.where} has no CLIPTextEncode node to replace with precomputed "
                                 "conditioning; drop precomputed_conditioning() for this workflow")
@@ -564,6 +598,55 @@ class _Builder:
             if "_meta" in self.g[e]:
                 node["_meta"] = self.g[e]["_meta"]
             self.g[e] = node
+
+    def wrapper_conditioning(self, folder: str) -> None:
+        """WanVideoWrapper's text path (LoadWanVideoT5TextEncoder into WanVideoTextEncode) replaced by the
+        precomputed conditioning through the wrapper's WanVideoTextEmbedBridge."""
+        encoders = matches(self.g, "class:WanVideoTextEncode")
+        loaders = {str(self.g[e]["inputs"].get("t5", [None])[0]) for e in encoders}
+        if len(loaders) != 1 or any(self.g.get(i, {}).get("class_type") != "LoadWanVideoT5TextEncoder"
+                                    for i in loaders):
+            raise WorkflowError(f"{self.where}: the WanVideoTextEncode nodes must share one linked "
+                                "LoadWanVideoT5TextEncoder for precomputed_conditioning()")
+        loader = next(iter(loaders))
+        users = {i for i, n in self.g.items() for v in n["inputs"].values() if is_link(v) and v[0] == loader}
+        if not users <= set(encoders):
+            raise WorkflowError(f"{self.where}: the text encoder {loader} also feeds nodes other than "
+                                "WanVideoTextEncode; precomputed_conditioning() can only replace the text path")
+        self.g[loader] = {"class_type": "LoadTrainingDataset", "inputs": {"folder_name": folder},
+                          "_meta": {"title": "Precomputed Conditioning"}}
+        zero = self.add("ConditioningZeroOut", {"conditioning": [loader, 1]}, "Precomputed Conditioning (zero)")
+        for e in encoders:
+            node: dict[str, Any] = {"class_type": "WanVideoTextEmbedBridge",
+                                    "inputs": {"positive": [zero, 0], "negative": [zero, 0]}}
+            if "_meta" in self.g[e]:
+                node["_meta"] = self.g[e]["_meta"]
+            self.g[e] = node
+
+    def cpu_equivalents(self) -> None:
+        """WanVideoWrapper options that need CUDA, set to what runs on a CPU (see Variant.on_cpu)."""
+        for node_id in matches(self.g, "class:WanVideoModelLoader"):
+            inputs = self.g[node_id]["inputs"]
+            if isinstance(inputs.get("attention_mode"), str) and inputs["attention_mode"] != "sdpa":
+                inputs["attention_mode"] = "sdpa"
+            if inputs.get("base_precision") == "fp16_fast":
+                inputs["base_precision"] = "fp16"
+            quant = inputs.get("quantization")
+            if isinstance(quant, str) and quant.endswith("_fast"):
+                inputs["quantization"] = quant.removesuffix("_fast")
+        unlinked: set[str] = set()
+        for node in self.g.values():
+            if node.get("class_type", "").startswith("WanVideo") or node.get("class_type") == \
+                    "LoadWanVideoT5TextEncoder":
+                for name in ("compile_args", "block_swap_args", "vram_management_args"):
+                    if is_link(node["inputs"].get(name)):
+                        unlinked.add(str(node["inputs"].pop(name)[0]))
+        for node_id in matches(self.g, "class:WanVideoSetBlockSwap"):
+            self.rewire([node_id, 0], list(self.g[node_id]["inputs"]["model"]), skip=node_id)
+            del self.g[node_id]
+        for node_id in unlinked:  # the settings nodes now feed nothing
+            if not any(is_link(v) and v[0] == node_id for n in self.g.values() for v in n["inputs"].values()):
+                self.g.pop(node_id, None)
 
     def schedule(self, steps: int, cfg: float, split: int, lora: bool,
                  experts: tuple[str, str] | None) -> None:
@@ -722,6 +805,10 @@ class _Builder:
                 if key in scale:
                     self.set_size(wan, name, scale[key])
         passes = self.passes()
+        wrapper = [i for i in passes if self.g[i]["class_type"] == "WanVideoSampler"]
+        if wrapper:
+            self.scale_wrapper_passes(wrapper, scale)
+            passes = [i for i in passes if i not in wrapper]
         if "steps" in scale:
             for node_id in passes:
                 self.g[node_id]["inputs"]["steps"] = scale["steps"]
@@ -738,6 +825,17 @@ class _Builder:
             if "start_at_step" in first:
                 first["end_at_step"] = split
                 second["start_at_step"] = split
+
+    def scale_wrapper_passes(self, passes: list[str], scale: Mapping[str, int]) -> None:
+        """WanVideoSampler passes: steps, and for two passes the first one's end_step and the second's
+        start_step at the split (each set where it is held, so a primitive shared by both moves for both)."""
+        if "steps" in scale:
+            for node_id in passes:
+                self.set_size(node_id, "steps", scale["steps"])
+        if len(passes) == 2 and "split" in scale:
+            first, second = passes
+            self.set_size(first, "end_step", scale["split"])
+            self.set_size(second, "start_step", scale["split"])
 
     def set_size(self, node_id: str, name: str, value: int) -> None:
         """Set a size input; one linked to a node that holds it (a primitive, WanCameraEmbedding's width, height

@@ -193,3 +193,15 @@ def test_the_vram_monitor_gives_its_latest_reading_and_the_peak_so_far() -> None
     now, peak = device_only.latest()  # no process figures: the whole device
     assert now == 3000.0
     assert peak == 9000.0
+
+
+def test_a_second_bar_of_the_same_node_starts_its_speed_afresh() -> None:
+    """WanVideoWrapper's sampler reports loading the weights (hundreds of quick frames), then its steps."""
+    p, _, _ = progress("rounds")
+    with p.round("v1", 1, 4, warmup=False, prompt=PROMPT):
+        p.on_event(Event(0.5, "executing", {"node": "3", "prompt_id": "x"}))
+        for i in range(1, 301):
+            step(p, 0.5 + i * 0.001, i, steps=300)
+        step(p, 2.0, 1, steps=2)
+        step(p, 4.0, 2, steps=2)
+        assert " | step 2/2 | 2.00 s/step | " in p.status()
