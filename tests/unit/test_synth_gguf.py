@@ -206,3 +206,16 @@ def test_the_gguf_workflow_has_its_roles_and_files_found_as_a_core_one(cls: str)
     assert needs["Wan2.2-I2V-A14B-LowNoise-Q4_K_M.gguf"].layout == I2V_GGUF
     assert needs["wan2.2_i2v_lightx2v_4steps_lora_v1_low_noise.safetensors"].patches == I2V_GGUF
     assert needs["wan_2.1_vae.safetensors"].layout["kind"] == "wan21_vae"
+
+
+def test_a_gguf_text_encoder_is_the_text_encoder_role_and_gives_way_to_precomputed_conditioning() -> None:
+    from pytest_wan22.workflows import Variant, Workflow, load_workflow
+    from pytest_wan22.workflows.roles import role_files
+
+    g = load_workflow(GGUF_WORKFLOW).graph
+    g["5"] = {"class_type": "CLIPLoaderGGUF", "inputs": {"clip_name": "umt5-xxl-encoder-Q8_0.gguf", "type": "wan"},
+              "_meta": {"title": "Load Text Encoder"}}
+    assert role_files(g, g)["text_encoder"] == "umt5-xxl-encoder-Q8_0.gguf"
+    built = Variant(Workflow(g, name="gguf")).precomputed_conditioning("cond").build()
+    assert "CLIPLoaderGGUF" not in {n["class_type"] for n in built.values()}
+    assert all(n.loader != "CLIPLoaderGGUF" for n in model_needs(built, "tiny"))
