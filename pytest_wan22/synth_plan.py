@@ -301,6 +301,9 @@ class _Planner:
                                                "GGUF file (e.g. Wan2.2-I2V-A14B-HighNoise-Q4_K_M.gguf) or load it "
                                                "with UNETLoader")
             return None
+        if loader == "WanVideoModelLoader":
+            raise self.fail(node_id, name, "the synthetic set writes GGUF experts as ComfyUI-GGUF's UnetLoaderGGUF "
+                                           "reads them, not for WanVideoModelLoader; give it a safetensors model")
         if loader not in GGUF_LOADERS:
             raise self.fail(node_id, name, f"{loader} does not load GGUF files; load it with UnetLoaderGGUF "
                                            "(city96/ComfyUI-GGUF)")

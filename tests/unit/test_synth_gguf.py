@@ -76,6 +76,8 @@ def test_gguf_file_types_in_names() -> None:
     (_expert("Wan2.2-I2V-A14B-HighNoise-IQ4_XS.gguf"), "none of the GGUF types"),
     (_expert("Wan2.2-I2V-A14B-HighNoise-Q4_K_M.gguf", "UNETLoader"), "does not load GGUF files"),
     (_expert("wan2.2_i2v_high_noise_14B_fp16.safetensors"), "loads .gguf files only"),
+    ({"1": {"class_type": "WanVideoModelLoader", "inputs": {"model": "Wan2.2-I2V-A14B-HighNoise-Q4_K_M.gguf"}}},
+     "not for WanVideoModelLoader"),
 ])
 def test_a_gguf_file_that_cannot_be_written_is_refused_with_why(graph: dict[str, Any], message: str) -> None:
     with pytest.raises(LayoutError, match=message):
