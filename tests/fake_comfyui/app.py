@@ -27,7 +27,10 @@ from catalog import FOLDER_ALIASES, MODEL_FOLDERS, Catalog, Validator, is_link
 from scenarios import Knobs, NodeFailure, current_inputs, gpu_oom, runtime_error
 
 VERSION = "0.8.0"
-SAMPLERS = ("KSampler", "KSamplerAdvanced")
+SAMPLERS = ("KSampler", "KSamplerAdvanced", "WanVideoSampler")
+#: Progress frames WanVideoWrapper's sampler sends for loading the model's weights (one per parameter) before its
+#: steps, on the same node
+WRAPPER_LOAD_FRAMES = 12
 FEATURES = {
     "supports_preview_metadata": True,
     "max_upload_size": 104857600,
@@ -147,15 +150,15 @@ def video_of(prompt: Mapping[str, Any], defaults: tuple[int, int, int, float] = 
     for node in prompt.values():
         inputs = node.get("inputs") or {}
         kind = node.get("class_type")
-        if kind in ("WanImageToVideo", "WanFirstLastFrameToVideo"):
-            length = _const_int(prompt, inputs.get("length"), frames)
+        if kind in ("WanImageToVideo", "WanFirstLastFrameToVideo", "WanVideoImageToVideoEncode"):
+            length = _const_int(prompt, inputs.get("length", inputs.get("num_frames")), frames)
             frames = ((max(1, length) - 1) // 4) * 4 + 1
             width = _const_int(prompt, inputs.get("width"), width)
             height = _const_int(prompt, inputs.get("height"), height)
         elif kind in ("RIFE VFI", "FILM VFI", "FrameInterpolate"):
             multiplier = _const_int(prompt, inputs.get("multiplier"), 2)
-        elif kind == "CreateVideo":
-            value = _const(prompt, inputs.get("fps"))
+        elif kind in ("CreateVideo", "VHS_VideoCombine"):
+            value = _const(prompt, inputs.get("fps", inputs.get("frame_rate")))
             fps = float(value) if isinstance(value, (int, float)) else fps
     return (frames - 1) * multiplier + 1, width, height, fps
 
@@ -880,6 +883,11 @@ class FakeComfy:
             if trouble:
                 await self.strike(scenario, nid)
             return
+        if class_type == "WanVideoSampler":
+            for value in range(1, WRAPPER_LOAD_FRAMES + 1):
+                progress.set(nid, value, WRAPPER_LOAD_FRAMES, "running")
+                await self.send("progress", {"value": value, "max": WRAPPER_LOAD_FRAMES, "prompt_id": prompt_id,
+                                             "node": nid}, client)
         for step in range(1, steps + 1):
             await self.wait(self.knobs.step_seconds)
             if self.interrupt.is_set():
@@ -1070,6 +1078,14 @@ class FakeComfy:
             files = self.save(str(inputs.get("filename_prefix", "video/ComfyUI")), ext, 1, self.dirs.output, "output",
                               data=data)
             return {"images": files, "animated": [True]}
+        if class_type == "VHS_VideoCombine":  # H.264 MP4; to temp/ unless save_output
+            frames, width, height, fps = video_of(prompt)
+            data = mp4_file(frames, width, height, fps, pixels(frames, width, height, seed_of(prompt),
+                                                               self.knobs.frames))
+            keep = bool(inputs.get("save_output", True))
+            files = self.save(str(inputs.get("filename_prefix", "AnimateDiff")), "mp4", 1,
+                              self.dirs.output if keep else self.dirs.temp, "output" if keep else "temp", data=data)
+            return {"gifs": [dict(f, format="video/h264-mp4", frame_rate=fps) for f in files]}
         if class_type == "SaveWEBM":
             return {
                 "images": self.save(
@@ -1122,6 +1138,9 @@ def sampler_steps(prompt: Mapping[str, Any], node: Mapping[str, Any]) -> int:
     if node["class_type"] == "KSampler":
         denoise = _const(prompt, inputs.get("denoise"))
         return 0 if isinstance(denoise, (int, float)) and denoise <= 0 else max(0, steps)
+    if node["class_type"] == "WanVideoSampler":  # start_step and end_step (-1: to the end)
+        end = _const_int(prompt, inputs.get("end_step"), -1)
+        return max(0, (steps if end == -1 else min(end, steps)) - _const_int(prompt, inputs.get("start_step"), 0))
     start = _const_int(prompt, inputs.get("start_at_step"), 0)
     end = _const_int(prompt, inputs.get("end_at_step"), 10000)
     last = min(end, steps)

@@ -22,6 +22,10 @@ MODEL_COMBOS: dict[tuple[str, str], str] = {
     ("CLIPVisionLoader", "clip_name"): "clip_vision",
     ("CheckpointLoaderSimple", "ckpt_name"): "checkpoints",
     ("UpscaleModelLoader", "model_name"): "upscale_models",
+    ("WanVideoModelLoader", "model"): "diffusion_models",
+    ("WanVideoVAELoader", "model_name"): "vae",
+    ("LoadWanVideoT5TextEncoder", "model_name"): "text_encoders",
+    ("WanVideoLoraSelect", "lora"): "loras",
 }
 
 #: File endings LoadVideo's combo lists from input/.
@@ -96,7 +100,12 @@ RIFE_VFI: dict[str, Any] = {
     "output_node": False,
 }
 
-CUSTOM_NODE_PACKS: dict[str, dict[str, dict[str, Any]]] = {"frame-interpolation": {"RIFE VFI": RIFE_VFI}}
+#: kijai/ComfyUI-WanVideoWrapper 60a3875 with the KJNodes and VideoHelperSuite nodes its Wan 2.2 i2v example uses,
+#: as the real packs' /object_info gives them (a cut of tests/data/object_info_packs.json)
+WANVIDEOWRAPPER: dict[str, dict[str, Any]] = json.loads(
+    (DATA.parent / "object_info_wrapper.json").read_text(encoding="utf-8"))
+CUSTOM_NODE_PACKS: dict[str, dict[str, dict[str, Any]]] = {"frame-interpolation": {"RIFE VFI": RIFE_VFI},
+                                                           "wanvideowrapper": WANVIDEOWRAPPER}
 
 
 class Catalog:

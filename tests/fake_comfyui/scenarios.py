@@ -10,7 +10,8 @@ FAKE_COMFYUI_SCENARIO        success | oom | error | crash_during_run | hang_dur
 FAKE_COMFYUI_FAIL_NODE       node id, title or class where oom/error strike (first KSamplerAdvanced)
 FAKE_COMFYUI_MODELS          JSON {folder: [file names]} for loader combos and /models/{folder}
 FAKE_COMFYUI_MISSING_NODES   comma list of classes left out of /object_info
-FAKE_COMFYUI_CUSTOM_NODES    comma list of node packs to add: frame-interpolation ("RIFE VFI")
+FAKE_COMFYUI_CUSTOM_NODES    comma list of node packs to add: frame-interpolation ("RIFE VFI"), wanvideowrapper
+                             (WanVideoWrapper, KJNodes and VideoHelperSuite nodes of its Wan 2.2 i2v example)
 FAKE_COMFYUI_VRAM_MIB        device memory in system_stats
 FAKE_COMFYUI_GPU_NAME        device name in system_stats (NVIDIA GeForce RTX 5090)
 FAKE_COMFYUI_TORCH_PEAK_MIB  allocator peak /wan22/memory reports after a sampler ran (12288); each loaded model

@@ -148,3 +148,28 @@ def test_a_file_in_the_folder_that_is_not_json_stops_the_session_naming_it(wan22
                                  f"{flows / 'broken.json'}: not valid JSON (* at line 1, column *); fix the file "
                                  "or export it*; or move it out of the folder"])
     assert "notes.json" not in result.stderr.str()  # JSON that is not a workflow is left out, as before
+
+
+WRAPPER_EXAMPLE = REPO / "tests" / "data" / "workflows" / "wanvideo_2_2_I2V_A14B_example_WIP.json"
+WRAPPER_MODELS = {  # the example's files, listed by the server with its platform's separator
+    "diffusion_models": ["WanVideo/2_2/Wan2_2-I2V-A14B-HIGH_fp8_e4m3fn_scaled_KJ.safetensors",
+                         "WanVideo/2_2/Wan2_2-I2V-A14B-LOW_fp8_e4m3fn_scaled_KJ.safetensors"],
+    "loras": ["WanVideo/Lightx2v/lightx2v_I2V_14B_480p_cfg_step_distill_rank64_bf16.safetensors"],
+    "vae": ["wanvideo/Wan2_1_VAE_bf16.safetensors"], "text_encoders": ["umt5-xxl-enc-bf16.safetensors"]}
+
+
+def test_a_wanvideowrapper_workflow_runs_with_its_steps_from_the_samplers_last_bar_and_its_video_checked(
+        wan22_project: Project) -> None:
+    """kijai's Wan 2.2 i2v example: Windows sub-folder names, two WanVideoSampler passes split by primitives (6
+    steps at 3), whose node first reports loading the weights; VHS_VideoCombine writes its clip to temp/."""
+    p = wan22_project("", ini="wan22_log_dir = logs", fake_env={
+        "FAKE_COMFYUI_CUSTOM_NODES": "wanvideowrapper", "FAKE_COMFYUI_MODELS": json.dumps(WRAPPER_MODELS)})
+    result = p.runpytest("-v", "-m", "rtx5090", f"--wan22-workflows={WRAPPER_EXAMPLE}", *ONE_ROUND)
+    result.assert_outcomes(passed=1)
+    (path,) = (p.path / "logs" / "main" / "records").glob("*.json")
+    record = json.loads(path.read_text(encoding="utf-8"))
+    assert record["outcome"] == "success"
+    assert [(s["node_id"], s["steps"], len(s["step_times"])) for s in record["passes"]] == [("27", 3, 3), ("90", 3, 3)]
+    (video,) = record["outputs"]
+    assert (video["type"], video["frames"], video["fps"]) == ("temp", 81, 16.0)
+    assert record["variant_id"] == "high_low-5s-720x720-6steps_cfgna_split3_lora-compile"
