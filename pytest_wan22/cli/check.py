@@ -13,7 +13,7 @@ from typing import Any
 
 from pytest_wan22.client import ComfyClient
 from pytest_wan22.errors import Wan22Error, WorkflowError
-from pytest_wan22.preflight import find_problems, format_problems, model_folder
+from pytest_wan22.preflight import PACK_REQUIREMENTS, find_problems, format_problems, model_folder
 from pytest_wan22.workflows import load_workflow, workflow_needs
 from pytest_wan22.workflows.convert import Conversion, convert_ui, is_ui_format
 from pytest_wan22.workflows.graph import read_graph
@@ -82,7 +82,9 @@ def render(report: dict[str, Any]) -> str:
         out.append("custom nodes, by the pack that provides them:")
         for pack, classes in sorted(report["packs"].items(), key=lambda item: item[0].lower()):
             shown = ", ".join(c + (f" x{counts[c]}" if counts.get(c, 1) > 1 else "") for c in classes)
-            out.append(f"  {pack}: {shown}{_PACK_HINTS.get(pack.split(' ')[0], '')}")
+            requirement = PACK_REQUIREMENTS.get(pack.split(" ")[0])
+            hint = f"  (and pip install {requirement} into ComfyUI's interpreter)" if requirement else ""
+            out.append(f"  {pack}: {shown}{_PACK_HINTS.get(pack.split(' ')[0], hint)}")
         if any("/" in pack and pack.split(" ")[0] not in _PACK_HINTS for pack in report["packs"]):
             out.append("  (install an owner/repo pack: git clone https://github.com/<owner>/<repo> inside "
                        "<comfyui>/custom_nodes/, then restart ComfyUI)")

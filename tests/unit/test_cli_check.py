@@ -383,3 +383,13 @@ def test_an_api_file_is_checked_against_a_saved_object_info_and_says_so(
     assert (code, out.splitlines()[-1]) == (0, "not checked against a server: add --url http://HOST:PORT of a "
                                                "running ComfyUI (or --object-info FILE, its saved /object_info) "
                                                "to check it")
+
+
+def test_the_gguf_workflow_names_comfyui_gguf_its_pip_requirement_and_the_experts_folder(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, str(ROOT / "workflows" / "wan22_i2v_a14b_gguf.json"))
+    assert code == 0
+    assert line_of(out, "  city96/ComfyUI-GGUF: ") == (
+        "  city96/ComfyUI-GGUF: UnetLoaderGGUF x2  (and pip install gguf into ComfyUI's interpreter)")
+    assert "->  models/diffusion_models/  (node 1 UnetLoaderGGUF)" in line_of(
+        out, "  Wan2.2-I2V-A14B-HighNoise-Q4_K_M.gguf")
