@@ -4,11 +4,16 @@ the node packs ComfyUI-WanVideoWrapper, ComfyUI-KJNodes and ComfyUI-VideoHelperS
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.real.conftest import COMFYUI, REPO, real_project
+from pytest_wan22.synth_plan import model_needs
+from pytest_wan22.workflows import Variant, Workflow
+from pytest_wan22.workflows.convert import convert_ui
+from tests.real.conftest import COMFYUI, PYTHON, REPO, real_project
 
 EXAMPLE = REPO / "tests" / "data" / "workflows" / "wanvideo_2_2_I2V_A14B_example_WIP.json"
 #: The node packs the example needs: a word of their folder name, and where to get them.
@@ -54,3 +59,39 @@ def test_the_wrapper_example_runs_on_the_cpu_tier_with_steps_and_video_checked(p
     assert sorted(p.name for p in written.iterdir()) == ["Wan2_2-I2V-A14B-HIGH_fp8_e4m3fn_scaled_KJ.safetensors",
                                                          "Wan2_2-I2V-A14B-LOW_fp8_e4m3fn_scaled_KJ.safetensors"]
     assert not (tiny / "models" / "text_encoders" / "umt5-xxl-enc-bf16.safetensors").exists()
+
+
+JUDGE = REPO / "tests" / "real" / "wrapper_judge.py"
+INFO = REPO / "tests" / "data" / "object_info_packs.json"
+
+
+def judge(entries: list[dict[str, Any]], tmp_path: Path) -> dict[str, dict[str, Any]]:
+    """Verdicts of tests/real/wrapper_judge.py (the wrapper's own modules, in ComfyUI's interpreter) by id."""
+    pack = next(p for p in (Path(str(COMFYUI)) / "custom_nodes").iterdir() if "wanvideowrapper" in p.name.lower()
+                .replace("-", ""))
+    layouts = tmp_path / "layouts.json"
+    layouts.write_text(json.dumps(entries), encoding="utf-8")
+    out = subprocess.run([str(PYTHON), str(JUDGE), str(COMFYUI), str(pack), str(layouts)], capture_output=True,
+                         text=True, timeout=600, check=False)
+    verdicts = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    assert len(verdicts) == len(entries), out.stdout[-3000:] + out.stderr[-3000:]
+    return {v["id"]: v for v in verdicts}
+
+
+@pytest.mark.parametrize("size", ["tiny", "full"])
+def test_the_examples_files_are_what_the_wrapper_builds(size: str, tmp_path: Path) -> None:
+    """Every layout planned for the example (tiny on the cpu tier's graph; full size, the wrapper's T5 included),
+    set against the modules the wrapper builds for it on the meta device: no missing, unexpected or misshapen key."""
+    if "kijai/ComfyUI-WanVideoWrapper" in missing_packs():
+        pytest.skip(f"needs kijai/ComfyUI-WanVideoWrapper in {COMFYUI}/custom_nodes")
+    prompt = convert_ui(json.loads(EXAMPLE.read_text(encoding="utf-8")), json.loads(INFO.read_text(encoding="utf-8")))
+    variant = Variant(Workflow(prompt.prompt, EXAMPLE.stem))
+    if size == "tiny":
+        variant = variant.precomputed_conditioning("wan22_tiny_cond").on_cpu()
+    needs = [n for n in model_needs(variant.build(), size) if n.layout["kind"] != "lora"]
+    assert {n.layout["kind"] for n in needs} == ({"wan_dit", "wan21_vae", "wanvideo_t5"} if size == "full" else
+                                                 {"wan_dit", "wan21_vae"})
+    verdicts = judge([{"id": n.relpath, "layout": dict(n.layout)} for n in needs], tmp_path)
+    for n in needs:
+        v = verdicts[n.relpath]
+        assert (v.get("error"), v["missing"], v["unexpected"], v["shapes"]) == (None, [], [], []), v

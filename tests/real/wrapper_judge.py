@@ -1,0 +1,99 @@
+"""Judge synthetic layouts against kijai/ComfyUI-WanVideoWrapper's own modules, in ComfyUI's interpreter:
+
+    <comfyui-python> tests/real/wrapper_judge.py COMFYUI_DIR PACK_DIR LAYOUTS.json
+
+LAYOUTS.json is a list of {"id", "layout"}. Each layout's tensors (synth.layout_specs) are set against the module
+the wrapper builds for it, on the meta device: a DiT against WanModel with the config WanVideoModelLoader derives
+from the file's shapes (width from patch_embedding, 40 heads and layers at 5120 and 12 heads and 30 layers at
+widths it does not know, i2v cross-attention where k_img is present, ffn width from ffn.0), the Wan 2.1 VAE against
+WanVideoVAE (which WanVideoVAELoader builds at full width, under a "model." prefix), UMT5-XXL in the wrapper's
+layout against the encoder LoadWanVideoT5TextEncoder builds (umt5_xxl, encoder only). One JSON line per layout:
+missing keys (the module has them, the file not), unexpected ones, and shape mismatches (a DiT by names: WanModel
+builds its cross-attention k and v with a placeholder input width that loading replaces).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+SCALE_KEYS = (".scale_weight", ".weight_scale")
+
+
+def main() -> None:
+    comfyui, pack, layouts_file = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
+    sys.argv = [sys.argv[0], "--cpu"]
+    sys.path.insert(0, comfyui)
+    import comfy.options
+
+    comfy.options.enable_args_parsing()
+    import torch
+    from accelerate import init_empty_weights
+
+    spec = importlib.util.spec_from_file_location(
+        "wan22_synth", Path(__file__).resolve().parents[2] / "pytest_wan22" / "synth.py")
+    assert spec is not None
+    assert spec.loader is not None
+    synth = importlib.util.module_from_spec(spec)
+    sys.modules["wan22_synth"] = synth
+    spec.loader.exec_module(synth)
+
+    package = types.ModuleType("wanvideowrapper")  # the pack's modules, without its node registrations
+    package.__path__ = [str(pack)]
+    sys.modules["wanvideowrapper"] = package
+
+    def module_shapes(module: Any, prefix: str = "") -> dict[str, tuple[int, ...]]:
+        return {prefix + k: tuple(v.shape) for k, v in module.state_dict().items()}
+
+    def dit(layout: dict[str, Any], shapes: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
+        model = importlib.import_module("wanvideowrapper.wanvideo.modules.model")
+        dim, in_dim = shapes["patch_embedding.weight"][:2]
+        heads, layers = {5120: (40, 40), 3072: (24, 30), 4096: (32, 48)}.get(dim, (12, 30))
+        with init_empty_weights():
+            net = model.WanModel(
+                model_type="i2v" if "blocks.0.cross_attn.k_img.weight" in shapes else "t2v", in_dim=in_dim, dim=dim,
+                in_features=shapes["blocks.0.self_attn.k.weight"][1],
+                out_features=shapes["blocks.0.self_attn.k.weight"][0], ffn_dim=shapes["blocks.0.ffn.0.bias"][0],
+                ffn2_dim=shapes["blocks.0.ffn.2.weight"][1], out_dim=48 if dim == 3072 else 16, num_heads=heads,
+                num_layers=layers, main_device=torch.device("cpu"), dtype=torch.bfloat16)
+        # what load_weights assigns: each parameter once, by name; WanModel builds cross-attention k and v with a
+        # placeholder input width that the file's tensors replace, so a DiT is judged by its names
+        return {name: shapes.get(name, tuple(p.shape)) for name, p in net.named_parameters()}
+
+    def vae(layout: dict[str, Any], shapes: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
+        wan_vae = importlib.import_module("wanvideowrapper.wanvideo.wan_video_vae")
+        return module_shapes(wan_vae.WanVideoVAE(dtype=torch.bfloat16))
+
+    def t5(layout: dict[str, Any], shapes: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
+        t5_module = importlib.import_module("wanvideowrapper.wanvideo.modules.t5")
+        with init_empty_weights():
+            net = t5_module.umt5_xxl(encoder_only=True, return_tokenizer=False, dtype=torch.bfloat16, device="cpu")
+        return module_shapes(net)
+
+    judges = {"wan_dit": dit, "wan21_vae": vae, "wanvideo_t5": t5}
+    for entry in json.loads(Path(layouts_file).read_text(encoding="utf-8")):
+        layout = entry["layout"]
+        shapes = {s.name: tuple(s.shape) for s in synth.layout_specs(layout)
+                  if s.name != "scaled_fp8" and not s.name.endswith(SCALE_KEYS)}
+        if layout["kind"] == "wan21_vae":  # WanVideoVAELoader adds the prefix to a file without it
+            shapes = {"model." + k: v for k, v in shapes.items()}
+        verdict: dict[str, Any] = {"id": entry["id"]}
+        try:
+            wanted = judges[layout["kind"]](layout, {k.removeprefix("model."): v for k, v in shapes.items()})
+            verdict["missing"] = sorted(set(wanted) - set(shapes))[:20]
+            verdict["unexpected"] = sorted(set(shapes) - set(wanted))[:20]
+            verdict["shapes"] = sorted(f"{k}: file {shapes[k]}, module {wanted[k]}" for k in set(wanted) & set(shapes)
+                                       if wanted[k] != shapes[k])[:20]
+            verdict["tensors"] = len(wanted)
+        except Exception as exc:  # one bad layout must not hide the verdicts of the others
+            verdict["error"] = f"{type(exc).__name__}: {exc}"[:2000]
+        print(json.dumps(verdict), flush=True)
+
+
+if __name__ == "__main__":
+    main()
