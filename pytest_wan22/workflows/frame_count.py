@@ -21,6 +21,8 @@ LATENT_SOURCES: Mapping[str, tuple[int, str]] = {
         "WanFunInpaintToVideo", "WanCameraImageToVideo", "WanPhantomSubjectToVideo", "WanTrackToVideo",
         "WanSoundImageToVideo", "WanSoundImageToVideoExtend", "WanHuMoImageToVideo", "WanVaceToVideo")},
     "Wan22ImageToVideoLatent": (0, "length"), "EmptyHunyuanLatentVideo": (0, "length"),
+    # WanVideoWrapper's image embeds carry the clip's length to its sampler
+    "WanVideoImageToVideoEncode": (0, "num_frames"), "WanVideoEmptyEmbeds": (0, "num_frames"),
 }
 SAMPLERS = frozenset({"KSampler", "KSamplerAdvanced", "SamplerCustom"})
 
@@ -53,6 +55,8 @@ def latent_frames(g: Graph, value: Any, depth: int = 0) -> int | None:
         return (length - 1) // 4 + 1 if link[1] == output and length else None
     if cls in SAMPLERS or cls == "SamplerCustomAdvanced":
         return latent_frames(g, inputs.get("latent_image"), depth + 1)
+    if cls == "WanVideoSampler":  # a later pass samples the earlier one's latent, the first the image embeds
+        return latent_frames(g, inputs.get("samples") or inputs.get("image_embeds"), depth + 1)
     if cls == "LatentConcat" and inputs.get("dim") in ("t", "-t"):
         a, b = latent_frames(g, inputs.get("samples1"), depth + 1), latent_frames(g, inputs.get("samples2"), depth + 1)
         return a + b if a is not None and b is not None else None
@@ -77,9 +81,11 @@ def video_frames(g: Graph, value: Any, depth: int = 0) -> int | None:
         return None
     node = g.get(link[0], {})
     cls, inputs = str(node.get("class_type")), node.get("inputs") or {}
-    if cls in ("VAEDecode", "VAEDecodeTiled"):
+    if cls in ("VAEDecode", "VAEDecodeTiled", "WanVideoDecode"):
         t = latent_frames(g, inputs.get("samples"), depth + 1)
         return (t - 1) * 4 + 1 if t else None
+    if cls == "GetImageSizeAndCount" and link[1] == 0:  # KJNodes: the images pass through
+        return video_frames(g, inputs.get("image"), depth + 1)
     if cls == "ImageFromBatch":
         frames, start = video_frames(g, inputs.get("image"), depth + 1), int_input(g, node, "batch_index")
         length = int_input(g, node, "length")

@@ -17,6 +17,7 @@ from pytest_wan22.synth import layout_bytes, layout_specs, umt5_shapes
 from pytest_wan22.synth_plan import WRAPPER_TINY_DIT, model_needs
 from pytest_wan22.workflows import Variant, Workflow
 from pytest_wan22.workflows.convert import convert_ui
+from pytest_wan22.workflows.frame_count import video_frames
 from pytest_wan22.workflows.roles import (
     DECODE_CLASSES,
     expert_pair,
@@ -96,6 +97,14 @@ def test_describe_reads_steps_split_and_loras_held_by_primitives(example: Varian
     assert (scaled["steps"], scaled["split"], scaled["width"], scaled["length"]) == (4, 2, 64, 9)
     out = example.scaled(**CPU_SCALE).expected_output()
     assert (out.frames, out.fps) == (9, 16.0)
+
+
+def test_the_videos_frames_are_followed_through_the_wrapper_nodes(prompt: dict[str, Any]) -> None:
+    """VHS_VideoCombine <- GetImageSizeAndCount <- WanVideoDecode <- sampler 90 <- sampler 27 <- the image embeds."""
+    assert video_frames(prompt, prompt["60"]["inputs"]["images"]) == 81
+    g = json.loads(json.dumps(prompt))
+    g["89"]["inputs"]["num_frames"] = 23  # not whole latent frames: the VAE gives 4 per latent frame, plus one
+    assert video_frames(g, g["60"]["inputs"]["images"]) == 21
 
 
 # --------------------------------------------------------------------------- the graph on a CPU
