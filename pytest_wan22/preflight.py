@@ -147,8 +147,8 @@ def launched_places(comfyui_dir: Path, server_input: Path, synthetic: tuple[str,
         models = root / "models"
         note = (f"; the server reads models from the synthetic set {preset!r} ({root}), which has no such file: "
                 "it writes the files of core loaders (UNETLoader, LoraLoaderModelOnly, VAELoader, CLIPLoader, "
-                "CLIPVisionLoader, AudioEncoderLoader) and of ComfyUI-GGUF's UnetLoaderGGUF before a run, not "
-                "another node pack's (a tier with "
+                "CLIPVisionLoader, AudioEncoderLoader) and of ComfyUI-GGUF's UnetLoaderGGUF and CLIPLoaderGGUF "
+                "before a run, not another node pack's (a tier with "
                 'models = "user" runs such a graph on your own models)')
     return Places(comfyui=str(comfyui_dir), models=str(models), models_note=note,
                   extra_paths=str(comfyui_dir / "extra_model_paths.yaml"),

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import hashlib
 import importlib.util
 import itertools
@@ -716,7 +717,7 @@ def layout_digest(layout: Mapping[str, Any], fp8_matmul: str = "fast") -> str:
 def layout_bytes(layout: Mapping[str, Any], fp8_matmul: str = "fast", tokenizer_bytes: int = 0) -> int:
     """The file size the layout writes (a text encoder's tokenizer blob aside)."""
     if is_gguf(layout):
-        return gguf_size(gguf_specs(layout), str(layout["format"]))
+        return gguf_size(layout)
     return safetensors_size(layout_specs(layout, fp8_matmul, tokenizer_bytes))
 
 
@@ -784,13 +785,66 @@ def _gguf_weight_type(name: str, file_type: str, values_seen: int) -> str:
     return main
 
 
+#: ComfyUI-GGUF's T5_SD_MAP the other way: ComfyUI's UMT5 names -> the llama.cpp names of a t5encoder GGUF file.
+UMT5_GGUF_NAMES: tuple[tuple[str, str], ...] = (
+    ("encoder.block.", "enc.blk."), ("encoder.final_layer_norm", "enc.output_norm"), ("shared", "token_embd"),
+    ("layer.0.SelfAttention.relative_attention_bias", "attn_rel_b"), ("layer.0.SelfAttention.q", "attn_q"),
+    ("layer.0.SelfAttention.k", "attn_k"), ("layer.0.SelfAttention.v", "attn_v"),
+    ("layer.0.SelfAttention.o", "attn_o"), ("layer.0.layer_norm", "attn_norm"),
+    ("layer.1.DenseReluDense.wi_0", "ffn_gate"), ("layer.1.DenseReluDense.wi_1", "ffn_up"),
+    ("layer.1.DenseReluDense.wo", "ffn_down"), ("layer.1.layer_norm", "ffn_norm"))
+
+
+def _umt5_gguf_specs(file_type: str) -> list[GGUFSpec]:
+    """UMT5-XXL's encoder as a t5encoder GGUF file (city96's umt5-xxl-encoder-*.gguf): llama.cpp's names, norms in
+    F32, the relative position biases unquantized (F16), every other weight in the file's type, the attention
+    values and ffn_down a step higher in the mixed K types (llama.cpp raises some of their layers)."""
+    base = {"BF16": "BF16", "F32": "F32"}.get(file_type, "F16")
+    out: list[GGUFSpec] = []
+    for name, shape in umt5_shapes().items():
+        for ours, theirs in UMT5_GGUF_NAMES:
+            name = name.replace(ours, theirs)
+        if len(shape) == 1:
+            out.append(GGUFSpec(name, shape, "F32", "ones"))
+        elif name.endswith("attn_rel_b.weight"):
+            out.append(GGUFSpec(name, shape, base, "normal", 0.1))
+        else:
+            qtype = _gguf_weight_type(name.replace("attn_v.", ".v.").replace("ffn_down.", ".ffn.2."), file_type, 0)
+            std = 1.0 if name.startswith("token_embd") else 0.5 / math.sqrt(shape[-1])
+            out.append(GGUFSpec(name, shape, qtype if shape[-1] % GGML_BLOCKS[qtype][0] == 0 else base, "normal",
+                                std))
+    return out
+
+
+@functools.lru_cache(maxsize=1)
+def umt5_gguf_vocab() -> tuple[tuple[str, ...], tuple[float, ...], tuple[int, ...]]:
+    """A UMT5-sized (256,384) SentencePiece vocabulary as GGUF tokenizer metadata (tokens, scores, types): pad,
+    eos, unk, the 256 byte pieces (byte fallback), the words of CORPUS and its letters, the rest unused extra ids.
+    ComfyUI-GGUF rebuilds a tokenizer from it; only a vocabulary of the real size makes it do so."""
+    tokens = ["<pad>", "</s>", "<unk>", *(f"<0x{b:02X}>" for b in range(256))]
+    types = [3, 3, 2, *([6] * 256)]  # CONTROL, UNKNOWN, BYTE
+    words = CORPUS.split()
+    for piece in [*dict.fromkeys("\u2581" + w for w in words), "\u2581", *sorted(set("".join(words)))]:
+        if piece not in tokens:
+            tokens.append(piece)
+            types.append(1)  # NORMAL
+    scores = [0.0] * 259 + [-(i + 1) / 100 for i in range(len(tokens) - 259)]
+    extra = UMT5_XXL["vocab"] - len(tokens)
+    tokens += [f"<extra_id_{i}>" for i in range(extra)]
+    types += [1] * extra
+    scores += [-1e4] * extra
+    return tuple(tokens), tuple(scores), tuple(types)
+
+
 def gguf_specs(layout: Mapping[str, Any]) -> list[GGUFSpec]:
-    """The tensors of a GGUF Wan DiT layout, in write order, each with its GGML type."""
-    if layout.get("kind") != "wan_dit":
-        raise ValueError(f"the GGUF writer writes Wan DiTs; not {layout.get('kind')!r}")
+    """The tensors of a GGUF layout (a Wan DiT, UMT5-XXL), in write order, each with its GGML type."""
     file_type = str(layout.get("format"))
     if file_type not in GGUF_FILE_TYPES:
         raise ValueError(f"unknown GGUF file type {file_type!r}; known: {', '.join(GGUF_FILE_TYPES)}")
+    if layout.get("kind") == "umt5_xxl":
+        return _umt5_gguf_specs(file_type)
+    if layout.get("kind") != "wan_dit":
+        raise ValueError(f"the GGUF writer writes Wan DiTs and UMT5-XXL; not {layout.get('kind')!r}")
     base = {"BF16": "BF16", "F32": "F32"}.get(file_type, "F16")
     out: list[GGUFSpec] = []
     values_seen = 0
@@ -814,17 +868,39 @@ def _gguf_string(text: str) -> int:
     return 8 + len(text.encode())
 
 
-def _gguf_kv(file_type: str) -> dict[str, str | int]:
-    """The metadata ComfyUI-GGUF reads (general.architecture) and the file type, as their tools write them."""
-    return {"general.architecture": "wan", "general.quantization_version": 2,
-            "general.file_type": GGUF_FILE_TYPES[file_type][1]}
+def gguf_metadata(layout: Mapping[str, Any]) -> list[tuple[str, str, Any]]:
+    """The key-value metadata as (key, kind, value): the architecture ComfyUI-GGUF checks ("wan"; "t5encoder" with
+    the tokenizer for UMT5), the file type and quantization version, as their tools write them."""
+    file_type = str(layout["format"])
+    arch = "t5encoder" if layout.get("kind") == "umt5_xxl" else "wan"
+    kv: list[tuple[str, str, Any]] = [("general.architecture", "str", arch), ("general.quantization_version", "u32", 2),
+                                      ("general.file_type", "u32", GGUF_FILE_TYPES[file_type][1])]
+    if arch == "t5encoder":
+        tokens, scores, types = umt5_gguf_vocab()
+        kv += [("tokenizer.ggml.model", "str", "t5"), ("tokenizer.ggml.tokens", "strs", tokens),
+               ("tokenizer.ggml.scores", "f32s", scores), ("tokenizer.ggml.token_type", "i32s", types),
+               ("tokenizer.ggml.add_space_prefix", "bool", True),
+               ("tokenizer.ggml.remove_extra_whitespaces", "bool", True),
+               ("tokenizer.ggml.eos_token_id", "u32", 1), ("tokenizer.ggml.padding_token_id", "u32", 0),
+               ("tokenizer.ggml.unknown_token_id", "u32", 2)]
+    return kv
 
 
-def gguf_size(specs: Sequence[GGUFSpec], file_type: str) -> int:
-    """Exact byte size of the GGUF v3 file write_gguf writes for specs."""
+def _gguf_value_size(kind: str, value: Any) -> int:
+    if kind == "str":
+        return _gguf_string(value)
+    if kind == "strs":
+        return 12 + sum(_gguf_string(v) for v in value)
+    if kind in ("f32s", "i32s"):
+        return 12 + 4 * len(value)
+    return {"u32": 4, "bool": 1}[kind]
+
+
+def gguf_size(layout: Mapping[str, Any]) -> int:
+    """Exact byte size of the GGUF v3 file write_gguf writes for a GGUF layout."""
+    specs = gguf_specs(layout)
     size = 24  # magic, version, tensor count, key-value count
-    for key, value in _gguf_kv(file_type).items():
-        size += _gguf_string(key) + 4 + (_gguf_string(value) if isinstance(value, str) else 4)
+    size += sum(_gguf_string(key) + 4 + _gguf_value_size(kind, value) for key, kind, value in gguf_metadata(layout))
     size += sum(_gguf_string(t.name) + 4 + 8 * len(t.shape) + 4 + 8 for t in specs)
     pad = -size % GGUF_ALIGNMENT
     return size + pad + sum(t.nbytes + -t.nbytes % GGUF_ALIGNMENT for t in specs)
@@ -1366,15 +1442,21 @@ def write_gguf(path: Path, layout: Mapping[str, Any], seed: int = 0) -> int:
         raise RuntimeError(f"writing {path.name} needs the gguf package in {sys.executable} (ComfyUI-GGUF's "
                            f"requirement): {sys.executable} -m pip install gguf ({exc})") from exc
     specs = gguf_specs(layout)
-    file_type = str(layout["format"])
     rng = np.random.default_rng(seed)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.part")
     try:
-        writer = gguf.GGUFWriter(path=None, arch="wan")
-        kv = _gguf_kv(file_type)
-        writer.add_quantization_version(int(kv["general.quantization_version"]))
-        writer.add_file_type(int(kv["general.file_type"]))
+        metadata = gguf_metadata(layout)
+        writer = gguf.GGUFWriter(path=None, arch=metadata[0][2])
+        for key, kind, value in metadata[1:]:
+            if kind in ("strs", "f32s", "i32s"):
+                writer.add_array(key, list(value))
+            elif kind == "str":
+                writer.add_string(key, value)
+            elif kind == "u32":
+                writer.add_uint32(key, value)
+            else:
+                writer.add_bool(key, value)
         for t in specs:
             writer.add_tensor_info(t.name, t.shape, np.dtype(np.float32), t.nbytes,
                                    raw_dtype=gguf.GGMLQuantizationType[t.qtype])
@@ -1392,8 +1474,8 @@ def write_gguf(path: Path, layout: Mapping[str, Any], seed: int = 0) -> int:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
     size = path.stat().st_size
-    if size != gguf_size(specs, file_type):
-        raise RuntimeError(f"{path}: wrote {size} bytes, expected {gguf_size(specs, file_type)}")
+    if size != gguf_size(layout):
+        raise RuntimeError(f"{path}: wrote {size} bytes, expected {gguf_size(layout)}")
     return size
 
 

@@ -47,6 +47,7 @@ LOADERS: Mapping[str, tuple[str, str]] = {
     "LoraLoader": ("lora_name", "loras"),
     "VAELoader": ("vae_name", "vae"),
     "CLIPLoader": ("clip_name", "text_encoders"),
+    "CLIPLoaderGGUF": ("clip_name", "text_encoders"),  # city96/ComfyUI-GGUF: GGUF or safetensors
     "CLIPVisionLoader": ("clip_name", "clip_vision"),
     "AudioEncoderLoader": ("audio_encoder_name", "audio_encoders"),
     # kijai/ComfyUI-WanVideoWrapper's loaders read the same folders
@@ -410,14 +411,30 @@ class _Planner:
     def text_encoder(self, node_id: str, name: str) -> tuple[dict[str, Any], str]:
         kind = (self.g[node_id].get("inputs") or {}).get("type", "wan")
         if kind != "wan":
-            raise self.fail(node_id, name, f"CLIPLoader type {kind!r}: the synthetic set writes only the Wan "
+            raise self.fail(node_id, name, f"{self.g[node_id].get('class_type')} type {kind!r}: the synthetic set "
+                                           "writes only the Wan "
                                            "text encoder (type 'wan', UMT5-XXL)")
         if self.size == "tiny":
             raise self.fail(node_id, name, "ComfyUI builds UMT5-XXL at its full 5.7B parameters whatever the file "
                                            "holds, too big for a CPU; the tiny set replaces the text path with "
                                            "precomputed conditioning, which needs the CLIPTextEncode nodes to "
                                            "share this one loader and the loader to feed nothing else")
+        loader = str(self.g[node_id].get("class_type"))
+        if name.lower().endswith(".gguf"):
+            if loader != "CLIPLoaderGGUF":
+                raise self.fail(node_id, name, f"{loader} does not load GGUF files; load it with CLIPLoaderGGUF "
+                                               "(city96/ComfyUI-GGUF)")
+            file_type = gguf_file_type(name)
+            if file_type not in GGUF_FILE_TYPES:
+                raise self.fail(node_id, name, "the name says none of the GGUF types the synthetic set writes ("
+                                               f"{', '.join(GGUF_FILE_TYPES)}); name the file after its type, as "
+                                               "city96 does (e.g. umt5-xxl-encoder-Q8_0.gguf)")
+            return ({"kind": "umt5_xxl", "format": file_type, "container": "gguf"},
+                    f"UMT5-XXL text encoder, GGUF {file_type}")
         fmt = weight_format(name, "fp8_scaled")
+        if loader == "CLIPLoaderGGUF" and fmt == "fp8_scaled":
+            raise self.fail(node_id, name, "CLIPLoaderGGUF (city96/ComfyUI-GGUF) refuses scaled fp8 text encoders; "
+                                           "name a GGUF, fp16 or bf16 file, or load it with CLIPLoader")
         return {"kind": "umt5_xxl", "format": fmt}, f"UMT5-XXL text encoder, {fmt}"
 
     def wrapper_t5(self, node_id: str, name: str) -> tuple[dict[str, Any], str]:
@@ -456,7 +473,7 @@ def model_needs(g: Graph, size: str) -> list[ModelNeed]:
     planner = _Planner(g, size)
     kinds = {"UNETLoader": planner.dit, "UnetLoaderGGUF": planner.dit, "UnetLoaderGGUFAdvanced": planner.dit,
              "LoraLoaderModelOnly": planner.lora, "LoraLoader": planner.lora,
-             "VAELoader": planner.vae, "CLIPLoader": planner.text_encoder,
+             "VAELoader": planner.vae, "CLIPLoader": planner.text_encoder, "CLIPLoaderGGUF": planner.text_encoder,
              "CLIPVisionLoader": planner.clip_vision, "AudioEncoderLoader": planner.audio_encoder,
              "WanVideoModelLoader": planner.dit, "WanVideoLoraSelect": planner.lora,
              "WanVideoVAELoader": planner.vae, "LoadWanVideoT5TextEncoder": planner.wrapper_t5}

@@ -31,6 +31,10 @@ from typing import Any
 META_BYTES = 3 * 2**30  # bigger state dicts are judged on the meta device
 
 
+class Skip(Exception):
+    """The layout cannot be judged here; out["skipped"] says why."""
+
+
 class Collect(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.WARNING)
@@ -152,6 +156,50 @@ def main() -> None:
                 **run_once(model.diffusion_model, unet["in_dim"]),
                 **{k: unet.get(k) for k in ("model_type", "in_dim", "out_dim", "dim", "num_layers")}}
 
+    def gguf_text_encoder(layout: dict[str, Any], out: dict[str, Any]) -> dict[str, Any] | None:
+        """A GGUF UMT5-XXL read as CLIPLoaderGGUF reads it (written to a temporary file unless given): its state
+        dict, the tokenizer ComfyUI-GGUF rebuilds from the metadata, and the text encoder ComfyUI builds with
+        GGMLOps; None (with out["skipped"]) where the pack cannot be used."""
+        pack = gguf_pack()
+        if pack is None:
+            out["skipped"] = (f"city96/ComfyUI-GGUF is not installed in {comfyui}/custom_nodes (git clone "
+                              "https://github.com/city96/ComfyUI-GGUF there and pip install gguf into ComfyUI's "
+                              "interpreter)")
+            return None
+        loader, ops, _ = pack
+        folder = tempfile.mkdtemp()
+        file = Path(path or Path(folder) / "umt5.gguf")
+        try:
+            if not path:
+                synth.write_gguf(file, layout, seed=1)
+            try:
+                sd: dict[str, Any] = loader.gguf_clip_loader(str(file))
+            except TypeError as exc:
+                if "0-dimensional" not in str(exc):
+                    raise
+                import numpy
+
+                out["skipped"] = (f"this ComfyUI-GGUF cannot read a GGUF tokenizer's integer metadata with numpy "
+                                  f"{numpy.__version__} ({exc}); city96/ComfyUI-GGUF#394 (merged 2026-01-11) "
+                                  "fixes it: update the pack")
+                return None
+        finally:
+            if not path:
+                file.unlink(missing_ok=True)
+                Path(folder).rmdir()
+        import comfy.text_encoders.wan as wan
+
+        tokens = wan.WanT5Tokenizer(tokenizer_data={"spiece_model": sd["spiece_model"]}).tokenize_with_weights(
+            "a red fox trots through fresh snow, 色调艳丽")["umt5xxl"][0]
+        clip = comfy.sd.load_text_encoder_state_dicts(
+            clip_type=comfy.sd.CLIPType.WAN, state_dicts=[dict(sd)],
+            model_options={"custom_operations": ops.GGMLOps, "initial_device": torch.device("cpu")})
+        out.update(gguf_types=sorted({v.tensor_type.name for v in sd.values()
+                                      if getattr(v, "tensor_type", None) is not None}),
+                   tokens=[int(t[0]) for t in tokens if int(t[0]) != 0][:24],
+                   encoder=type(clip.cond_stage_model).__name__)
+        return {k: v for k, v in sd.items() if k != "spiece_model"}
+
     def dit_from(sd: dict[str, Any]) -> dict[str, Any]:
         sd, metadata = comfy.utils.convert_old_quants(sd, "", metadata={})
         config = comfy.model_detection.model_config_from_unet(sd, "", metadata=metadata)
@@ -205,7 +253,9 @@ def main() -> None:
                 out.update(detected=type(enc.model).__name__, layers=len(enc.model.encoder.layers),
                            embed_dim=enc.model.encoder.layer_norm.weight.shape[0])
             elif kind == "umt5_xxl":
-                sd = state_dict(layout, True)
+                sd = gguf_text_encoder(layout, out) if synth.is_gguf(layout) else state_dict(layout, True)
+                if sd is None:
+                    raise Skip
                 out.update(detected=comfy.sd.detect_te_model(sd).name,
                            t5=comfy.text_encoders.sd3_clip.t5_xxl_detect(sd, "").get("dtype_t5") is not None)
                 import comfy.text_encoders.wan as wan
@@ -245,6 +295,8 @@ def main() -> None:
                             out["patched_run"] = run_once(model.diffusion_model, target["in_dim"])
             else:
                 out["error"] = f"unknown kind {kind}"
+        except Skip:
+            pass
         except Exception as exc:
             out["error"] = f"{type(exc).__name__}: {exc}"[:2000]
             out["traceback"] = traceback.format_exc()[-3000:]

@@ -278,3 +278,17 @@ def test_gguf_files_the_writer_wrote_load_in_comfyui_gguf(tmp_path: Path) -> Non
     _unless_skipped(verdicts)
     assert _agrees(verdicts[job.relpath], {"detected": "WAN21_T2V", "in_dim": 36, "finite": True,
                                            "gguf_types": ["F16", "F32", "Q4_K", "Q6_K"]}) == []
+
+
+def test_a_gguf_umt5_is_read_by_clip_loader_gguf_as_the_wan_text_encoder(tmp_path: Path) -> None:
+    layout = {"kind": "umt5_xxl", "format": "Q4_K_M", "container": "gguf"}  # K types: written in seconds
+    verdicts = judge([{"id": "umt5-xxl-encoder-Q4_K_M.gguf", "layout": layout}], tmp_path)
+    _unless_skipped(verdicts)
+    verdict = verdicts["umt5-xxl-encoder-Q4_K_M.gguf"]
+    expected = "Dequantizing token_embd.weight to prevent runtime OOM."  # ComfyUI-GGUF says so for every UMT5
+    verdict["warnings"] = [w for w in verdict.get("warnings", []) if w != expected]
+    assert _agrees(verdict, {"detected": "T5_XXL", "encoder": "WanTEModel", "missing": [], "unexpected": [],
+                             "wrong_shape": []}) == []
+    assert verdict["gguf_types"] == ["F16", "F32", "Q4_K", "Q6_K"]
+    assert verdict["tokens"]
+    assert all(0 < t < 256384 for t in verdict["tokens"])  # the tokenizer it rebuilt from the metadata

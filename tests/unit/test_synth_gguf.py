@@ -221,3 +221,83 @@ def test_a_gguf_text_encoder_is_the_text_encoder_role_and_gives_way_to_precomput
     built = Variant(Workflow(g, name="gguf")).precomputed_conditioning("cond").build()
     assert "CLIPLoaderGGUF" not in {n["class_type"] for n in built.values()}
     assert all(n.loader != "CLIPLoaderGGUF" for n in model_needs(built, "tiny"))
+
+
+# ComfyUI-GGUF's T5_SD_MAP (loader.py): how CLIPLoaderGGUF renames a t5encoder GGUF's tensors to ComfyUI's.
+T5_SD_MAP = {"enc.": "encoder.", ".blk.": ".block.", "token_embd": "shared", "output_norm": "final_layer_norm",
+             "attn_q": "layer.0.SelfAttention.q", "attn_k": "layer.0.SelfAttention.k",
+             "attn_v": "layer.0.SelfAttention.v", "attn_o": "layer.0.SelfAttention.o",
+             "attn_norm": "layer.0.layer_norm", "attn_rel_b": "layer.0.SelfAttention.relative_attention_bias",
+             "ffn_up": "layer.1.DenseReluDense.wi_1", "ffn_down": "layer.1.DenseReluDense.wo",
+             "ffn_gate": "layer.1.DenseReluDense.wi_0", "ffn_norm": "layer.1.layer_norm"}
+UMT5_GGUF = {"kind": "umt5_xxl", "format": "Q8_0", "container": "gguf"}
+
+
+def _comfy_name(name: str) -> str:
+    for theirs, ours in T5_SD_MAP.items():
+        name = name.replace(theirs, ours)
+    return name
+
+
+@pytest.mark.parametrize(("name", "file_type"), [("umt5-xxl-encoder-Q8_0.gguf", "Q8_0"),
+                                                 ("umt5-xxl-encoder-Q5_K_M.gguf", "Q5_K_M")])
+def test_a_gguf_text_encoder_for_clip_loader_gguf_is_umt5_xxl_in_llama_cpp_names(name: str, file_type: str) -> None:
+    g = {"1": {"class_type": "CLIPLoaderGGUF", "inputs": {"clip_name": name, "type": "wan"}}}
+    (need,) = model_needs(g, "full")
+    assert need.layout == {**UMT5_GGUF, "format": file_type}
+    assert need.folder == "text_encoders"
+    specs = {t.name: t for t in synth.gguf_specs(need.layout)}
+    assert {_comfy_name(n): t.shape for n, t in specs.items()} == synth.umt5_shapes()  # what the loader renames
+    assert specs["token_embd.weight"].qtype == (file_type[:4] if file_type.endswith("_M") else file_type)
+    assert specs["enc.blk.0.attn_rel_b.weight"].qtype == "F16"
+    assert specs["enc.blk.3.ffn_norm.weight"].qtype == "F32"
+
+
+@pytest.mark.parametrize(("graph", "message"), [
+    ({"1": {"class_type": "CLIPLoaderGGUF", "inputs": {"clip_name": "umt5-xxl-encoder-Q8_0.gguf", "type": "wan"}}},
+     "precomputed conditioning"),  # tiny
+    ({"1": {"class_type": "CLIPLoader", "inputs": {"clip_name": "umt5-xxl-encoder-Q8_0.gguf", "type": "wan"}}},
+     "does not load GGUF files"),
+    ({"1": {"class_type": "CLIPLoaderGGUF",
+            "inputs": {"clip_name": "umt5_xxl_fp8_e4m3fn_scaled.safetensors", "type": "wan"}}},
+     "refuses scaled fp8"),
+])
+def test_a_text_encoder_comfyui_gguf_would_not_load_is_refused_with_why(graph: dict[str, Any], message: str) -> None:
+    with pytest.raises(LayoutError, match=message):
+        model_needs(graph, "tiny" if message == "precomputed conditioning" else "full")
+
+
+def test_the_umt5_tokenizer_metadata_is_umt5_sized_with_byte_fallback() -> None:
+    tokens, scores, types = synth.umt5_gguf_vocab()
+    assert len(tokens) == len(scores) == len(types) == 256384  # ComfyUI-GGUF rebuilds the tokenizer at this size
+    assert tokens[:3] == ("<pad>", "</s>", "<unk>")
+    assert types[:3] == (3, 3, 2)
+    assert tokens[3:259] == tuple(f"<0x{b:02X}>" for b in range(256))
+    assert set(types[3:259]) == {6}
+    assert len(set(tokens)) == len(tokens)
+    assert "\u2581cat" in tokens
+
+
+@needs_gguf
+def test_a_t5encoder_gguf_reads_back_with_its_tokenizer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import gguf
+
+    small = {k: v for k, v in synth.umt5_shapes().items() if k.startswith(("encoder.block.0.", "encoder.final"))}
+    monkeypatch.setattr(synth, "umt5_shapes", lambda: small)  # one block: the metadata is what is tested
+    path = tmp_path / "umt5-xxl-encoder-Q8_0.gguf"
+    assert synth.write_gguf(path, UMT5_GGUF) == path.stat().st_size == synth.layout_bytes(UMT5_GGUF)
+    reader = gguf.GGUFReader(path)
+
+    def value(key: str) -> Any:
+        field = reader.get_field(key)
+        assert field is not None, key
+        return field.contents()
+
+    assert value("general.architecture") == "t5encoder"
+    assert value("tokenizer.ggml.model") == "t5"
+    assert len(value("tokenizer.ggml.tokens")) == 256384
+    assert value("tokenizer.ggml.tokens")[259:261] == list(synth.umt5_gguf_vocab()[0][259:261])
+    assert value("tokenizer.ggml.add_space_prefix") is True
+    assert (value("tokenizer.ggml.eos_token_id"), value("tokenizer.ggml.padding_token_id")) == (1, 0)
+    assert {t.name: t.tensor_type.name for t in reader.tensors} == {
+        t.name: t.qtype for t in synth.gguf_specs(UMT5_GGUF)}
