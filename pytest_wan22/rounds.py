@@ -361,7 +361,7 @@ def as_run(gate: Gate, variant: Variant) -> Variant:
     except Wan22Error as exc:
         raise Fail(str(exc)) from None
     if gate.models is not None:
-        note = write_synthetic(gate.models, v, gate.pool)
+        note = write_synthetic(gate.models, v, gate.pool, variant.variant_id)  # named as the test names it
         if note:
             gate.state.synth_notes.append(note)
     return v

@@ -84,10 +84,11 @@ def synthetic_models(settings: Settings, tier: Tier) -> SyntheticModels | None:
     return SyntheticModels(root, models, settings.python, device)
 
 
-def write_synthetic(models: SyntheticModels, variant: Variant, pool: ServerPool) -> str | None:
+def write_synthetic(models: SyntheticModels, variant: Variant, pool: ServerPool, label: str = "") -> str | None:
     """Write the model files and inputs the variant's graph names that the synthetic set lacks, before its first
     run (synth_plan.ensure_for: layouts from the file names and the graph); the servers list them anew. Returns
-    what was written and how long it took, for the session's notes (None: the set had it all)."""
+    what was written and how long it took, for the session's notes under `label` (default: the variant's id;
+    None: the set had it all)."""
     from .synth_plan import ensure_for
 
     t0 = time.perf_counter()
@@ -101,7 +102,7 @@ def write_synthetic(models: SyntheticModels, variant: Variant, pool: ServerPool)
         return None
     for server in pool.servers.values():
         server.object_info = {}
-    return written_note(models.root, variant.variant_id, written, time.perf_counter() - t0)
+    return written_note(models.root, label or variant.variant_id, written, time.perf_counter() - t0)
 
 
 def written_note(root: Path, variant_id: str, written: list[str], seconds: float) -> str:

@@ -808,3 +808,24 @@ def test_the_spread_of_recorded_sessions_widens_the_intervals(tmp_path: Path) ->
     ran = _run(gate, world)
     assert any(n.startswith("intervals include the session-to-session spread the recorded sessions show")
                for n in ran.verdict.notes)
+
+
+def test_the_synthetic_files_a_first_run_wrote_are_noted_under_the_variant_as_the_test_names_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pytest_wan22.rounds as rounds_mod
+
+    written: list[tuple[str, str]] = []
+
+    def write(models: SyntheticModels, v: Variant, pool: ServerPool, label: str = "") -> str | None:
+        written.append((v.variant_id, label))
+        return f"{label or v.variant_id}: 2 synthetic files written" if len(written) == 1 else None
+
+    monkeypatch.setattr(rounds_mod, "write_synthetic", write)
+    gate = _gate(tmp_path, FakeWorld())
+    cpu = replace(gate, tier=TIERS["cpu"], models=SyntheticModels(tmp_path / "set", model_set("tiny")))
+    ran = rounds_mod.as_run(cpu, BASE)
+    rounds_mod.as_run(cpu, BASE)  # the set has it all now: nothing more to say
+    assert ran.variant_id != BASE.variant_id  # the cpu tier scales the graph
+    assert written[0] == (ran.variant_id, BASE.variant_id)  # files for the graph that runs, named as written
+    assert cpu.state.synth_notes == [f"{BASE.variant_id}: 2 synthetic files written"]
+    assert rounds_mod.as_run(gate, BASE) == BASE and len(written) == 2  # the user's models: nothing written
