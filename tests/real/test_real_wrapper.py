@@ -4,12 +4,14 @@ the node packs ComfyUI-WanVideoWrapper, ComfyUI-KJNodes and ComfyUI-VideoHelperS
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from pytest_wan22.synth import layout_specs
 from pytest_wan22.synth_plan import model_needs
 from pytest_wan22.workflows import Variant, Workflow
 from pytest_wan22.workflows.convert import convert_ui
@@ -95,3 +97,25 @@ def test_the_examples_files_are_what_the_wrapper_builds(size: str, tmp_path: Pat
     for n in needs:
         v = verdicts[n.relpath]
         assert (v.get("error"), v["missing"], v["unexpected"], v["shapes"]) == (None, [], [], []), v
+
+
+@pytest.mark.parametrize("size", ["tiny", "full"])
+def test_the_examples_lora_patches_every_key_the_wrapper_keeps(size: str, tmp_path: Path) -> None:
+    """The example's LightX2V LoRA through WanVideoSetLoRAs onto the model it patches (meta device): every key is
+    applied but the CLIP image projections (k_img, v_img) of the Wan 2.1 LoRA, which the node drops on a Wan 2.2
+    model (as it does the real file's), and neither the wrapper nor ComfyUI logs a key it did not load."""
+    if "kijai/ComfyUI-WanVideoWrapper" in missing_packs():
+        pytest.skip(f"needs kijai/ComfyUI-WanVideoWrapper in {COMFYUI}/custom_nodes")
+    prompt = convert_ui(json.loads(EXAMPLE.read_text(encoding="utf-8")), json.loads(INFO.read_text(encoding="utf-8")))
+    variant = Variant(Workflow(prompt.prompt, EXAMPLE.stem))
+    if size == "tiny":
+        variant = variant.precomputed_conditioning("wan22_tiny_cond").on_cpu()
+    (need,) = [n for n in model_needs(variant.build(), size) if n.layout["kind"] == "lora"]
+    assert need.patches is not None
+    verdict = judge([{"id": need.relpath, "layout": dict(need.layout), "patches": dict(need.patches)}], tmp_path)
+    v = verdict[need.relpath]
+    keys = [s.name for s in layout_specs(need.layout)]
+    dropped = [k for k in keys if "_img." in k] if not need.patches.get("clip") else []
+    assert (v.get("error"), v["warnings"]) == (None, []), v
+    assert v["unapplied"] == sorted({re.sub(r"\.blocks\.\d+\.", ".blocks.*.", k) for k in dropped}), v
+    assert (v["keys"], v["applied"]) == (len(keys), len(keys) - len(dropped)), v

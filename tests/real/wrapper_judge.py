@@ -10,6 +10,10 @@ WanVideoVAE (which WanVideoVAELoader builds at full width, under a "model." pref
 layout against the encoder LoadWanVideoT5TextEncoder builds (umt5_xxl, encoder only). One JSON line per layout:
 missing keys (the module has them, the file not), unexpected ones, and shape mismatches (a DiT by names: WanModel
 builds its cross-attention k and v with a placeholder input width that loading replaces).
+
+A LoRA entry also carries "patches", the layout of the DiT it patches: its tensors go through WanVideoSetLoRAs onto
+that model (on the meta device), and its line counts the file's keys, the keys the patches apply, the key families
+left unapplied (block numbers as *) and the warnings the wrapper and ComfyUI log for keys they do not load.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import json
+import logging
+import re
 import sys
 import types
 from pathlib import Path
@@ -50,7 +56,7 @@ def main() -> None:
     def module_shapes(module: Any, prefix: str = "") -> dict[str, tuple[int, ...]]:
         return {prefix + k: tuple(v.shape) for k, v in module.state_dict().items()}
 
-    def dit(layout: dict[str, Any], shapes: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
+    def wan_model(shapes: dict[str, tuple[int, ...]]) -> Any:
         model = importlib.import_module("wanvideowrapper.wanvideo.modules.model")
         dim, in_dim = shapes["patch_embedding.weight"][:2]
         heads, layers = {5120: (40, 40), 3072: (24, 30), 4096: (32, 48)}.get(dim, (12, 30))
@@ -61,6 +67,10 @@ def main() -> None:
                 out_features=shapes["blocks.0.self_attn.k.weight"][0], ffn_dim=shapes["blocks.0.ffn.0.bias"][0],
                 ffn2_dim=shapes["blocks.0.ffn.2.weight"][1], out_dim=48 if dim == 3072 else 16, num_heads=heads,
                 num_layers=layers, main_device=torch.device("cpu"), dtype=torch.bfloat16)
+        return net
+
+    def dit(layout: dict[str, Any], shapes: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
+        net = wan_model(shapes)
         # what load_weights assigns: each parameter once, by name; WanModel builds cross-attention k and v with a
         # placeholder input width that the file's tensors replace, so a DiT is judged by its names
         return {name: shapes.get(name, tuple(p.shape)) for name, p in net.named_parameters()}
@@ -75,21 +85,53 @@ def main() -> None:
             net = t5_module.umt5_xxl(encoder_only=True, return_tokenizer=False, dtype=torch.bfloat16, device="cpu")
         return module_shapes(net)
 
-    judges = {"wan_dit": dit, "wan21_vae": vae, "wanvideo_t5": t5}
-    for entry in json.loads(Path(layouts_file).read_text(encoding="utf-8")):
-        layout = entry["layout"]
+    warnings: list[str] = []
+
+    class Unloaded(logging.Handler):
+        """Keeps what the wrapper (NOT LOADED) and ComfyUI (lora key not loaded) log for keys they skip."""
+
+        def emit(self, record: logging.LogRecord) -> None:
+            if "not loaded" in record.getMessage().lower():
+                warnings.append(record.getMessage())
+
+    logging.getLogger().addHandler(Unloaded(logging.WARNING))
+
+    def lora(layout: dict[str, Any], patches: dict[str, Any]) -> dict[str, Any]:
+        import comfy.model_patcher
+
+        nodes = importlib.import_module("wanvideowrapper.nodes_model_loading")
+        net = wan_model({s.name: tuple(s.shape) for s in synth.layout_specs(patches)})
+        model = nodes.WanVideoModel(nodes.WanVideoModelConfig(), transformer=net)
+        patcher = comfy.model_patcher.ModelPatcher(model, torch.device("cpu"), torch.device("cpu"))
+        # each tensor a zero-stride view of one element, so a full-size LoRA costs nothing to hold
+        file = {s.name: torch.tensor(s.value) if s.init == "const" else torch.zeros((), dtype=torch.bfloat16)
+                .expand(s.shape) for s in synth.layout_specs(layout)}
+        nodes.load_torch_file = lambda *args, **kwargs: dict(file)  # what WanVideoSetLoRAs reads for the file
+        warnings.clear()
+        (patched,) = nodes.WanVideoSetLoRAs().setlora(patcher, [
+            {"path": "synthetic", "name": "synthetic", "strength": 1.0, "blocks": {}, "merge_loras": False}])
+        applied = {k for weight in patched.patches.values() for patch in weight for k in patch[1].loaded_keys}
+        families = {re.sub(r"\.blocks\.\d+\.", ".blocks.*.", k) for k in set(file) - applied}
+        return {"keys": len(file), "applied": len(applied & set(file)), "patched": len(patched.patches),
+                "unapplied": sorted(families)[:40], "warnings": warnings[:20]}
+
+    def tensors(layout: dict[str, Any]) -> dict[str, Any]:
         shapes = {s.name: tuple(s.shape) for s in synth.layout_specs(layout)
                   if s.name != "scaled_fp8" and not s.name.endswith(SCALE_KEYS)}
         if layout["kind"] == "wan21_vae":  # WanVideoVAELoader adds the prefix to a file without it
             shapes = {"model." + k: v for k, v in shapes.items()}
+        judges = {"wan_dit": dit, "wan21_vae": vae, "wanvideo_t5": t5}
+        wanted = judges[layout["kind"]](layout, {k.removeprefix("model."): v for k, v in shapes.items()})
+        return {"missing": sorted(set(wanted) - set(shapes))[:20], "unexpected": sorted(set(shapes) - set(wanted))[:20],
+                "shapes": sorted(f"{k}: file {shapes[k]}, module {wanted[k]}" for k in set(wanted) & set(shapes)
+                                 if wanted[k] != shapes[k])[:20],
+                "tensors": len(wanted)}
+
+    for entry in json.loads(Path(layouts_file).read_text(encoding="utf-8")):
+        layout = entry["layout"]
         verdict: dict[str, Any] = {"id": entry["id"]}
         try:
-            wanted = judges[layout["kind"]](layout, {k.removeprefix("model."): v for k, v in shapes.items()})
-            verdict["missing"] = sorted(set(wanted) - set(shapes))[:20]
-            verdict["unexpected"] = sorted(set(shapes) - set(wanted))[:20]
-            verdict["shapes"] = sorted(f"{k}: file {shapes[k]}, module {wanted[k]}" for k in set(wanted) & set(shapes)
-                                       if wanted[k] != shapes[k])[:20]
-            verdict["tensors"] = len(wanted)
+            verdict.update(lora(layout, entry["patches"]) if layout["kind"] == "lora" else tensors(layout))
         except Exception as exc:  # one bad layout must not hide the verdicts of the others
             verdict["error"] = f"{type(exc).__name__}: {exc}"[:2000]
         print(json.dumps(verdict), flush=True)
