@@ -308,11 +308,15 @@ class _Planner:
         if loader not in GGUF_LOADERS:
             raise self.fail(node_id, name, f"{loader} does not load GGUF files; load it with UnetLoaderGGUF "
                                            "(city96/ComfyUI-GGUF)")
+        return self.gguf_type(node_id, name, "QuantStack and city96 do (e.g. Wan2.2-I2V-A14B-HighNoise-Q4_K_M.gguf)")
+
+    def gguf_type(self, node_id: str, name: str, example: str) -> str:
+        """The GGUF type a file's name says, one the synthetic set writes (else the error says how to name it)."""
         file_type = gguf_file_type(name)
-        if file_type not in GGUF_FILE_TYPES:
+        if file_type is None or file_type not in GGUF_FILE_TYPES:
             raise self.fail(node_id, name, "the name says none of the GGUF types the synthetic set writes ("
                                            f"{', '.join(GGUF_FILE_TYPES)}); name the file after its type, as "
-                                           "QuantStack and city96 do (e.g. Wan2.2-I2V-A14B-HighNoise-Q4_K_M.gguf)")
+                                           + example)
         return file_type
 
     def dit(self, node_id: str, name: str) -> tuple[dict[str, Any], str]:
@@ -424,11 +428,7 @@ class _Planner:
             if loader != "CLIPLoaderGGUF":
                 raise self.fail(node_id, name, f"{loader} does not load GGUF files; load it with CLIPLoaderGGUF "
                                                "(city96/ComfyUI-GGUF)")
-            file_type = gguf_file_type(name)
-            if file_type not in GGUF_FILE_TYPES:
-                raise self.fail(node_id, name, "the name says none of the GGUF types the synthetic set writes ("
-                                               f"{', '.join(GGUF_FILE_TYPES)}); name the file after its type, as "
-                                               "city96 does (e.g. umt5-xxl-encoder-Q8_0.gguf)")
+            file_type = self.gguf_type(node_id, name, "city96 does (e.g. umt5-xxl-encoder-Q8_0.gguf)")
             return ({"kind": "umt5_xxl", "format": file_type, "container": "gguf"},
                     f"UMT5-XXL text encoder, GGUF {file_type}")
         fmt = weight_format(name, "fp8_scaled")
