@@ -44,15 +44,14 @@ class Collect(logging.Handler):
         self.lines.append(record.getMessage()[:2000])
 
 
-def main() -> None:
-    comfyui, layouts_file = sys.argv[1], sys.argv[2]
+def start_comfy(comfyui: str) -> types.ModuleType:
+    """Make ComfyUI at `comfyui` importable as it runs on a CPU, and return the plugin's synth module loaded by path
+    (the plugin itself is not installed in ComfyUI's interpreter). The wrapper's judge starts the same way."""
     sys.argv = [sys.argv[0], "--cpu"]
     sys.path.insert(0, comfyui)
     import comfy.options
 
     comfy.options.enable_args_parsing()
-    import torch
-
     spec = importlib.util.spec_from_file_location(
         "wan22_synth", Path(__file__).resolve().parents[2] / "pytest_wan22" / "synth.py")
     assert spec is not None
@@ -60,12 +59,18 @@ def main() -> None:
     synth = importlib.util.module_from_spec(spec)
     sys.modules["wan22_synth"] = synth
     spec.loader.exec_module(synth)
+    return synth
 
+
+def main() -> None:
+    comfyui, layouts_file = sys.argv[1], sys.argv[2]
+    synth = start_comfy(comfyui)
     import comfy.clip_vision
     import comfy.lora
     import comfy.model_detection
     import comfy.sd
     import comfy.utils
+    import torch
     from comfy.audio_encoders.audio_encoders import load_audio_encoder_from_sd
 
     dtypes = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F8_E4M3": torch.float8_e4m3fn,

@@ -80,16 +80,20 @@ def judge(entries: list[dict[str, Any]], tmp_path: Path) -> dict[str, dict[str, 
     return {v["id"]: v for v in verdicts}
 
 
-@pytest.mark.parametrize("size", ["tiny", "full"])
-def test_the_examples_files_are_what_the_wrapper_builds(size: str, tmp_path: Path) -> None:
-    """Every layout planned for the example (tiny on the cpu tier's graph; full size, the wrapper's T5 included),
-    set against the modules the wrapper builds for it on the meta device: no missing, unexpected or misshapen key."""
+def example_variant(size: str) -> Variant:
+    """The example as a variant: on the cpu tier's terms for the tiny set (skips without the wrapper pack)."""
     if "kijai/ComfyUI-WanVideoWrapper" in missing_packs():
         pytest.skip(f"needs kijai/ComfyUI-WanVideoWrapper in {COMFYUI}/custom_nodes")
     prompt = convert_ui(json.loads(EXAMPLE.read_text(encoding="utf-8")), json.loads(INFO.read_text(encoding="utf-8")))
     variant = Variant(Workflow(prompt.prompt, EXAMPLE.stem))
-    if size == "tiny":
-        variant = variant.precomputed_conditioning("wan22_tiny_cond").on_cpu()
+    return variant.precomputed_conditioning("wan22_tiny_cond").on_cpu() if size == "tiny" else variant
+
+
+@pytest.mark.parametrize("size", ["tiny", "full"])
+def test_the_examples_files_are_what_the_wrapper_builds(size: str, tmp_path: Path) -> None:
+    """Every layout planned for the example (tiny on the cpu tier's graph; full size, the wrapper's T5 included),
+    set against the modules the wrapper builds for it on the meta device: no missing, unexpected or misshapen key."""
+    variant = example_variant(size)
     needs = [n for n in model_needs(variant.build(), size) if n.layout["kind"] != "lora"]
     assert {n.layout["kind"] for n in needs} == ({"wan_dit", "wan21_vae", "wanvideo_t5"} if size == "full" else
                                                  {"wan_dit", "wan21_vae"})
@@ -104,12 +108,7 @@ def test_the_examples_lora_patches_every_key_the_wrapper_keeps(size: str, tmp_pa
     """The example's LightX2V LoRA through WanVideoSetLoRAs onto the model it patches (meta device): every key is
     applied but the CLIP image projections (k_img, v_img) of the Wan 2.1 LoRA, which the node drops on a Wan 2.2
     model (as it does the real file's), and neither the wrapper nor ComfyUI logs a key it did not load."""
-    if "kijai/ComfyUI-WanVideoWrapper" in missing_packs():
-        pytest.skip(f"needs kijai/ComfyUI-WanVideoWrapper in {COMFYUI}/custom_nodes")
-    prompt = convert_ui(json.loads(EXAMPLE.read_text(encoding="utf-8")), json.loads(INFO.read_text(encoding="utf-8")))
-    variant = Variant(Workflow(prompt.prompt, EXAMPLE.stem))
-    if size == "tiny":
-        variant = variant.precomputed_conditioning("wan22_tiny_cond").on_cpu()
+    variant = example_variant(size)
     (need,) = [n for n in model_needs(variant.build(), size) if n.layout["kind"] == "lora"]
     assert need.patches is not None
     verdict = judge([{"id": need.relpath, "layout": dict(need.layout), "patches": dict(need.patches)}], tmp_path)

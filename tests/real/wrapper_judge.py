@@ -19,7 +19,6 @@ left unapplied (block numbers as *) and the warnings the wrapper and ComfyUI log
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import json
 import logging
 import re
@@ -33,21 +32,11 @@ SCALE_KEYS = (".scale_weight", ".weight_scale")
 
 def main() -> None:
     comfyui, pack, layouts_file = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
-    sys.argv = [sys.argv[0], "--cpu"]
-    sys.path.insert(0, comfyui)
-    import comfy.options
+    from comfy_judge import start_comfy  # beside this file: run by path, its folder is on sys.path
 
-    comfy.options.enable_args_parsing()
+    synth = start_comfy(comfyui)
     import torch
     from accelerate import init_empty_weights
-
-    spec = importlib.util.spec_from_file_location(
-        "wan22_synth", Path(__file__).resolve().parents[2] / "pytest_wan22" / "synth.py")
-    assert spec is not None
-    assert spec.loader is not None
-    synth = importlib.util.module_from_spec(spec)
-    sys.modules["wan22_synth"] = synth
-    spec.loader.exec_module(synth)
 
     package = types.ModuleType("wanvideowrapper")  # the pack's modules, without its node registrations
     package.__path__ = [str(pack)]
